@@ -1,0 +1,164 @@
+//! `cargo xtask`: the project's automation, in Rust.
+//!
+//! Run `cargo xtask --help` for the commands. xtask depends on no workspace
+//! crate, so it starts without building burn; the heavy work is delegated to
+//! `cargo` invocations.
+
+mod data;
+mod layers;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "cargo xtask",
+    bin_name = "cargo xtask",
+    about = "ntk-rs project automation",
+    version
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Everything CI checks: fmt, clippy, the layer check, the tests.
+    Ci,
+    /// Check that workspace crates depend only on the layers below them.
+    CheckLayers,
+    /// Build the mdBook site (docs/ -> target/book) and the rustdoc API docs.
+    Docs,
+    /// Run the paper's experiments on the shipped offline data.
+    Reproduce {
+        /// One experiment by name (default: all available).
+        name: Option<String>,
+        /// The quick profile of every experiment (a CI smoke test).
+        #[arg(long)]
+        quick: bool,
+    },
+    /// Dataset management: verify the shipped data, download the full sets.
+    Data {
+        #[command(subcommand)]
+        command: data::DataCmd,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            // Help and version are successes; anything else is a usage error.
+            return match e.kind() {
+                clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => {
+                    ExitCode::SUCCESS
+                }
+                _ => ExitCode::from(2),
+            };
+        }
+    };
+    let result = match cli.command {
+        Cmd::Ci => ci(),
+        Cmd::CheckLayers => layers::check_workspace(),
+        Cmd::Docs => docs(),
+        Cmd::Reproduce { name, quick } => reproduce(name.as_deref(), quick),
+        Cmd::Data { command } => data::run(command),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(msg) => {
+            eprintln!("xtask: {msg}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The workspace root (the parent of this crate's folder).
+pub(crate) fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives in the workspace root")
+        .to_path_buf()
+}
+
+/// Runs `cargo` with `args` in the workspace root, echoing the command.
+pub(crate) fn cargo(args: &[&str]) -> Result<(), String> {
+    run(Command::new(env!("CARGO")).args(args))
+}
+
+/// Runs a command, echoing it, and turns a non-zero exit into an error.
+pub(crate) fn run(cmd: &mut Command) -> Result<(), String> {
+    cmd.current_dir(root());
+    let shown = format!("{cmd:?}").replace('"', "");
+    eprintln!("$ {shown}");
+    let status = cmd
+        .status()
+        .map_err(|e| format!("could not start `{shown}`: {e}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("`{shown}` failed ({status})"))
+    }
+}
+
+fn ci() -> Result<(), String> {
+    cargo(&["fmt", "--all", "--", "--check"])?;
+    cargo(&[
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ])?;
+    layers::check_workspace()?;
+    data::verify_shipped()?;
+    cargo(&["test", "--workspace"])?;
+    Ok(())
+}
+
+fn docs() -> Result<(), String> {
+    let have_mdbook = Command::new("mdbook")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !have_mdbook {
+        eprintln!("mdbook not found: installing it from crates.io");
+        cargo(&["install", "--locked", "mdbook"]).map_err(|e| {
+            format!("{e}\ninstall mdbook by hand with `cargo install --locked mdbook`, then rerun")
+        })?;
+    }
+    let book_out = root().join("target").join("book");
+    run(Command::new("mdbook")
+        .args(["build", "docs", "--dest-dir"])
+        .arg(&book_out))?;
+    let header = root().join("docs").join("katex-header.html");
+    run(Command::new(env!("CARGO"))
+        .args(["doc", "--workspace", "--no-deps", "--exclude", "xtask"])
+        .env(
+            "RUSTDOCFLAGS",
+            format!("--html-in-header {}", header.display()),
+        ))?;
+    eprintln!(
+        "book: {}\nAPI:  {}",
+        book_out.join("index.html").display(),
+        root().join("target/doc/krylov/index.html").display()
+    );
+    Ok(())
+}
+
+fn reproduce(name: Option<&str>, quick: bool) -> Result<(), String> {
+    let mut args = vec!["run", "--release", "--package", "ntk-bench", "--"];
+    args.push("reproduce");
+    if let Some(name) = name {
+        args.push(name);
+    }
+    if quick {
+        args.push("--quick");
+    }
+    cargo(&args)
+}
