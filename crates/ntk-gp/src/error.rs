@@ -1,0 +1,67 @@
+//! The error type of ntk-gp.
+
+use thiserror::Error;
+
+/// Everything that can go wrong when building, fitting or querying a GP.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum GpError {
+    /// Two inputs that must agree in size do not.
+    #[error("shape mismatch: {what} (expected {expected}, got {got})")]
+    Shape {
+        /// What was being compared.
+        what: &'static str,
+        /// The size required.
+        expected: usize,
+        /// The size given.
+        got: usize,
+    },
+    /// A NaN or infinite value where a finite number is required.
+    #[error("{what} contains a non-finite value at index {index}")]
+    NonFinite {
+        /// Which input.
+        what: &'static str,
+        /// The first offending index.
+        index: usize,
+    },
+    /// A quantity that must be strictly positive is not (e.g. $\sigma^2 \le 0$).
+    #[error("{what} must be positive and finite, got {value}")]
+    NonPositive {
+        /// Which quantity.
+        what: &'static str,
+        /// Its value.
+        value: f64,
+    },
+    /// A task with no data points.
+    #[error("the task has no data points")]
+    EmptyTask,
+    /// The kernel matrix plus noise was not numerically positive definite.
+    #[error("{what} is not positive definite (Cholesky failed)")]
+    NotPositiveDefinite {
+        /// Which matrix.
+        what: &'static str,
+    },
+    /// Hyper-parameter optimization failed.
+    #[error("hyper-parameter optimization failed: {0}")]
+    Optimization(String),
+}
+
+/// Fails with [`GpError::NonFinite`] at the first NaN or infinity in `values`.
+pub(crate) fn check_finite<'a>(
+    what: &'static str,
+    values: impl IntoIterator<Item = &'a f64>,
+) -> Result<(), GpError> {
+    match values.into_iter().position(|v| !v.is_finite()) {
+        Some(index) => Err(GpError::NonFinite { what, index }),
+        None => Ok(()),
+    }
+}
+
+/// Fails with [`GpError::NonPositive`] unless `value` is finite and $> 0$.
+pub(crate) fn check_positive(what: &'static str, value: f64) -> Result<(), GpError> {
+    if value.is_finite() && value > 0.0 {
+        Ok(())
+    } else {
+        Err(GpError::NonPositive { what, value })
+    }
+}

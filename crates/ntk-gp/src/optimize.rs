@@ -1,0 +1,217 @@
+//! Bounded maximization of a smooth objective (the log marginal likelihood) by L-BFGS.
+//!
+//! Hyper-parameters live in log space with box bounds $\ell_i \le x_i \le u_i$. The box is
+//! removed by the smooth map $x_i = \ell_i + (u_i - \ell_i)\,\mathrm{sigmoid}(z_i)$, and argmin's
+//! L-BFGS (Nocedal 1980) with a Moré–Thuente line search runs on $z$ unconstrained; the
+//! chain rule gives $\partial/\partial z_i = (x_i - \ell_i)(u_i - x_i)/(u_i-\ell_i)\cdot\partial/\partial x_i$.
+
+use std::sync::Mutex;
+
+use argmin::core::{CostFunction, Executor, Gradient, State};
+use argmin::solver::linesearch::MoreThuenteLineSearch;
+use argmin::solver::quasinewton::LBFGS;
+
+use crate::error::GpError;
+
+/// How a bounded maximization is run.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct MaximizeParams {
+    /// Maximum number of L-BFGS iterations.
+    pub max_iters: u64,
+    /// Stop when the gradient norm (in the unconstrained variables) falls below this.
+    pub grad_tolerance: f64,
+}
+
+impl Default for MaximizeParams {
+    fn default() -> Self {
+        Self {
+            max_iters: 200,
+            grad_tolerance: 1e-6,
+        }
+    }
+}
+
+/// The result of a bounded maximization.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Maximum {
+    /// The best point found (within the bounds).
+    pub x: Vec<f64>,
+    /// The objective there.
+    pub value: f64,
+    /// L-BFGS iterations run.
+    pub iterations: u64,
+    /// Why the solver stopped, in words.
+    pub termination: String,
+}
+
+/// An objective with its gradient; `Err` aborts the search.
+pub trait Objective {
+    /// The value $g(x)$ and gradient $\nabla g(x)$ at `x`.
+    fn value_and_gradient(&self, x: &[f64]) -> Result<(f64, Vec<f64>), GpError>;
+}
+
+impl<F: Fn(&[f64]) -> Result<(f64, Vec<f64>), GpError>> Objective for F {
+    fn value_and_gradient(&self, x: &[f64]) -> Result<(f64, Vec<f64>), GpError> {
+        self(x)
+    }
+}
+
+/// Maximizes `objective` over the box `[lower, upper]` from `x0` (clamped into the box).
+pub fn maximize_bounded(
+    objective: &dyn Objective,
+    x0: &[f64],
+    lower: &[f64],
+    upper: &[f64],
+    params: MaximizeParams,
+) -> Result<Maximum, GpError> {
+    let d = x0.len();
+    if lower.len() != d || upper.len() != d {
+        return Err(GpError::Shape {
+            what: "bounds vs starting point",
+            expected: d,
+            got: lower.len().min(upper.len()),
+        });
+    }
+    if let Some(i) = (0..d).find(|&i| !(lower[i] < upper[i]) || !x0[i].is_finite()) {
+        return Err(GpError::Optimization(format!(
+            "coordinate {i}: need finite start and lower < upper, got x0 = {}, [{}, {}]",
+            x0[i], lower[i], upper[i]
+        )));
+    }
+    let problem = Boxed {
+        objective,
+        lower,
+        upper,
+        cache: Mutex::new(None),
+    };
+    let z0: Vec<f64> = (0..d)
+        .map(|i| {
+            // Keep the start strictly inside so the logit is finite.
+            let t = ((x0[i] - lower[i]) / (upper[i] - lower[i])).clamp(1e-6, 1.0 - 1e-6);
+            (t / (1.0 - t)).ln()
+        })
+        .collect();
+    let solver = LBFGS::new(MoreThuenteLineSearch::new(), 7)
+        .with_tolerance_grad(params.grad_tolerance)
+        .map_err(|e| GpError::Optimization(e.to_string()))?
+        .with_tolerance_cost(1e-12)
+        .map_err(|e| GpError::Optimization(e.to_string()))?;
+    let result = Executor::new(problem, solver)
+        .configure(|s| s.param(z0).max_iters(params.max_iters))
+        .run()
+        .map_err(|e| GpError::Optimization(e.to_string()))?;
+    let state = result.state();
+    let z = state
+        .get_best_param()
+        .ok_or_else(|| GpError::Optimization("no iterate was evaluated".into()))?;
+    let x: Vec<f64> = (0..d).map(|i| to_box(z[i], lower[i], upper[i])).collect();
+    Ok(Maximum {
+        value: -state.get_best_cost(),
+        iterations: state.get_iter(),
+        termination: state.get_termination_status().to_string(),
+        x,
+    })
+}
+
+fn to_box(z: f64, lo: f64, hi: f64) -> f64 {
+    lo + (hi - lo) / (1.0 + (-z).exp())
+}
+
+/// The negated objective in unconstrained coordinates, as argmin wants it.
+struct Boxed<'a> {
+    objective: &'a dyn Objective,
+    lower: &'a [f64],
+    upper: &'a [f64],
+    /// The last evaluation: argmin asks for cost and gradient separately.
+    cache: Mutex<Option<(Vec<f64>, f64, Vec<f64>)>>,
+}
+
+impl Boxed<'_> {
+    fn eval(&self, z: &[f64]) -> Result<(f64, Vec<f64>), argmin::core::Error> {
+        let mut cache = self.cache.lock().expect("cache lock is never poisoned");
+        if let Some((cz, v, g)) = cache.as_ref()
+            && cz.as_slice() == z
+        {
+            return Ok((*v, g.clone()));
+        }
+        let x: Vec<f64> = (0..z.len())
+            .map(|i| to_box(z[i], self.lower[i], self.upper[i]))
+            .collect();
+        let (value, grad) = self.objective.value_and_gradient(&x)?;
+        // Minimize -g; chain rule through the sigmoid map.
+        let gz: Vec<f64> = (0..z.len())
+            .map(|i| {
+                let (lo, hi) = (self.lower[i], self.upper[i]);
+                -grad[i] * (x[i] - lo) * (hi - x[i]) / (hi - lo)
+            })
+            .collect();
+        let cost = if value.is_finite() {
+            -value
+        } else {
+            f64::INFINITY
+        };
+        *cache = Some((z.to_vec(), cost, gz.clone()));
+        Ok((cost, gz))
+    }
+}
+
+impl CostFunction for Boxed<'_> {
+    type Param = Vec<f64>;
+    type Output = f64;
+    fn cost(&self, z: &Self::Param) -> Result<f64, argmin::core::Error> {
+        Ok(self.eval(z)?.0)
+    }
+}
+
+impl Gradient for Boxed<'_> {
+    type Param = Vec<f64>;
+    type Gradient = Vec<f64>;
+    fn gradient(&self, z: &Self::Param) -> Result<Vec<f64>, argmin::core::Error> {
+        Ok(self.eval(z)?.1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_an_interior_maximum() {
+        // g(x) = -(x0 - 1)^2 - 3 (x1 + 2)^2
+        let g = |x: &[f64]| {
+            Ok((
+                -(x[0] - 1.0).powi(2) - 3.0 * (x[1] + 2.0).powi(2),
+                vec![-2.0 * (x[0] - 1.0), -6.0 * (x[1] + 2.0)],
+            ))
+        };
+        let m = maximize_bounded(
+            &g,
+            &[0.0, 0.0],
+            &[-5.0, -5.0],
+            &[5.0, 5.0],
+            Default::default(),
+        )
+        .unwrap();
+        assert!(
+            (m.x[0] - 1.0).abs() < 1e-5 && (m.x[1] + 2.0).abs() < 1e-5,
+            "{m:?}"
+        );
+    }
+
+    #[test]
+    fn stops_at_an_active_bound() {
+        // g(x) = x is largest at the upper bound.
+        let g = |x: &[f64]| Ok((x[0], vec![1.0]));
+        let m = maximize_bounded(&g, &[0.0], &[-1.0], &[2.0], Default::default()).unwrap();
+        assert!(m.x[0] <= 2.0 && m.x[0] > 1.99, "{m:?}");
+    }
+
+    #[test]
+    fn rejects_an_empty_box() {
+        let g = |x: &[f64]| Ok((x[0], vec![1.0]));
+        assert!(matches!(
+            maximize_bounded(&g, &[0.0], &[1.0], &[1.0], Default::default()),
+            Err(GpError::Optimization(_))
+        ));
+    }
+}
