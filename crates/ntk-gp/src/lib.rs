@@ -6,6 +6,9 @@
 //! $s^2 J J^\top$, adapted in closed form.
 //!
 //! - [`exact::ExactGp`]: dense inference on a precomputed kernel matrix (Cholesky).
+//! - [`weight_space::WeightSpaceGp`]: the same posterior from the $p\times p$ matrix
+//!   $\Phi^\top\Phi + (\sigma^2/s^2)I$ (parameter space, Woodbury).
+//! - [`fit`]: maximum-marginal-likelihood $\sigma^2$, $s^2$ and constant mean.
 //! - [`optimize`]: bounded quasi-Newton maximization of the log marginal likelihood.
 //! - [`rbf`]: the exact RBF-kernel GP baseline with fitted hyper-parameters.
 //!
@@ -23,7 +26,9 @@
 
 pub mod error;
 pub mod exact;
+pub mod fit;
 pub mod optimize;
 pub mod rbf;
+pub mod weight_space;
 
 pub use error::GpError;
