@@ -72,7 +72,9 @@ pub fn maximize_bounded(
             got: lower.len().min(upper.len()),
         });
     }
-    if let Some(i) = (0..d).find(|&i| !(lower[i] < upper[i]) || !x0[i].is_finite()) {
+    if let Some(i) = (0..d).find(|&i| {
+        lower[i].partial_cmp(&upper[i]) != Some(std::cmp::Ordering::Less) || !x0[i].is_finite()
+    }) {
         return Err(GpError::Optimization(format!(
             "coordinate {i}: need finite start and lower < upper, got x0 = {}, [{}, {}]",
             x0[i], lower[i], upper[i]
@@ -117,13 +119,16 @@ fn to_box(z: f64, lo: f64, hi: f64) -> f64 {
     lo + (hi - lo) / (1.0 + (-z).exp())
 }
 
+/// One evaluation in unconstrained coordinates: the point, the cost and its gradient.
+type Evaluation = (Vec<f64>, f64, Vec<f64>);
+
 /// The negated objective in unconstrained coordinates, as argmin wants it.
 struct Boxed<'a> {
     objective: &'a dyn Objective,
     lower: &'a [f64],
     upper: &'a [f64],
     /// The last evaluation: argmin asks for cost and gradient separately.
-    cache: Mutex<Option<(Vec<f64>, f64, Vec<f64>)>>,
+    cache: Mutex<Option<Evaluation>>,
 }
 
 impl Boxed<'_> {
