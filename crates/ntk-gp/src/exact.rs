@@ -10,6 +10,9 @@
 //! - predictive mean $\mu(x_*) + s^2 k_*^\top \alpha$ and latent variance
 //!   $s^2 k_{**} - s^4 k_*^\top A^{-1} k_*$ (Rasmussen & Williams 2006, Alg. 2.1).
 //!
+//! A heteroscedastic likelihood replaces $\sigma^2 I$ by $\sigma^2 D$ with a fixed positive
+//! diagonal $D$ (the per-point variances of a network's scale head; $\sigma^2$ then scales them).
+//!
 //! The kernel can be the finite NTK $J J^\top$ (the structured dense strategy) or any
 //! other positive semi-definite kernel (the RBF baselines).
 
@@ -66,6 +69,8 @@ pub struct ExactGp {
     kernel: DMatrix<f64>,
     residual: DVector<f64>,
     hyper: Hyper,
+    /// The noise shape $D$ (`None`: $D = I$).
+    noise_shape: Option<DVector<f64>>,
     chol: Cholesky<f64, Dyn>,
     alpha: DVector<f64>,
 }
@@ -87,6 +92,35 @@ impl ExactGp {
         residual: DVector<f64>,
         hyper: Hyper,
     ) -> Result<Self, GpError> {
+        Self::build(kernel, residual, hyper, None)
+    }
+
+    /// Conditions with heteroscedastic noise $\sigma^2 D$, $D = \operatorname{diag}(d)$, $d_i > 0$.
+    pub fn heteroscedastic(
+        kernel: DMatrix<f64>,
+        residual: DVector<f64>,
+        hyper: Hyper,
+        noise_shape: DVector<f64>,
+    ) -> Result<Self, GpError> {
+        if noise_shape.len() != residual.len() {
+            return Err(GpError::Shape {
+                what: "per-point noise variances vs targets",
+                expected: residual.len(),
+                got: noise_shape.len(),
+            });
+        }
+        for &d in noise_shape.iter() {
+            check_positive("per-point noise variance", d)?;
+        }
+        Self::build(kernel, residual, hyper, Some(noise_shape))
+    }
+
+    fn build(
+        kernel: DMatrix<f64>,
+        residual: DVector<f64>,
+        hyper: Hyper,
+        noise_shape: Option<DVector<f64>>,
+    ) -> Result<Self, GpError> {
         let n = residual.len();
         if n == 0 {
             return Err(GpError::EmptyTask);
@@ -107,7 +141,7 @@ impl ExactGp {
         check_finite("kernel matrix", kernel.iter())?;
         let mut a = &kernel * hyper.prior_scale;
         for i in 0..n {
-            a[(i, i)] += hyper.noise;
+            a[(i, i)] += hyper.noise * noise_shape.as_ref().map_or(1.0, |d| d[i]);
         }
         let chol = Cholesky::new(a).ok_or(GpError::NotPositiveDefinite {
             what: "s²K + σ²I"
@@ -117,6 +151,7 @@ impl ExactGp {
             kernel,
             residual,
             hyper,
+            noise_shape,
             chol,
             alpha,
         })
@@ -157,12 +192,19 @@ impl ExactGp {
     /// The exact gradient of [`log_marginal_likelihood`](Self::log_marginal_likelihood)
     /// in $\sigma^2$, $s^2$ and a constant mean. Costs one $O(n^3)$ inverse.
     ///
-    /// Uses $A^{-1}K = (I - \sigma^2 A^{-1})/s^2$, so only $\operatorname{tr}A^{-1}$ is needed.
+    /// Uses $A^{-1}K = (I - \sigma^2 A^{-1}D)/s^2$, so only the diagonal of $A^{-1}$ is needed:
+    /// $\partial/\partial\sigma^2 = \tfrac12(\alpha^\top D\alpha - \operatorname{tr}A^{-1}D)$.
     pub fn gradient(&self) -> LmlGradient {
         let n = self.residual.len() as f64;
-        let tr_inv = self.chol.inverse().trace();
+        let inv_diag = self.chol.inverse().diagonal();
+        let (a2, tr_inv) = match &self.noise_shape {
+            None => (self.alpha.norm_squared(), inv_diag.sum()),
+            Some(d) => (
+                self.alpha.component_mul(&self.alpha).dot(d),
+                inv_diag.dot(d),
+            ),
+        };
         let Hyper { noise, prior_scale } = self.hyper;
-        let a2 = self.alpha.norm_squared();
         let aka = self.alpha.dot(&(&self.kernel * &self.alpha));
         let tr_inv_k = (n - noise * tr_inv) / prior_scale;
         LmlGradient {
@@ -381,6 +423,48 @@ mod tests {
         assert!((m2 - mean).norm() < 1e-10);
         assert!((c2 - cov).norm() < 1e-9);
         assert_eq!(p.clamped, 0);
+    }
+
+    #[test]
+    fn heteroscedastic_gradient_matches_central_differences() {
+        let k = random_psd(11, 4, 5);
+        let r = DVector::from_fn(11, |i, _| (1.3 * i as f64).sin());
+        let d = DVector::from_fn(11, |i, _| 0.5 + 0.1 * i as f64);
+        let h = Hyper {
+            noise: 0.3,
+            prior_scale: 1.2,
+        };
+        let lml = |h: Hyper| {
+            ExactGp::heteroscedastic(k.clone(), r.clone(), h, d.clone())
+                .unwrap()
+                .log_marginal_likelihood()
+        };
+        let g = ExactGp::heteroscedastic(k.clone(), r.clone(), h, d.clone())
+            .unwrap()
+            .gradient();
+        let e = 1e-6;
+        let fd_noise = (lml(Hyper {
+            noise: h.noise + e,
+            ..h
+        }) - lml(Hyper {
+            noise: h.noise - e,
+            ..h
+        })) / (2.0 * e);
+        let fd_scale = (lml(Hyper {
+            prior_scale: h.prior_scale + e,
+            ..h
+        }) - lml(Hyper {
+            prior_scale: h.prior_scale - e,
+            ..h
+        })) / (2.0 * e);
+        assert!((g.noise - fd_noise).abs() < 1e-6 * (1.0 + fd_noise.abs()));
+        assert!((g.prior_scale - fd_scale).abs() < 1e-6 * (1.0 + fd_scale.abs()));
+        // D = 1 is the homoscedastic model.
+        let ones =
+            ExactGp::heteroscedastic(k.clone(), r.clone(), h, DVector::from_element(11, 1.0))
+                .unwrap();
+        let plain = ExactGp::new(k.clone(), r.clone(), h).unwrap();
+        assert!((ones.log_marginal_likelihood() - plain.log_marginal_likelihood()).abs() < 1e-12);
     }
 
     #[test]
