@@ -24,11 +24,13 @@
 //! # Ok::<(), ntk_gp::GpError>(())
 //! ```
 
+pub mod ablr;
 pub mod error;
 pub mod exact;
 pub mod fit;
 pub mod optimize;
 pub mod rbf;
+pub mod train;
 pub mod weight_space;
 
 pub use error::GpError;
