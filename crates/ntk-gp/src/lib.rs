@@ -28,6 +28,7 @@ pub mod ablr;
 pub mod error;
 pub mod exact;
 pub mod fit;
+pub mod laplace;
 pub mod optimize;
 pub mod rbf;
 pub mod train;
