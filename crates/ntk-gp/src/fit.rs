@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{GpError, check_positive};
 use crate::exact::{ExactGp, Hyper};
 use crate::optimize::{MaximizeParams, Maximum, maximize_bounded};
+use crate::spectral::{LmlWithGradient, SpectralLml};
 
 /// One hyper-parameter: held fixed, or fitted from `init` within `[lower, upper]`.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -77,24 +78,15 @@ enum Slot {
     Mean,
 }
 
-/// Fits `spec` for the dense GP with unscaled kernel matrix `kernel`, targets `y` and base
-/// prior mean `base_mean` ($\mu(X)$: zeros, or the network's outputs). The prior mean is
-/// $\mu(X) + c$.
-pub fn fit_exact(
-    kernel: &DMatrix<f64>,
-    y: &DVector<f64>,
-    base_mean: &DVector<f64>,
+/// Maximizes the log marginal likelihood given by `lml` (value and gradient at
+/// $(\sigma^2, s^2)$ and constant mean $c$) over the free parameters of `spec`. Returns the
+/// fitted variances, the constant mean (0 when none) and the optimizer's report (`None` when
+/// nothing was free).
+pub fn fit_hyper(
+    lml: impl Fn(Hyper, f64) -> Result<LmlWithGradient, GpError>,
     spec: &FitSpec,
     opt: MaximizeParams,
-) -> Result<Fitted, GpError> {
-    if base_mean.len() != y.len() {
-        return Err(GpError::Shape {
-            what: "prior mean vs targets",
-            expected: y.len(),
-            got: base_mean.len(),
-        });
-    }
-    let residual = y - base_mean;
+) -> Result<(Hyper, f64, Option<Maximum>), GpError> {
     let mut slots = Vec::new();
     let (mut x0, mut lower, mut upper) = (Vec::new(), Vec::new(), Vec::new());
     let mut push = |slot: Slot, p: &Param, log: bool| -> Result<(), GpError> {
@@ -136,39 +128,56 @@ pub fn fit_exact(
         }
         (hyper, c)
     };
-    let condition = |z: &[f64]| {
-        let (hyper, c) = unpack(z);
-        ExactGp::new(kernel.clone(), residual.add_scalar(-c), hyper).map(|gp| (gp, hyper, c))
-    };
     if slots.is_empty() {
-        let (gp, hyper, constant_mean) = condition(&[])?;
-        return Ok(Fitted {
-            gp,
-            hyper,
-            constant_mean,
-            report: None,
-        });
+        let (hyper, c) = unpack(&[]);
+        hyper.check()?;
+        return Ok((hyper, c, None));
     }
     let objective = |z: &[f64]| -> Result<(f64, Vec<f64>), GpError> {
-        let (gp, hyper, _) = condition(z)?;
-        let g = gp.gradient();
+        let (hyper, c) = unpack(z);
+        let e = lml(hyper, c)?;
         let grad = slots
             .iter()
             .map(|s| match s {
-                Slot::LogNoise => hyper.noise * g.noise,
-                Slot::LogScale => hyper.prior_scale * g.prior_scale,
-                Slot::Mean => g.constant_mean,
+                Slot::LogNoise => hyper.noise * e.d_noise,
+                Slot::LogScale => hyper.prior_scale * e.d_prior_scale,
+                Slot::Mean => e.d_constant_mean,
             })
             .collect();
-        Ok((gp.log_marginal_likelihood(), grad))
+        Ok((e.value, grad))
     };
     let report = maximize_bounded(&objective, &x0, &lower, &upper, opt)?;
-    let (gp, hyper, constant_mean) = condition(&report.x)?;
+    let (hyper, c) = unpack(&report.x);
+    Ok((hyper, c, Some(report)))
+}
+
+/// Fits `spec` for the dense GP with unscaled kernel matrix `kernel`, targets `y` and base
+/// prior mean `base_mean` ($\mu(X)$: zeros, or the network's outputs); the prior mean is
+/// $\mu(X) + c$. One eigen-decomposition of $K$ makes every optimizer step $O(n)$
+/// ([`SpectralLml`]); one Cholesky then conditions the returned GP.
+pub fn fit_exact(
+    kernel: &DMatrix<f64>,
+    y: &DVector<f64>,
+    base_mean: &DVector<f64>,
+    spec: &FitSpec,
+    opt: MaximizeParams,
+) -> Result<Fitted, GpError> {
+    if base_mean.len() != y.len() {
+        return Err(GpError::Shape {
+            what: "prior mean vs targets",
+            expected: y.len(),
+            got: base_mean.len(),
+        });
+    }
+    let residual = y - base_mean;
+    let spectral = SpectralLml::from_kernel(kernel, &residual)?;
+    let (hyper, constant_mean, report) = fit_hyper(|h, c| Ok(spectral.evaluate(h, c)), spec, opt)?;
+    let gp = ExactGp::new(kernel.clone(), residual.add_scalar(-constant_mean), hyper)?;
     Ok(Fitted {
         gp,
         hyper,
         constant_mean,
-        report: Some(report),
+        report,
     })
 }
 

@@ -31,6 +31,7 @@ pub mod fit;
 pub mod laplace;
 pub mod optimize;
 pub mod rbf;
+pub mod spectral;
 pub mod strategy;
 pub mod train;
 pub mod weight_space;
