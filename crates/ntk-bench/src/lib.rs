@@ -5,6 +5,7 @@
 //!   (the paper's settings or a quick smoke test), the [`RunContext`](harness::RunContext) that
 //!   seeds random numbers, draws progress bars and writes JSON and CSV to `results/<name>/`, and
 //!   the registry `ntk-bench reproduce` runs from.
+//! - [`report`]: the Markdown report of a run. [`plot`]: figures as PNG and SVG.
 //! - [`metrics`]: RMSE, NLPD and 95% coverage of Gaussian predictives; mean ± standard error.
 //!
 //! ```
@@ -42,6 +43,8 @@
 pub mod error;
 pub mod harness;
 pub mod metrics;
+pub mod plot;
+pub mod report;
 
 pub use error::BenchError;
 
