@@ -7,6 +7,7 @@
 //!   the registry `ntk-bench reproduce` runs from.
 //! - [`report`]: the Markdown report of a run. [`plot`]: figures as PNG and SVG.
 //! - [`metrics`]: RMSE, NLPD and 95% coverage of Gaussian predictives; mean ± standard error.
+//! - [`sinusoid`]: the sinusoid task distribution; [`rbf_baseline`]: the RBF-GP baseline on it.
 //!
 //! ```
 //! use ntk_bench::harness::{self, Experiment, ExperimentConfig, Profile, RunContext, Summary};
@@ -44,7 +45,9 @@ pub mod error;
 pub mod harness;
 pub mod metrics;
 pub mod plot;
+pub mod rbf_baseline;
 pub mod report;
+pub mod sinusoid;
 
 pub use error::BenchError;
 
