@@ -220,13 +220,19 @@ impl Experiment for SinusoidRbf {
                 .map(|r| r.metrics.coverage95)
                 .collect::<Vec<_>>(),
         )?;
+        let (w_lo, w_hi) = cfg.tasks.frequency.range();
         let mut report = Report::new("RBF GP baseline on sinusoid tasks");
         report
             .paragraph(format!(
-                "{} tasks $y = A\\sin(wx + b) + \\varepsilon$ ({:?} frequency prior), {} context \
-                 points each; an RBF GP fitted per task by maximizing its marginal likelihood, \
-                 tested on noisy targets at {} grid points (mean ± standard error over tasks).",
-                cfg.n_tasks, cfg.tasks.frequency, cfg.tasks.context_points, cfg.tasks.grid_points
+                "{} tasks $y = A\\sin(wx + b) + \\varepsilon$ with $w \\sim \\mathcal U({:.2}, {:.2})$, \
+                 {} context points each; an RBF GP fitted per task by maximizing its marginal \
+                 likelihood, tested on noisy targets at {} grid points (mean ± standard error \
+                 over tasks).",
+                cfg.n_tasks,
+                w_lo,
+                w_hi,
+                cfg.tasks.context_points,
+                cfg.tasks.grid_points
             ))
             .table(
                 &["method", "RMSE", "NLPD", "95% coverage"],
