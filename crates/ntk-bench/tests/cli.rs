@@ -1,0 +1,53 @@
+//! `ntk-bench reproduce` exit codes: unknown names, paper experiments not yet available, and
+//! nothing available at all.
+
+use std::process::{Command, Output};
+
+fn reproduce(args: &[&str]) -> Output {
+    let out = tempfile::tempdir().unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_ntk-bench"))
+        .arg("reproduce")
+        .args(args)
+        .arg("--out")
+        .arg(out.path())
+        .output()
+        .unwrap();
+    // Nothing may be written when nothing ran.
+    assert_eq!(std::fs::read_dir(out.path()).unwrap().count(), 0);
+    output
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+#[test]
+fn unknown_name_exits_2_with_the_list() {
+    let o = reproduce(&["nope"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("unknown experiment `nope`"));
+    assert!(stderr(&o).contains("sinusoid, precipitation, malaria, scaling, fisher"));
+}
+
+#[test]
+fn paper_experiment_not_yet_available_exits_1() {
+    let missing = ntk_bench::PAPER_EXPERIMENTS
+        .iter()
+        .find(|e| !ntk_bench::EXPERIMENTS.contains(e));
+    if let Some(name) = missing {
+        let o = reproduce(&[name, "--quick"]);
+        assert_eq!(o.status.code(), Some(1));
+        assert!(stderr(&o).contains(&format!("`{name}` is not implemented yet")));
+    }
+}
+
+#[test]
+fn nothing_available_exits_1() {
+    if !ntk_bench::EXPERIMENTS.is_empty() {
+        return;
+    }
+    let o = reproduce(&["--quick"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("no experiment is available yet"));
+    assert!(o.stdout.is_empty());
+}
