@@ -1,9 +1,14 @@
-//! Dataset management: the shipped offline data and (later) the downloads.
+//! Dataset management: the shipped offline data and the downloads of the
+//! full data sets into `data/downloads/` (see `download.rs` for resuming and
+//! the manifest, `ushcn.rs` and `malaria.rs` for the sets).
 
 use std::fs;
+use std::path::PathBuf;
 
 use clap::Subcommand;
 use sha2::{Digest, Sha256};
+
+use crate::{malaria, ushcn};
 
 #[derive(Subcommand)]
 pub enum DataCmd {
@@ -11,6 +16,42 @@ pub enum DataCmd {
     List,
     /// Check the shipped offline data against its recorded checksums.
     Verify,
+    /// Download the US Historical Climatology Network daily data (GHCN-Daily
+    /// HCN subset, about 300 MB) for the precipitation experiment. Resumes an
+    /// interrupted download; verifies earlier downloads against manifest.json.
+    Ushcn {
+        /// GHCN-Daily folder URL (a mirror, or a local server for testing).
+        #[arg(long, default_value = ushcn::BASE_URL)]
+        base_url: String,
+        /// Download folder.
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// Delete earlier downloads and their records, and download again.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Download Malaria Atlas Project P. falciparum parasite rate rasters for
+    /// Nigeria, 2012 and 2016 (WCS, GeoTIFF), and convert them to
+    /// nigeria_pfpr.csv (lon,lat,year,value) for the spatial transfer experiment.
+    Malaria {
+        /// WCS endpoint (MAP GeoServer `Malaria` workspace).
+        #[arg(long, default_value = malaria::WCS_URL)]
+        wcs_url: String,
+        /// Download folder.
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// Delete earlier downloads and their records, and download again.
+        #[arg(long)]
+        force: bool,
+        /// Also fetch the authors' cleaned HDF5 table (stored unconverted).
+        #[arg(long)]
+        authors_table: bool,
+    },
+}
+
+/// `data/downloads/`.
+fn downloads() -> PathBuf {
+    crate::root().join("data").join("downloads")
 }
 
 /// The data shipped in `data/`, with their sha256 (also in `data/README.md`).
@@ -29,11 +70,42 @@ pub fn run(cmd: DataCmd) -> Result<(), String> {
     match cmd {
         DataCmd::List => {
             for (name, _) in SHIPPED {
-                println!("shipped  data/{name}");
+                println!("shipped     data/{name}");
+            }
+            for (set, marker, cmd) in [
+                ("ushcn", "dly/.complete", "cargo xtask data ushcn"),
+                ("malaria", malaria::CSV, "cargo xtask data malaria"),
+            ] {
+                let dir = downloads().join(set);
+                if dir.join(marker).is_file() {
+                    println!("downloaded  {}", dir.display());
+                } else {
+                    println!("missing     {} (run `{cmd}`)", dir.display());
+                }
             }
             Ok(())
         }
         DataCmd::Verify => verify_shipped(),
+        DataCmd::Ushcn {
+            base_url,
+            dir,
+            force,
+        } => ushcn::download(
+            &base_url,
+            &dir.unwrap_or_else(|| downloads().join("ushcn")),
+            force,
+        ),
+        DataCmd::Malaria {
+            wcs_url,
+            dir,
+            force,
+            authors_table,
+        } => malaria::download(
+            &wcs_url,
+            &dir.unwrap_or_else(|| downloads().join("malaria")),
+            force,
+            authors_table.then_some(malaria::AUTHORS_TABLE_URL),
+        ),
     }
 }
 
