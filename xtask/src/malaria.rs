@@ -29,7 +29,7 @@
 use std::fmt::Write as _;
 use std::path::Path;
 
-use crate::download::{Outcome, ensure, write_atomic};
+use crate::download::{Manifest, Outcome, ensure, write_atomic};
 use crate::geotiff::GeoRaster;
 
 /// MAP's GeoServer OWS endpoint for the `Malaria` workspace.
@@ -70,7 +70,9 @@ pub fn download(
     let mut rasters = Vec::new();
     for year in YEARS {
         let name = format!("pfpr_{year}.tif");
-        let (entry, outcome) = ensure(&agent, &wcs_url(base, year), dir, &name, force)?;
+        let url = wcs_url(base, year);
+        let (entry, outcome) = ensure(&agent, &url, dir, &name, force)?;
+        reject_non_tiff(dir, &name, &url)?;
         eprintln!(
             "{name}: {} ({} bytes, sha256 {})",
             describe(outcome),
@@ -90,6 +92,24 @@ pub fn download(
         );
     }
     Ok(())
+}
+
+/// A WCS server reports a bad request as an XML exception, sometimes with
+/// status 200: if `dir/name` is not a TIFF, delete it and its record and
+/// show the start of what the server said.
+fn reject_non_tiff(dir: &Path, name: &str, url: &str) -> Result<(), String> {
+    let path = dir.join(name);
+    let bytes = std::fs::read(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    if bytes.starts_with(b"II*\0") || bytes.starts_with(b"MM\0*") {
+        return Ok(());
+    }
+    let said: String = String::from_utf8_lossy(&bytes[..bytes.len().min(400)]).into_owned();
+    std::fs::remove_file(&path).map_err(|e| format!("cannot delete {}: {e}", path.display()))?;
+    Manifest::load(dir)?.remove(name)?;
+    Err(format!(
+        "{url} did not return a GeoTIFF (the coverage name or the WCS may have changed; \
+         see xtask/src/malaria.rs). The server said:\n{said}"
+    ))
 }
 
 fn describe(outcome: Outcome) -> &'static str {
@@ -195,6 +215,26 @@ mod tests {
                 .contains("coverageId=Malaria__202206_Global_Pf_Parasite_Rate")
         );
         assert_eq!(fs::read(out.join("malaria_df.hdf5")).unwrap(), b"HDF");
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_wcs_exception_is_reported_and_not_kept() {
+        let report =
+            b"<?xml version=\"1.0\"?><ows:ExceptionReport>No such coverage</ows:ExceptionReport>";
+        let server = TestServer::start(vec![("/ows".into(), report.to_vec())], Behaviour::Normal);
+        let dir = temp_dir("malaria-exception");
+        let err = download(&format!("{}/ows", server.base()), &dir, false, None).unwrap_err();
+        assert!(
+            err.contains("did not return a GeoTIFF") && err.contains("No such coverage"),
+            "{err}"
+        );
+        assert!(!dir.join("pfpr_2012.tif").exists());
+        assert!(
+            !fs::read_to_string(dir.join("manifest.json"))
+                .unwrap()
+                .contains("pfpr_2012")
+        );
         fs::remove_dir_all(&dir).unwrap();
     }
 }

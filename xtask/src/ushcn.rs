@@ -78,7 +78,12 @@ pub fn download(base: &str, dir: &Path, force: bool) -> Result<(), String> {
 /// Extracts the `.dly` files of a `.tar.gz` (flattened: file names only) into
 /// `out`, replacing what was there, and writes the completion marker last.
 pub fn extract_dly(archive: &Path, out: &Path) -> Result<usize, String> {
-    let err = |e: io::Error| format!("{}: {e}", archive.display());
+    let err = |e: io::Error| {
+        format!(
+            "{}: {e} (a damaged download? rerun with --force to fetch it again)",
+            archive.display()
+        )
+    };
     if out.exists() {
         fs::remove_dir_all(out).map_err(|e| format!("cannot clear {}: {e}", out.display()))?;
     }

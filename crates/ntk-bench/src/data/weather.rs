@@ -4,7 +4,11 @@
 //! Each (city, year) series is one task, built like a USHCN station's
 //! ([`crate::data::precip`]): the smoothing runs within that one year's series
 //! (mean of the positive values within ±21 days, wrapping), 29 February 2012
-//! and 2016 are dropped, the first 300 days train and the last 65 test.
+//! is dropped, the first 300 days train and the last 65 test.
+//!
+//! One year is a short series for a ±21-day window: Seattle's dry summer of
+//! 2012 leaves 6 days whose window holds no rain; they get the documented
+//! fill of 0 ([`crate::data::precip`]). The other seven series have none.
 
 use std::collections::BTreeMap;
 use std::path::Path;
