@@ -14,7 +14,8 @@ use crate::{malaria, ushcn};
 pub enum DataCmd {
     /// List the data sets and where they are.
     List,
-    /// Check the shipped offline data against its recorded checksums.
+    /// Check the shipped offline data against its recorded checksums, and the
+    /// downloads (if any) against their manifest.json.
     Verify,
     /// Download the US Historical Climatology Network daily data (GHCN-Daily
     /// HCN subset, about 300 MB) for the precipitation experiment. Resumes an
@@ -85,7 +86,10 @@ pub fn run(cmd: DataCmd) -> Result<(), String> {
             }
             Ok(())
         }
-        DataCmd::Verify => verify_shipped(),
+        DataCmd::Verify => {
+            verify_shipped()?;
+            verify_downloads()
+        }
         DataCmd::Ushcn {
             base_url,
             dir,
@@ -115,6 +119,19 @@ fn sha256_hex(bytes: &[u8]) -> String {
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect()
+}
+
+/// Checks the downloaded sets that have a manifest against it (sets not
+/// downloaded are skipped).
+fn verify_downloads() -> Result<(), String> {
+    for set in ["ushcn", "malaria"] {
+        let dir = downloads().join(set);
+        if dir.join(crate::download::MANIFEST).is_file() {
+            let n = crate::download::verify_manifest(&dir)?;
+            eprintln!("data: {n} downloaded files in {} verified", dir.display());
+        }
+    }
+    Ok(())
 }
 
 /// Fails unless every shipped file exists with its recorded checksum.

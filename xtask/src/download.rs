@@ -80,6 +80,11 @@ impl Manifest {
         })
     }
 
+    /// The recorded file names.
+    pub fn names(&self) -> Vec<String> {
+        self.files.keys().cloned().collect()
+    }
+
     /// Records `name` and writes the manifest (via a temporary file).
     pub fn record(&mut self, name: &str, entry: &Entry) -> Result<(), String> {
         self.files.insert(
@@ -141,6 +146,31 @@ pub fn hash_file(path: &Path) -> Result<(u64, String), String> {
             .map(|b| format!("{b:02x}"))
             .collect(),
     ))
+}
+
+/// Checks every file recorded in `dir/manifest.json` against its size and
+/// sha256; returns how many were checked.
+pub fn verify_manifest(dir: &Path) -> Result<usize, String> {
+    let manifest = Manifest::load(dir)?;
+    let names = manifest.names();
+    for name in &names {
+        let rec = manifest.get(name).ok_or_else(|| {
+            format!(
+                "{}: malformed record for {name}",
+                dir.join(MANIFEST).display()
+            )
+        })?;
+        let (size, sha256) = hash_file(&dir.join(name))?;
+        if (size, sha256.as_str()) != (rec.size, rec.sha256.as_str()) {
+            return Err(format!(
+                "{} changed since it was downloaded (size {size} vs {}, sha256 {sha256} vs {})",
+                dir.join(name).display(),
+                rec.size,
+                rec.sha256
+            ));
+        }
+    }
+    Ok(names.len())
 }
 
 /// What [`ensure`] did.
@@ -427,8 +457,15 @@ pub(crate) mod tests {
         fs::write(dir.join("f.bin"), b"tampered").unwrap();
         let err = ensure(&agent, &url, &dir, "f.bin", false).unwrap_err();
         assert!(err.contains("does not match its record"), "{err}");
+        assert!(verify_manifest(&dir).unwrap_err().contains("changed"));
         let (forced, outcome) = ensure(&agent, &url, &dir, "f.bin", true).unwrap();
         assert_eq!((forced, outcome), (entry, Outcome::Downloaded));
+        assert_eq!(verify_manifest(&dir).unwrap(), 1);
+        fs::remove_file(dir.join("f.bin")).unwrap();
+        assert!(
+            verify_manifest(&dir).is_err(),
+            "a recorded file that is gone"
+        );
         fs::remove_dir_all(&dir).unwrap();
     }
 
