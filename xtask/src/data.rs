@@ -14,12 +14,14 @@ use crate::{malaria, ushcn};
 pub enum DataCmd {
     /// List the data sets and where they are.
     List,
-    /// Check the shipped offline data against its recorded checksums, and the
-    /// downloads (if any) against their manifest.json.
+    /// Check the shipped data against their checksums, and downloads against manifest.json.
     Verify,
-    /// Download the US Historical Climatology Network daily data (GHCN-Daily
-    /// HCN subset, about 300 MB) for the precipitation experiment. Resumes an
-    /// interrupted download; verifies earlier downloads against manifest.json.
+    /// Download the US Historical Climatology Network daily data (precipitation experiment).
+    ///
+    /// Fetches ghcnd-stations.txt and ghcnd_hcn.tar.gz (the HCN subset of
+    /// GHCN-Daily) into data/downloads/ushcn/ and extracts the .dly files.
+    /// Resumes an interrupted download; verifies earlier downloads against
+    /// manifest.json.
     Ushcn {
         /// GHCN-Daily folder URL (a mirror, or a local server for testing).
         #[arg(long, default_value = ushcn::BASE_URL)]
@@ -31,9 +33,11 @@ pub enum DataCmd {
         #[arg(long)]
         force: bool,
     },
-    /// Download Malaria Atlas Project P. falciparum parasite rate rasters for
-    /// Nigeria, 2012 and 2016 (WCS, GeoTIFF), and convert them to
-    /// nigeria_pfpr.csv (lon,lat,year,value) for the spatial transfer experiment.
+    /// Download Malaria Atlas Project parasite rate maps of Nigeria (spatial transfer experiment).
+    ///
+    /// Fetches P. falciparum parasite rate rasters for 2012 and 2016 (WCS,
+    /// GeoTIFF) into data/downloads/malaria/ and converts them to
+    /// nigeria_pfpr.csv (lon,lat,year,value).
     Malaria {
         /// WCS endpoint (MAP GeoServer `Malaria` workspace).
         #[arg(long, default_value = malaria::WCS_URL)]
