@@ -4,9 +4,10 @@
 //! - Precipitation transfer (the paper's US Historical Climatology Network
 //!   experiment): [`ghcn`] reads GHCN-Daily `.dly` files and the station list,
 //!   [`precip`] turns a daily series into the paper's smoothed 365-day profile
-//!   and its train/test split, [`weather`] builds the same tasks from the shipped
-//!   `data/weather.csv`, [`ushcn`] reads the download, and [`precipitation_source`] picks the downloaded USHCN
-//!   data when present, the shipped data otherwise.
+//!   and its train/test split, [`weather`] builds the same tasks from the
+//!   shipped `data/weather.csv`, [`ushcn`] reads the download, and
+//!   [`precipitation_source`] picks the downloaded USHCN data when present,
+//!   the shipped data otherwise.
 //! - Spatial transfer (the paper's malaria experiment): [`spatial`] holds the
 //!   problem type and its seeded split, [`raster`] builds the offline stand-in
 //!   from `data/annual-precip.json`, [`malaria`] reads the converted Malaria
