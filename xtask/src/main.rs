@@ -5,7 +5,13 @@
 //! `cargo` invocations.
 
 mod data;
+mod download;
+mod geotiff;
 mod layers;
+mod malaria;
+#[cfg(test)]
+mod testserver;
+mod ushcn;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};

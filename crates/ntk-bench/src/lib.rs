@@ -8,6 +8,7 @@
 //! - [`report`]: the Markdown report of a run. [`plot`]: figures as PNG and SVG.
 //! - [`metrics`]: RMSE, NLPD and 95% coverage of Gaussian predictives; mean ± standard error.
 //! - [`sinusoid`]: the sinusoid task distribution; [`rbf_baseline`]: the RBF-GP baseline on it.
+//! - [`data`]: the precipitation and spatial data sets: parsers, downloads' readers, preprocessing.
 //!
 //! ```
 //! use ntk_bench::harness::{self, Experiment, ExperimentConfig, Profile, RunContext, Summary};
@@ -41,6 +42,7 @@
 //! # Ok::<(), BenchError>(())
 //! ```
 
+pub mod data;
 pub mod error;
 pub mod harness;
 pub mod metrics;
