@@ -8,8 +8,19 @@
 //!   host here; other crates adapt device tensors).
 //! - [`LinearOperator`]: an operator that multiplies blocks.
 
+// Per-column recurrences read best as index loops over the columns.
+#![allow(clippy::needless_range_loop)]
+
 pub mod block;
+pub mod cg;
+pub mod error;
+pub mod lanczos;
 pub mod operator;
+pub mod ops;
+pub mod precond;
+#[cfg(test)]
+mod testing;
 
 pub use block::{Block, Scalar};
+pub use error::KrylovError;
 pub use operator::LinearOperator;
