@@ -351,3 +351,172 @@ fn run<B: Block>(
         basis: keep_basis.then_some(qs),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ops::FnOperator;
+    use crate::testing::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(24))]
+
+        /// Lanczos vs `SymmetricEigen` on random SPD matrices: Q orthonormal,
+        /// Q'AQ = T, Ritz values inside the spectrum, and the extreme ones
+        /// exact once the Krylov space is exhausted.
+        #[test]
+        fn lanczos_matches_symmetric_eigen(
+            n in 1usize..=120,
+            log_cond in 0.0f64..8.0,
+            frac in 0.0f64..=1.0,
+            seed in any::<u64>(),
+        ) {
+            let mut rng = rng(seed);
+            let a = spd_with_spectrum(&log_spaced(n, 10f64.powf(log_cond)), &mut rng);
+            let b = gaussian(n, 1, &mut rng);
+            let m = ((frac * n as f64).ceil() as usize).clamp(1, n);
+            let dec = lanczos(&a, &b, &LanczosParams { steps: m, ..Default::default() }).unwrap().remove(0);
+            let q = &dec.basis;
+            let mm = dec.tridiagonal.dim();
+            prop_assert!(mm <= m && mm >= 1);
+            prop_assert!((q.transpose() * q - DMatrix::identity(mm, mm)).norm() < 1e-10 * mm as f64);
+            let anorm = a.norm();
+            prop_assert!((q.transpose() * &a * q - dec.tridiagonal.to_dense()).norm() < 1e-10 * anorm);
+            let eig = sorted_eigenvalues(&a);
+            let ritz = {
+                let mut r: Vec<f64> = dec.tridiagonal.eigen().eigenvalues.iter().copied().collect();
+                r.sort_by(f64::total_cmp);
+                r
+            };
+            let (lmin, lmax) = (eig[0], eig[n - 1]);
+            for &t in &ritz {
+                prop_assert!(t >= lmin - 1e-10 * lmax && t <= lmax * (1.0 + 1e-10));
+            }
+            if mm == n || dec.breakdown {
+                prop_assert!((ritz[mm - 1] - lmax).abs() <= 1e-8 * lmax);
+                prop_assert!((ritz[0] - lmin).abs() <= 1e-8 * lmax, "{} vs {lmin}", ritz[0]);
+            }
+        }
+    }
+
+    /// The largest eigenvalue converges long before n steps.
+    #[test]
+    fn extreme_ritz_values_converge_early() {
+        let mut rng = rng(21);
+        let a = spd_with_spectrum(&log_spaced(300, 1e4), &mut rng);
+        let b = gaussian(300, 3, &mut rng);
+        let eig = sorted_eigenvalues(&a);
+        let decs = lanczos(
+            &a,
+            &b,
+            &LanczosParams {
+                steps: 40,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        for dec in &decs {
+            let ritz = dec.tridiagonal.eigen().eigenvalues;
+            let top = ritz.iter().copied().fold(f64::MIN, f64::max);
+            assert!((top - eig[299]).abs() < 1e-10 * eig[299]);
+            assert!(!dec.breakdown);
+            assert_eq!(dec.tridiagonal.dim(), 40);
+        }
+    }
+
+    #[test]
+    fn breakdown_on_an_invariant_subspace() {
+        // Start vector in a 3-dimensional eigenspace: breakdown after 3 steps.
+        let a = diag(&[1.0, 2.0, 3.0, 4.0, 5.0, 6.0]);
+        let b = DMatrix::from_column_slice(6, 1, &[1.0, 1.0, 1.0, 0.0, 0.0, 0.0]);
+        let dec = lanczos(
+            &a,
+            &b,
+            &LanczosParams {
+                steps: 6,
+                ..Default::default()
+            },
+        )
+        .unwrap()
+        .remove(0);
+        assert!(dec.breakdown);
+        assert_eq!(dec.tridiagonal.dim(), 3);
+        assert!(dec.residual < 1e-12);
+        let mut ritz: Vec<f64> = dec
+            .tridiagonal
+            .eigen()
+            .eigenvalues
+            .iter()
+            .copied()
+            .collect();
+        ritz.sort_by(f64::total_cmp);
+        for (r, e) in ritz.iter().zip([1.0, 2.0, 3.0]) {
+            assert!((r - e).abs() < 1e-12);
+        }
+        // A zero start column gives an empty decomposition next to a good one.
+        let mut b2 = DMatrix::zeros(6, 2);
+        b2.column_mut(1).fill(1.0);
+        let decs = lanczos(
+            &a,
+            &b2,
+            &LanczosParams {
+                steps: 4,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(decs[0].tridiagonal.dim(), 0);
+        assert_eq!(decs[0].basis.ncols(), 0);
+        assert_eq!(decs[1].tridiagonal.dim(), 4);
+    }
+
+    #[test]
+    fn lanczos_errors_are_typed() {
+        let a = diag(&[1.0, 2.0, 3.0]);
+        let b = DMatrix::from_element(3, 1, 1.0);
+        let too_many = LanczosParams {
+            steps: 4,
+            ..Default::default()
+        };
+        assert!(matches!(
+            lanczos(&a, &b, &too_many),
+            Err(KrylovError::InvalidParameter { .. })
+        ));
+        let short = DMatrix::from_element(2, 1, 1.0);
+        assert!(matches!(
+            lanczos(&a, &short, &LanczosParams::default()),
+            Err(KrylovError::DimensionMismatch { .. })
+        ));
+        let mut nan = b.clone();
+        nan[(1, 0)] = f64::NAN;
+        let p = LanczosParams {
+            steps: 2,
+            ..Default::default()
+        };
+        assert!(matches!(
+            lanczos(&a, &nan, &p),
+            Err(KrylovError::NonFiniteInput { column: 0 })
+        ));
+        let bad = FnOperator::new(3, |x: &DMatrix<f64>| x * f64::NAN);
+        assert!(matches!(
+            lanczos(&bad, &b, &p),
+            Err(KrylovError::NonFiniteOperatorOutput { .. })
+        ));
+    }
+
+    #[test]
+    fn quadrature_of_tridiagonal() {
+        let t = SymTridiagonal {
+            diag: vec![2.0, 3.0],
+            off: vec![1.0],
+        };
+        let dense = t.to_dense();
+        let e = SymmetricEigen::new(dense.clone());
+        let f_t = &e.eigenvectors
+            * DMatrix::from_diagonal(&e.eigenvalues.map(f64::ln))
+            * e.eigenvectors.transpose();
+        assert!((t.quadrature(f64::ln) - f_t[(0, 0)]).abs() < 1e-14);
+        assert_eq!(SymTridiagonal::default().quadrature(f64::ln), 0.0);
+    }
+}

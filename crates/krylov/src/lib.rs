@@ -18,6 +18,8 @@ pub mod lanczos;
 pub mod operator;
 pub mod ops;
 pub mod precond;
+pub mod root;
+pub mod slq;
 #[cfg(test)]
 mod testing;
 

@@ -70,3 +70,19 @@ pub fn uniform(rng: &mut StdRng, lo: f64, hi: f64) -> f64 {
 pub fn diag(v: &[f64]) -> DMatrix<f64> {
     DMatrix::from_diagonal(&DVector::from_vec(v.to_vec()))
 }
+
+/// An NTK-like kernel matrix: eigenvalues decaying as $100 (i+1)^{-3}$ with
+/// random eigenvectors.
+pub fn ntk_like_kernel(n: usize, rng: &mut StdRng) -> DMatrix<f64> {
+    let eigs: Vec<f64> = (0..n).map(|i| 100.0 * ((i + 1) as f64).powi(-3)).collect();
+    spd_with_spectrum(&eigs, rng)
+}
+
+/// A well-conditioned dense SPD matrix $G G^\top / p + c I$ with Gaussian $G$.
+pub fn wishart_plus_shift(n: usize, p: usize, c: f64, rng: &mut StdRng) -> DMatrix<f64> {
+    let g = gaussian(n, p, rng);
+    let mut a = DMatrix::zeros(n, n);
+    a.gemm(1.0 / p as f64, &g, &g.transpose(), 0.0);
+    let a = (&a + a.transpose()) * 0.5;
+    a + DMatrix::identity(n, n) * c
+}
