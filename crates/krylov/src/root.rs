@@ -149,3 +149,101 @@ where
 {
     decompose(a, start, params, -0.5)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::*;
+
+    #[test]
+    fn full_rank_roots_are_exact() {
+        let mut rng = rng(51);
+        let n = 30;
+        let a = spd_with_spectrum(&log_spaced(n, 1e3), &mut rng);
+        let b = gaussian(n, 1, &mut rng);
+        let p = LanczosParams {
+            steps: n,
+            ..Default::default()
+        };
+        let r = root_decomposition(&a, &b, &p).unwrap();
+        assert_eq!(r.rank(), n);
+        assert!((&r.factor * r.factor.transpose() - &a).norm() < 1e-9 * a.norm());
+        let s = inv_root_decomposition(&a, &b, &p).unwrap();
+        let inv = a.clone().try_inverse().unwrap();
+        assert!((&s.factor * s.factor.transpose() - &inv).norm() < 1e-7 * inv.norm());
+        let x = gaussian(n, 2, &mut rng);
+        assert!((s.apply(&x) - &inv * &x).norm() < 1e-7 * (&inv * &x).norm());
+        assert!(r.ritz_values.windows(2).all(|w| w[0] <= w[1]));
+    }
+
+    /// LOVE: the cached variance reduction never exceeds the exact one (so
+    /// predictive variances stay non-negative) and approaches it as the rank grows.
+    #[test]
+    fn love_variance_reduction_is_bounded_and_converges() {
+        let mut rng = rng(52);
+        let n = 200;
+        let sigma2 = 1e-2;
+        let k = ntk_like_kernel(n + 5, &mut rng);
+        let k_train = k.view((0, 0), (n, n)).into_owned();
+        let k_star = k.view((0, n), (n, 5)).into_owned();
+        let a = &k_train + DMatrix::identity(n, n) * sigma2;
+        let exact: Vec<f64> = {
+            let sol = dense_solve(&a, &k_star);
+            (0..5)
+                .map(|j| k_star.column(j).dot(&sol.column(j)))
+                .collect()
+        };
+        let y = gaussian(n, 1, &mut rng);
+        let mut prev_err = f64::INFINITY;
+        for steps in [10, 40, 120] {
+            let s = inv_root_decomposition(
+                &a,
+                &y,
+                &LanczosParams {
+                    steps,
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+            let red = s.quad_diag(&k_star);
+            let mut err: f64 = 0.0;
+            for j in 0..5 {
+                assert!(
+                    red[j] <= exact[j] * (1.0 + 1e-9) + 1e-12,
+                    "step {steps}: {} > {}",
+                    red[j],
+                    exact[j]
+                );
+                assert!(red[j] >= 0.0);
+                err = err.max((exact[j] - red[j]) / exact[j]);
+            }
+            assert!(err <= prev_err + 1e-12);
+            prev_err = err;
+        }
+        assert!(prev_err < 1e-3, "{prev_err}");
+    }
+
+    #[test]
+    fn root_errors_are_typed() {
+        let a = diag(&[1.0, -1.0]);
+        let b = DMatrix::from_element(2, 1, 1.0);
+        let p = LanczosParams {
+            steps: 2,
+            ..Default::default()
+        };
+        assert!(matches!(
+            inv_root_decomposition(&a, &b, &p),
+            Err(KrylovError::NotPositiveDefinite { .. })
+        ));
+        let two = DMatrix::from_element(2, 2, 1.0);
+        assert!(matches!(
+            root_decomposition(&a, &two, &p),
+            Err(KrylovError::DimensionMismatch { .. })
+        ));
+        let zero = DMatrix::zeros(2, 1);
+        assert!(matches!(
+            root_decomposition(&a, &zero, &p),
+            Err(KrylovError::InvalidParameter { .. })
+        ));
+    }
+}

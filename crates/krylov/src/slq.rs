@@ -341,3 +341,210 @@ where
         info: out.info,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ops::{FnOperator, Shifted};
+    use crate::precond::{Identity, PivotedCholesky};
+    use crate::testing::*;
+    use proptest::prelude::*;
+    use proptest::test_runner::RngSeed;
+
+    fn lanczos_steps(steps: usize) -> LanczosParams {
+        LanczosParams {
+            steps,
+            ..Default::default()
+        }
+    }
+
+    proptest! {
+        // Fixed seed: a statistical assertion must not flake.
+        #![proptest_config(ProptestConfig {
+            cases: 3,
+            rng_seed: RngSeed::Fixed(0x5eed),
+            failure_persistence: None,
+            ..ProptestConfig::default()
+        })]
+
+        /// SLQ at n = 1000 lands within 3 reported standard errors of the
+        /// exact log-determinant (dense Cholesky).
+        #[test]
+        fn slq_logdet_within_three_standard_errors(
+            p_ratio in 0.5f64..2.0,
+            shift in 0.1f64..1.0,
+            gaussian_probes in any::<bool>(),
+            seed in any::<u64>(),
+        ) {
+            let n = 1000;
+            let mut rng = rng(seed);
+            let a = wishart_plus_shift(n, (p_ratio * n as f64) as usize, shift, &mut rng);
+            let exact = dense_logdet(&a);
+            let params = SlqParams {
+                probes: 32,
+                distribution: if gaussian_probes { Probes::Gaussian } else { Probes::Rademacher },
+                seed,
+                lanczos: lanczos_steps(40),
+            };
+            let est = logdet(&a, &a, &params).unwrap();
+            eprintln!("n = 1000: SLQ {} ± {} vs exact {exact}", est.value, est.std_error);
+            prop_assert!(est.std_error > 0.0);
+            prop_assert!((est.value - exact).abs() <= 3.0 * est.std_error,
+                "estimate {} ± {} vs exact {exact}", est.value, est.std_error);
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(16))]
+
+        /// With the n unit vectors as probes and n Lanczos steps, SLQ is exact.
+        #[test]
+        fn slq_basis_probes_are_exact(
+            n in 1usize..=40,
+            log_cond in 0.0f64..6.0,
+            seed in any::<u64>(),
+        ) {
+            let mut rng = rng(seed);
+            let a = spd_with_spectrum(&log_spaced(n, 10f64.powf(log_cond)), &mut rng);
+            let params = SlqParams { distribution: Probes::Basis, lanczos: lanczos_steps(n), ..Default::default() };
+            let exact = dense_logdet(&a);
+            let est = logdet(&a, &a, &params).unwrap();
+            prop_assert_eq!(est.std_error, 0.0);
+            prop_assert!((est.value - exact).abs() <= 1e-9 * (1.0 + exact.abs() + n as f64),
+                "{} vs {exact}", est.value);
+            let tr = trace_fn(&a, |x| x * x, &a, &params).unwrap();
+            prop_assert!((tr.value - a.norm_squared()).abs() <= 1e-9 * a.norm_squared());
+        }
+    }
+
+    #[test]
+    fn slq_rejects_indefinite_and_bad_params() {
+        let a = diag(&[1.0, -2.0, 3.0]);
+        let p = SlqParams {
+            distribution: Probes::Basis,
+            lanczos: lanczos_steps(3),
+            ..Default::default()
+        };
+        assert!(matches!(
+            logdet(&a, &a, &p),
+            Err(KrylovError::NotPositiveDefinite { .. })
+        ));
+        // tr f(A) needs no positivity.
+        let tr = trace_fn(&a, |x| x, &a, &p).unwrap();
+        assert!((tr.value - 2.0).abs() < 1e-12);
+        let none = SlqParams {
+            probes: 0,
+            ..Default::default()
+        };
+        assert!(matches!(
+            logdet(&a, &a, &none),
+            Err(KrylovError::InvalidParameter { .. })
+        ));
+        let nan_op = FnOperator::new(3, |x: &DMatrix<f64>| x * f64::NAN);
+        assert!(matches!(
+            logdet(&nan_op, &a, &p),
+            Err(KrylovError::NonFiniteOperatorOutput { .. })
+        ));
+    }
+
+    #[test]
+    fn probes_are_seeded() {
+        let a = draw_probes(5, 3, Probes::Rademacher, 7);
+        assert_eq!(a, draw_probes(5, 3, Probes::Rademacher, 7));
+        assert_ne!(a, draw_probes(5, 3, Probes::Rademacher, 8));
+        assert!(a.iter().all(|&v| v == 1.0 || v == -1.0));
+        assert_eq!(draw_probes(4, 1, Probes::Basis, 0), DMatrix::identity(4, 4));
+    }
+
+    /// inv_quad_logdet with and without the pivoted Cholesky preconditioner:
+    /// exact with basis probes, within 3 standard errors with random ones,
+    /// and the preconditioned estimate is less noisy.
+    #[test]
+    fn inv_quad_logdet_matches_dense() {
+        let mut rng = rng(41);
+        let n = 200;
+        let sigma2 = 1e-2;
+        let k = ntk_like_kernel(n, &mut rng);
+        let dense = &k + DMatrix::identity(n, n) * sigma2;
+        let a = Shifted::new(&k, sigma2).unwrap();
+        let y = gaussian(n, 2, &mut rng);
+        let exact_logdet = dense_logdet(&dense);
+        let x_ref = dense_solve(&dense, &y);
+        let exact_quad: Vec<f64> = (0..2).map(|j| y.column(j).dot(&x_ref.column(j))).collect();
+        let pc = PivotedCholesky::new(&k, sigma2, 15, &y).unwrap();
+        let tight = CgParams {
+            rel_tolerance: 1e-10,
+            max_iters: 2000,
+            ..Default::default()
+        };
+
+        // Deterministic mode: probes F e_i for every column of F (F F' = P).
+        let basis = InvQuadLogdetParams {
+            cg: tight.clone(),
+            distribution: Probes::Basis,
+            ..Default::default()
+        };
+        let out = inv_quad_logdet(&a, &pc, &y, &basis).unwrap();
+        assert!(
+            (out.logdet.value - exact_logdet).abs() < 1e-6 * exact_logdet.abs().max(n as f64),
+            "{} vs {exact_logdet}",
+            out.logdet.value
+        );
+        for j in 0..2 {
+            assert!((out.inv_quad[j] - exact_quad[j]).abs() < 1e-7 * exact_quad[j]);
+        }
+
+        let mut se = Vec::new();
+        for (name, p) in [("identity", None), ("pivoted Cholesky", Some(&pc))] {
+            let params = InvQuadLogdetParams {
+                cg: tight.clone(),
+                probes: 32,
+                seed: 3,
+                ..Default::default()
+            };
+            let out = match p {
+                Some(pc) => inv_quad_logdet(&a, pc, &y, &params).unwrap(),
+                None => inv_quad_logdet(&a, &Identity, &y, &params).unwrap(),
+            };
+            eprintln!(
+                "{name}: logdet {} ± {} (exact {exact_logdet}), CG iterations {}",
+                out.logdet.value, out.logdet.std_error, out.info.iterations
+            );
+            assert!((out.logdet.value - exact_logdet).abs() <= 3.0 * out.logdet.std_error);
+            for j in 0..2 {
+                assert!((out.inv_quad[j] - exact_quad[j]).abs() < 1e-6 * exact_quad[j]);
+            }
+            assert!((&out.solution - &x_ref).norm() < 1e-6 * x_ref.norm());
+            se.push(out.logdet.std_error);
+        }
+        assert!(se[1] < se[0]);
+    }
+
+    #[test]
+    fn inv_quad_logdet_reports_non_convergence_of_y() {
+        let mut rng = rng(42);
+        let a = spd_with_spectrum(&log_spaced(50, 1e6), &mut rng);
+        let y = gaussian(50, 1, &mut rng);
+        let params = InvQuadLogdetParams {
+            cg: CgParams {
+                max_iters: 3,
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        match inv_quad_logdet(&a, &Identity, &y, &params) {
+            Err(KrylovError::NoConvergence {
+                best, unconverged, ..
+            }) => {
+                assert_eq!(best.shape(), (50, 1));
+                assert_eq!(unconverged, vec![0]);
+            }
+            other => panic!("{other:?}"),
+        }
+        let short = gaussian(49, 1, &mut rng);
+        assert!(matches!(
+            inv_quad_logdet(&a, &Identity, &short, &InvQuadLogdetParams::default()),
+            Err(KrylovError::DimensionMismatch { .. })
+        ));
+    }
+}
