@@ -447,6 +447,40 @@ mod tests {
         ));
     }
 
+    /// The same code runs on f32 blocks (coefficients are kept in f64).
+    #[test]
+    fn f32_blocks_estimate_logdet() {
+        let mut rng = rng(43);
+        let n = 60;
+        let a64 = spd_with_spectrum(&log_spaced(n, 100.0), &mut rng);
+        let a: DMatrix<f32> = a64.map(|v| v as f32);
+        let exact = dense_logdet(&a64);
+        let p = SlqParams {
+            distribution: Probes::Basis,
+            lanczos: lanczos_steps(n),
+            ..Default::default()
+        };
+        let est = logdet(&a, &a, &p).unwrap();
+        assert!(
+            (est.value - exact).abs() < 1e-3 * (exact.abs() + n as f64),
+            "{} vs {exact}",
+            est.value
+        );
+        let y = gaussian(n, 1, &mut rng).map(|v| v as f32);
+        let params = InvQuadLogdetParams {
+            cg: CgParams {
+                rel_tolerance: 1e-5,
+                ..Default::default()
+            },
+            probes: 64,
+            ..Default::default()
+        };
+        let out = inv_quad_logdet(&a, &Identity, &y, &params).unwrap();
+        assert!(
+            (out.logdet.value - exact).abs() <= 3.0 * out.logdet.std_error + 1e-2 * exact.abs()
+        );
+    }
+
     #[test]
     fn probes_are_seeded() {
         let a = draw_probes(5, 3, Probes::Rademacher, 7);
