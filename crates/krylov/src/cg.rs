@@ -749,6 +749,36 @@ mod tests {
         assert!((x.map(f64::from) - &x_ref).norm() / x_ref.norm() < 1e-3);
     }
 
+    /// At condition 1e8 the recursively updated residual claims a tolerance
+    /// the true residual cannot reach: the solver checks, restarts, and then
+    /// reports non-convergence with the true residual instead of a false success.
+    #[test]
+    fn residual_drift_is_caught_by_the_true_residual_check() {
+        let mut rng = rng(7);
+        let a = spd_with_spectrum(&log_spaced(100, 1e8), &mut rng);
+        let b = gaussian(100, 2, &mut rng);
+        let out = cg(&a, &b, &params(1e-10, 10_000)).unwrap();
+        assert_eq!(out.info.restarts, 2);
+        assert!(!out.info.converged[0] && !out.info.converged[1]);
+        let res = col_norms(&(&b - &a * &out.solution));
+        for j in 0..2 {
+            assert!((out.info.residual_norms[j] - res[j]).abs() < 1e-3 * res[j]);
+            assert!(res[j] > out.info.tolerances[j]);
+        }
+        // Without the check the same run would have claimed convergence.
+        let unchecked = cg(
+            &a,
+            &b,
+            &CgParams {
+                verify_residual: false,
+                ..params(1e-10, 10_000)
+            },
+        )
+        .unwrap();
+        assert!(unchecked.info.all_converged());
+        assert!(col_norms(&(&b - &a * &unchecked.solution))[0] > 1e-10 * col_norms(&b)[0]);
+    }
+
     /// The tridiagonal rebuilt from the CG coefficients is the Lanczos one.
     #[test]
     fn cg_coefficients_give_the_lanczos_tridiagonal() {
