@@ -507,13 +507,56 @@ mod tests {
         }
     }
 
+    /// CG vs a dense Cholesky solve: each column either meets the tolerance
+    /// asked (checked on the true residual and on the error, bounded by
+    /// residual / lambda_min) or is reported as not converged.
+    fn check_cg_against_cholesky(
+        n: usize,
+        log_cond: f64,
+        k: usize,
+        log_tol: f64,
+        seed: u64,
+    ) -> Result<(), TestCaseError> {
+        let mut rng = rng(seed);
+        let cond = 10f64.powf(log_cond);
+        let eigs = log_spaced(n, cond);
+        let a = spd_with_spectrum(&eigs, &mut rng);
+        let b = gaussian(n, k, &mut rng);
+        let tol = 10f64.powf(log_tol);
+        let out = cg(&a, &b, &params(tol, 10 * n + 50)).unwrap();
+        let x_ref = dense_solve(&a, &b);
+        let res_ref = col_norms(&(&b - &a * &x_ref));
+        let res = col_norms(&(&b - &a * &out.solution));
+        let bn = col_norms(&b);
+        let lmin = 1.0 / cond;
+        for j in 0..k {
+            // The reported residual is the true one.
+            prop_assert!(
+                (out.info.residual_norms[j] - res[j]).abs() <= 1e-9 * bn[j] + 1e-12 * res[j]
+            );
+            if out.info.converged[j] {
+                prop_assert!(res[j] <= tol * bn[j] * (1.0 + 1e-9));
+                let err = (out.solution.column(j) - x_ref.column(j)).norm();
+                prop_assert!(
+                    err <= 1.01 * (res[j] + res_ref[j]) / lmin + 1e-12,
+                    "err {err} res {} ref {}",
+                    res[j],
+                    res_ref[j]
+                );
+            } else {
+                prop_assert!(out.info.iterations == 10 * n + 50 || out.info.restarts == 2);
+            }
+        }
+        if cond <= 1e4 && tol >= 1e-9 {
+            prop_assert!(out.info.all_converged(), "{:?}", out.info);
+        }
+        Ok(())
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(24))]
 
-        /// CG vs a dense Cholesky solve on random SPD matrices (n in 1..=300,
-        /// condition up to 1e8): each column either meets the tolerance asked
-        /// (checked on the true residual and on the error, bounded by
-        /// residual / lambda_min) or is reported as not converged.
+        /// Random SPD matrices, n in 1..=300, condition up to 1e8.
         #[test]
         fn cg_matches_cholesky(
             n in 1usize..=300,
@@ -522,33 +565,24 @@ mod tests {
             log_tol in -10.0f64..-4.0,
             seed in any::<u64>(),
         ) {
-            let mut rng = rng(seed);
-            let cond = 10f64.powf(log_cond);
-            let eigs = log_spaced(n, cond);
-            let a = spd_with_spectrum(&eigs, &mut rng);
-            let b = gaussian(n, k, &mut rng);
-            let tol = 10f64.powf(log_tol);
-            let out = cg(&a, &b, &params(tol, 10 * n + 50)).unwrap();
-            let x_ref = dense_solve(&a, &b);
-            let res_ref = col_norms(&(&b - &a * &x_ref));
-            let res = col_norms(&(&b - &a * &out.solution));
-            let bn = col_norms(&b);
-            let lmin = 1.0 / cond;
-            for j in 0..k {
-                // The reported residual is the true one.
-                prop_assert!((out.info.residual_norms[j] - res[j]).abs() <= 1e-9 * bn[j] + 1e-12 * res[j]);
-                if out.info.converged[j] {
-                    prop_assert!(res[j] <= tol * bn[j] * (1.0 + 1e-9));
-                    let err = (out.solution.column(j) - x_ref.column(j)).norm();
-                    prop_assert!(err <= 1.01 * (res[j] + res_ref[j]) / lmin + 1e-12,
-                        "err {err} res {} ref {}", res[j], res_ref[j]);
-                } else {
-                    prop_assert!(out.info.iterations == 10 * n + 50 || out.info.restarts == 2);
-                }
-            }
-            if cond <= 1e4 && tol >= 1e-9 {
-                prop_assert!(out.info.all_converged(), "{:?}", out.info);
-            }
+            check_cg_against_cholesky(n, log_cond, k, log_tol, seed)?;
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        /// The same, many more cases (`cargo test -- --ignored`).
+        #[test]
+        #[ignore = "heavy: 256 cases"]
+        fn cg_matches_cholesky_many_cases(
+            n in 1usize..=300,
+            log_cond in 0.0f64..8.0,
+            k in 1usize..=8,
+            log_tol in -12.0f64..-3.0,
+            seed in any::<u64>(),
+        ) {
+            check_cg_against_cholesky(n, log_cond, k, log_tol, seed)?;
         }
     }
 

@@ -11,9 +11,9 @@
 //!   tensors), and [`LinearOperator`]: an operator that multiplies blocks.
 //! - [`ops`]: dense matrices, $K + \sigma^2 I$ ([`ops::Shifted`]), sums,
 //!   scalings, $A A^\top$ ([`ops::Gram`]), closures ([`ops::FnOperator`]).
-//! - [`cg`]: preconditioned batched conjugate gradients (mBCG), optionally
+//! - [`cg`](mod@cg): preconditioned batched conjugate gradients (mBCG), optionally
 //!   returning Lanczos tridiagonals from its coefficients.
-//! - [`lanczos`]: Lanczos with full reorthogonalization.
+//! - [`lanczos`](mod@lanczos): Lanczos with full reorthogonalization.
 //! - [`slq`]: stochastic Lanczos quadrature for $\log\lvert A \rvert$ and
 //!   $\operatorname{tr} f(A)$, and [`slq::inv_quad_logdet`].
 //! - [`precond`]: preconditioners, including partial pivoted Cholesky.

@@ -52,6 +52,25 @@ impl<B: Block, T: LinearOperator<B> + ?Sized> LinearOperator<B> for &T {
     }
 }
 
+/// A boxed operator is an operator (for `Box<dyn LinearOperator<B>>`).
+impl<B: Block, T: LinearOperator<B> + ?Sized> LinearOperator<B> for Box<T> {
+    fn nrows(&self) -> usize {
+        (**self).nrows()
+    }
+    fn ncols(&self) -> usize {
+        (**self).ncols()
+    }
+    fn apply(&self, x: &B) -> B {
+        (**self).apply(x)
+    }
+    fn diagonal(&self) -> Option<Vec<B::Scalar>> {
+        (**self).diagonal()
+    }
+    fn row(&self, i: usize) -> Option<Vec<B::Scalar>> {
+        (**self).row(i)
+    }
+}
+
 fn require_square(what: &'static str, nrows: usize, ncols: usize) -> Result<(), KrylovError> {
     if nrows == ncols {
         Ok(())
@@ -313,6 +332,8 @@ mod tests {
         assert!((sc.apply(&x) + 2.0 * &gd * &x).norm() < 1e-12);
         let f = FnOperator::new(4, |x: &DMatrix<f64>| x * 3.0);
         assert!((f.apply(&x) - &x * 3.0).norm() < 1e-15);
+        let boxed: Box<dyn LinearOperator<DMatrix<f64>>> = Box::new(f);
+        assert!((boxed.apply(&x) - &x * 3.0).norm() < 1e-15);
         assert!(Shifted::new(a.clone(), 1.0).is_err());
         assert!(Gram::new(a.clone(), a.clone()).is_err());
         assert!(Sum::new(a.clone(), at.clone()).is_err());

@@ -350,25 +350,46 @@ mod tests {
     fn preconditioning_cuts_iterations_on_ntk_like_spectrum() {
         let mut rng = rng(33);
         let n = 300;
-        let sigma2 = 1e-3;
         let k = ntk_like_kernel(n, &mut rng);
-        let a = Shifted::new(&k, sigma2).unwrap();
         let b = gaussian(n, 4, &mut rng);
+        for sigma2 in [1e-2, 1e-3, 1e-4] {
+            let a = Shifted::new(&k, sigma2).unwrap();
+            let params = CgParams {
+                rel_tolerance: 1e-8,
+                max_iters: 3000,
+                ..Default::default()
+            };
+            let plain = cg(&a, &b, &params).unwrap();
+            let pc = PivotedCholesky::new(&k, sigma2, 30, &b).unwrap();
+            let pre = pcg(&a, &pc, &b, None, &params).unwrap();
+            assert!(plain.info.all_converged() && pre.info.all_converged());
+            eprintln!(
+                "sigma2 {sigma2:e}: CG iterations plain {}, pivoted Cholesky (rank 30) {}",
+                plain.info.iterations, pre.info.iterations
+            );
+            assert!(pre.info.iterations * 2 < plain.info.iterations);
+            let x_ref = dense_solve(&(&k + DMatrix::identity(n, n) * sigma2), &b);
+            assert!((&pre.solution - &x_ref).norm() < 1e-4 * x_ref.norm());
+        }
+    }
+
+    /// The preconditioner runs on f32 blocks too.
+    #[test]
+    fn f32_pivoted_cholesky_pcg() {
+        let mut rng = rng(34);
+        let n = 100;
+        let k64 = ntk_like_kernel(n, &mut rng);
+        let k: DMatrix<f32> = k64.map(|v| v as f32);
+        let b: DMatrix<f32> = gaussian(n, 2, &mut rng).map(|v| v as f32);
+        let a = Shifted::new(&k, 1e-2f32).unwrap();
+        let pc = PivotedCholesky::new(&k, 1e-2, 20, &b).unwrap();
         let params = CgParams {
-            rel_tolerance: 1e-8,
-            max_iters: 2000,
+            rel_tolerance: 1e-4,
             ..Default::default()
         };
-        let plain = cg(&a, &b, &params).unwrap();
-        let pc = PivotedCholesky::new(&k, sigma2, 30, &b).unwrap();
-        let pre = pcg(&a, &pc, &b, None, &params).unwrap();
-        assert!(plain.info.all_converged() && pre.info.all_converged());
-        eprintln!(
-            "CG iterations: plain {}, pivoted Cholesky (rank 30) {}",
-            plain.info.iterations, pre.info.iterations
-        );
-        assert!(pre.info.iterations * 2 < plain.info.iterations);
-        let x_ref = dense_solve(&(&k + DMatrix::identity(n, n) * sigma2), &b);
-        assert!((&pre.solution - &x_ref).norm() < 1e-4 * x_ref.norm());
+        let out = pcg(&a, &pc, &b, None, &params).unwrap();
+        assert!(out.info.all_converged());
+        let x_ref = dense_solve(&(&k64 + DMatrix::identity(n, n) * 1e-2), &b.map(f64::from));
+        assert!((out.solution.map(f64::from) - &x_ref).norm() < 1e-3 * x_ref.norm());
     }
 }
