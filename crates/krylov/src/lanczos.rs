@@ -58,6 +58,21 @@ impl SymTridiagonal {
         SymmetricEigen::new(self.to_dense())
     }
 
+    /// Eigenvalues in ascending order and the matching eigenvectors (columns of
+    /// an $m \times m$ matrix); empty for $m = 0$.
+    pub fn sorted_eigen(&self) -> (Vec<f64>, DMatrix<f64>) {
+        let m = self.dim();
+        if m == 0 {
+            return (Vec::new(), DMatrix::zeros(0, 0));
+        }
+        let eig = self.eigen();
+        let mut order: Vec<usize> = (0..m).collect();
+        order.sort_by(|&i, &j| eig.eigenvalues[i].total_cmp(&eig.eigenvalues[j]));
+        let values = order.iter().map(|&k| eig.eigenvalues[k]).collect();
+        let vectors = DMatrix::from_fn(m, m, |i, j| eig.eigenvectors[(i, order[j])]);
+        (values, vectors)
+    }
+
     /// Gauss quadrature nodes and weights: the Ritz values $\theta_k$ and the
     /// squared first components $\tau_k = V_{1k}^2$, so that
     /// $e_1^\top f(T) e_1 = \sum_k \tau_k f(\theta_k)$ (Golub & Meurant 1997).
@@ -113,6 +128,11 @@ pub struct LanczosDecomposition<B> {
     pub residual: f64,
     /// Whether the recurrence stopped early on an invariant subspace.
     pub breakdown: bool,
+    /// Ritz values $\theta_k$ (eigenvalues of $T$), ascending.
+    pub ritz_values: Vec<f64>,
+    /// Eigenvectors $V$ of $T$ (columns, matching `ritz_values`); the Ritz
+    /// vectors of $A$ are $Q V$.
+    pub ritz_vectors: DMatrix<f64>,
 }
 
 /// Lanczos on a tridiagonal only (the basis is dropped), as used by
@@ -127,8 +147,8 @@ pub struct LanczosTridiagonal {
 
 /// Runs `params.steps` steps of Lanczos with full reorthogonalization from
 /// each column of `start` at once (independent recurrences sharing one
-/// block product $A Q_j$ per step), returning $Q$, $T$ and the residual
-/// $\beta_m$ for each column. A zero start column gives an empty
+/// block product $A Q_j$ per step), returning $Q$, $T$, the eigen-decomposition
+/// of $T$ and the residual $\beta_m$ for each column. A zero start column gives an empty
 /// decomposition.
 ///
 /// ```
@@ -137,8 +157,7 @@ pub struct LanczosTridiagonal {
 /// let a = DMatrix::<f64>::from_diagonal(&nalgebra::DVector::from_vec(vec![1.0, 2.0, 3.0, 4.0]));
 /// let b = DMatrix::from_element(4, 1, 1.0);
 /// let dec = &lanczos(&a, &b, &LanczosParams { steps: 4, ..Default::default() }).unwrap()[0];
-/// let mut ritz = dec.tridiagonal.eigen().eigenvalues.as_slice().to_vec();
-/// ritz.sort_by(f64::total_cmp);
+/// let ritz = &dec.ritz_values;
 /// assert!((ritz[0] - 1.0).abs() < 1e-12 && (ritz[3] - 4.0).abs() < 1e-12);
 /// ```
 pub fn lanczos<B, A>(
@@ -160,7 +179,10 @@ where
             let m = t.tridiagonal.dim();
             let cols: Vec<B> = steps[..m].iter().map(|q| q.columns(c, 1)).collect();
             let basis = hcat_all(cols).unwrap_or_else(|| start.zeros_like(0));
+            let (ritz_values, ritz_vectors) = t.tridiagonal.sorted_eigen();
             LanczosDecomposition {
+                ritz_values,
+                ritz_vectors,
                 basis,
                 tridiagonal: t.tridiagonal,
                 start_norm: t.start_norm,
@@ -384,11 +406,11 @@ mod tests {
             let anorm = a.norm();
             prop_assert!((q.transpose() * &a * q - dec.tridiagonal.to_dense()).norm() < 1e-10 * anorm);
             let eig = sorted_eigenvalues(&a);
-            let ritz = {
-                let mut r: Vec<f64> = dec.tridiagonal.eigen().eigenvalues.iter().copied().collect();
-                r.sort_by(f64::total_cmp);
-                r
-            };
+            let ritz = dec.ritz_values.clone();
+            // Ritz pairs: T V = V Θ.
+            let t = dec.tridiagonal.to_dense();
+            let v = &dec.ritz_vectors;
+            prop_assert!((&t * v - v * DMatrix::from_diagonal(&nalgebra::DVector::from_vec(ritz.clone()))).norm() < 1e-10 * anorm);
             let (lmin, lmax) = (eig[0], eig[n - 1]);
             for &t in &ritz {
                 prop_assert!(t >= lmin - 1e-10 * lmax && t <= lmax * (1.0 + 1e-10));

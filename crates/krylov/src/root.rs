@@ -84,29 +84,24 @@ where
             reason: "zero start vector".into(),
         });
     }
-    let eig = dec.tridiagonal.eigen();
-    let mut order: Vec<usize> = (0..m).collect();
-    order.sort_by(|&i, &j| eig.eigenvalues[i].total_cmp(&eig.eigenvalues[j]));
-    if let Some(&k) = order
+    let (ritz_values, v) = (dec.ritz_values, dec.ritz_vectors);
+    if let Some(k) = ritz_values
         .iter()
-        .find(|&&k| eig.eigenvalues[k].partial_cmp(&0.0) != Some(std::cmp::Ordering::Greater))
+        .position(|t| t.partial_cmp(&0.0) != Some(std::cmp::Ordering::Greater))
     {
         return Err(KrylovError::NotPositiveDefinite {
             iteration: k,
             column: 0,
-            curvature: eig.eigenvalues[k],
+            curvature: ritz_values[k],
         });
     }
-    // C = V Θ^{power}, columns in ascending Ritz order.
-    let c = DMatrix::from_fn(m, m, |i, j| {
-        let k = order[j];
-        eig.eigenvectors[(i, k)] * eig.eigenvalues[k].powf(power)
-    });
+    // C = V Θ^{power}.
+    let c = DMatrix::from_fn(m, m, |i, j| v[(i, j)] * ritz_values[j].powf(power));
     let mut factor = start.zeros_like(m);
     factor.add_mul(&dec.basis, &to_scalar_matrix(&c));
     Ok(RootDecomposition {
         factor,
-        ritz_values: order.iter().map(|&k| eig.eigenvalues[k]).collect(),
+        ritz_values,
     })
 }
 
