@@ -50,7 +50,9 @@ use crate::precond::{Identity, Preconditioner};
 pub struct CgParams {
     /// Absolute tolerance on $\lVert b_j - A x_j \rVert$.
     pub abs_tolerance: f64,
-    /// Relative tolerance on $\lVert b_j - A x_j \rVert / \lVert b_j \rVert$.
+    /// Relative tolerance on $\lVert b_j - A x_j \rVert / \lVert b_j \rVert$
+    /// (default $10^{-6}$; with `f32` blocks ask for $10^{-4}$ or so, since the
+    /// true residual cannot go much below $\varepsilon\,\kappa(A)$).
     pub rel_tolerance: f64,
     /// Maximum number of iterations (block products $A P$), restarts included.
     pub max_iters: usize,
@@ -222,9 +224,28 @@ where
         });
     }
     // The generic front forwards to one inner function per block type.
-    let apply_a = |x: &B| a.apply(x);
-    let apply_p = |r: &B| precond.apply_inverse(r);
+    let apply_a = |x: &B| -> Result<B, KrylovError> {
+        let y = a.apply(x);
+        check_shape("operator output", &y, n, x.ncols())?;
+        Ok(y)
+    };
+    let apply_p = |r: &B| -> Result<B, KrylovError> {
+        let z = precond.apply_inverse(r);
+        check_shape("preconditioner output", &z, n, r.ncols())?;
+        Ok(z)
+    };
     pcg_impl(&apply_a, &apply_p, b, x0, params)
+}
+
+/// Checks that a block returned by user code is $n \times k$.
+pub(crate) fn check_shape<B: Block>(
+    what: &'static str,
+    y: &B,
+    n: usize,
+    k: usize,
+) -> Result<(), KrylovError> {
+    check_dim(what, n, y.nrows())?;
+    check_dim(what, k, y.ncols())
 }
 
 fn check_dim(what: &'static str, expected: usize, got: usize) -> Result<(), KrylovError> {
@@ -264,8 +285,8 @@ fn first_bad(v: &[f64], mask: impl Fn(usize) -> bool) -> Option<usize> {
 
 #[allow(clippy::too_many_lines)]
 fn pcg_impl<B: Block>(
-    a: &dyn Fn(&B) -> B,
-    precond: &dyn Fn(&B) -> B,
+    a: &dyn Fn(&B) -> Result<B, KrylovError>,
+    precond: &dyn Fn(&B) -> Result<B, KrylovError>,
     b: &B,
     x0: Option<&B>,
     params: &CgParams,
@@ -296,7 +317,7 @@ fn pcg_impl<B: Block>(
             }
             let mut x = x0.clone();
             x.scale_cols(&keep); // a zero right-hand side has the zero solution
-            let ax = a(&x);
+            let ax = a(&x)?;
             applications += 1;
             let mut r = b.clone();
             r.axpy_cols(&vec![-<B::Scalar as Scalar>::from_f64(1.0); k], &ax);
@@ -327,7 +348,7 @@ fn pcg_impl<B: Block>(
     // z = P^-1 r, rz = r'z, p = z; checks that P is positive definite.
     let start_directions =
         |r: &B, active: &[bool], iteration: usize| -> Result<(B, Vec<f64>), KrylovError> {
-            let z = precond(r);
+            let z = precond(r)?;
             let rz = dots_f64(r.col_dots(&z));
             for j in 0..k {
                 if active[j] {
@@ -356,7 +377,7 @@ fn pcg_impl<B: Block>(
 
     loop {
         while active.iter().any(|&v| v) && iterations < params.max_iters {
-            let v = a(&p);
+            let v = a(&p)?;
             applications += 1;
             let pap = dots_f64(p.col_dots(&v));
             if let Some(j) = first_bad(&pap, |_| true) {
@@ -419,7 +440,7 @@ fn pcg_impl<B: Block>(
             break;
         }
         // True residual: the recurrence drifts on ill-conditioned problems.
-        let ax = a(&x);
+        let ax = a(&x)?;
         applications += 1;
         let mut r_true = b.clone();
         r_true.axpy_cols(&vec![-<B::Scalar as Scalar>::from_f64(1.0); k], &ax);
@@ -677,6 +698,18 @@ mod tests {
         let x0 = DMatrix::<f64>::zeros(4, 3);
         assert!(matches!(
             pcg(&a, &Identity, &b, Some(&x0), &CgParams::default()),
+            Err(KrylovError::DimensionMismatch { .. })
+        ));
+        // An operator returning the wrong shape is an error, not a panic.
+        let ones = DMatrix::<f64>::from_element(4, 2, 1.0);
+        let wide = FnOperator::new(4, |x: &DMatrix<f64>| DMatrix::zeros(4, x.ncols() + 1));
+        assert!(matches!(
+            cg(&wide, &ones, &CgParams::default()),
+            Err(KrylovError::DimensionMismatch { .. })
+        ));
+        let short = FnOperator::new(4, |x: &DMatrix<f64>| DMatrix::zeros(3, x.ncols()));
+        assert!(matches!(
+            cg(&short, &ones, &CgParams::default()),
             Err(KrylovError::DimensionMismatch { .. })
         ));
         let rect = DMatrix::<f64>::zeros(4, 3);

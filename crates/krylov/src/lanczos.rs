@@ -293,6 +293,7 @@ fn run<B: Block>(
             break;
         }
         let mut w = a.apply(&qs[j]);
+        crate::cg::check_shape("operator output", &w, n, k)?;
         let wnorm = norms(&w);
         let alpha: Vec<f64> = qs[j].col_dots(&w).into_iter().map(|v| v.to_f64()).collect();
         if let Some(c) = (0..k).find(|&c| !(alpha[c].is_finite() && wnorm[c].is_finite())) {
@@ -519,6 +520,11 @@ mod tests {
         assert!(matches!(
             lanczos(&a, &nan, &p),
             Err(KrylovError::NonFiniteInput { column: 0 })
+        ));
+        let wrong = FnOperator::new(3, |x: &DMatrix<f64>| DMatrix::zeros(2, x.ncols()));
+        assert!(matches!(
+            lanczos(&wrong, &b, &p),
+            Err(KrylovError::DimensionMismatch { .. })
         ));
         let bad = FnOperator::new(3, |x: &DMatrix<f64>| x * f64::NAN);
         assert!(matches!(

@@ -97,6 +97,8 @@ impl<B: Block> PivotedCholesky<B> {
     /// Factors `k` (square, with [`diagonal`](LinearOperator::diagonal) and
     /// [`row`](LinearOperator::row)) to rank at most `rank` (fewer when the
     /// remaining diagonal vanishes), for $P = L L^\top + $ `sigma2` $I$.
+    /// Pass the kernel $K$ itself, not $K + \sigma^2 I$. Costs `rank` rows of
+    /// $K$ and $O(n r^2)$ host work.
     /// `like` is any block on the device where $L$ should live.
     pub fn new<A: LinearOperator<B> + ?Sized>(
         k: &A,

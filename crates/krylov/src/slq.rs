@@ -205,6 +205,12 @@ where
     A: LinearOperator<B> + ?Sized,
 {
     validate_probes(params.probes, params.distribution)?;
+    if params.lanczos.steps == 0 {
+        return Err(KrylovError::InvalidParameter {
+            name: "lanczos.steps",
+            reason: "at least one Lanczos step is needed".into(),
+        });
+    }
     let n = a.nrows();
     let eps = draw_probes(n, params.probes, params.distribution, params.seed);
     let z = like.from_host_like(&to_scalar_matrix(&eps));
