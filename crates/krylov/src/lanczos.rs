@@ -177,8 +177,13 @@ where
         .enumerate()
         .map(|(c, t)| {
             let m = t.tridiagonal.dim();
-            let cols: Vec<B> = steps[..m].iter().map(|q| q.columns(c, 1)).collect();
-            let basis = hcat_all(cols).unwrap_or_else(|| start.zeros_like(0));
+            let basis = match &run.single_basis {
+                Some(q) if m > 0 => q.columns(0, m),
+                _ => {
+                    let cols: Vec<B> = steps[..m].iter().map(|q| q.columns(c, 1)).collect();
+                    hcat_all(cols).unwrap_or_else(|| start.zeros_like(0))
+                }
+            };
             let (ritz_values, ritz_vectors) = t.tridiagonal.sorted_eigen();
             LanczosDecomposition {
                 ritz_values,
@@ -231,6 +236,8 @@ struct Run<B> {
     residuals: Vec<f64>,
     breakdowns: Vec<bool>,
     basis: Option<Vec<B>>,
+    /// For one start vector: the basis as one block (`m` or `m + 1` columns).
+    single_basis: Option<B>,
 }
 
 fn norms<B: Block>(x: &B) -> Vec<f64> {
@@ -285,6 +292,10 @@ fn run<B: Block>(
         .collect();
     let mut q0 = start.clone();
     q0.scale_cols(&to_scalars(&inv));
+    // With a single start vector the basis is also kept as one n × j block,
+    // so that each reorthogonalization pass is two block products (one
+    // host round trip) instead of 2j vector operations.
+    let mut q_all: Option<B> = (k == 1).then(|| q0.clone());
     let mut qs: Vec<B> = vec![q0];
     let mut prev_beta = vec![0.0; k];
 
@@ -313,9 +324,14 @@ fn run<B: Block>(
         }
         // Full reorthogonalization, twice ("twice is enough", Parlett 1980).
         for _ in 0..2 {
-            for q in &qs {
-                let c: Vec<f64> = q.col_dots(&w).into_iter().map(|v| v.to_f64()).collect();
-                w.axpy_cols(&neg(&c), q);
+            if let Some(q_all) = &q_all {
+                let c = q_all.t_mul(&w);
+                w.add_mul(q_all, &(-c));
+            } else {
+                for q in &qs {
+                    let c: Vec<f64> = q.col_dots(&w).into_iter().map(|v| v.to_f64()).collect();
+                    w.axpy_cols(&neg(&c), q);
+                }
             }
         }
         let beta = norms(&w);
@@ -345,6 +361,11 @@ fn run<B: Block>(
         }
         if !last {
             w.scale_cols(&to_scalars(&scale));
+            if let Some(q_all) = q_all.as_mut()
+                && active[0]
+            {
+                *q_all = q_all.hcat(&w);
+            }
             qs.push(w);
         }
         prev_beta = beta;
@@ -372,6 +393,7 @@ fn run<B: Block>(
         residuals,
         breakdowns,
         basis: keep_basis.then_some(qs),
+        single_basis: if keep_basis { q_all } else { None },
     })
 }
 
