@@ -20,6 +20,11 @@
 //! - [`root`]: low-rank (inverse) root decompositions for LOVE.
 //! - [`KrylovError`]: every way these can fail; nothing panics on bad numbers.
 //!
+//! Non-convergence is not an error of [`cg()`]/[`pcg`]: they return the last
+//! iterate with per-column [`CgInfo::converged`] flags and true residuals;
+//! [`CgOutcome::check`] and [`solve`] turn it into
+//! [`KrylovError::NoConvergence`], which carries the iterate and residuals.
+//!
 //! ```
 //! use krylov::cg::{pcg, CgParams};
 //! use krylov::ops::Shifted;

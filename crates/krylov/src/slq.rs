@@ -258,7 +258,9 @@ pub struct InvQuadLogdet<B> {
     /// $y_j^\top A^{-1} y_j$ per column of $y$.
     pub inv_quad: Vec<f64>,
     /// $\log\lvert A \rvert = \log\lvert P \rvert + $ the SLQ estimate of
-    /// $\log\lvert P^{-1} A \rvert$, with that estimate's standard error.
+    /// $\log\lvert P^{-1} A \rvert$, with that estimate's standard error
+    /// (`samples` are the per-probe values for $\log\lvert P^{-1} A \rvert$,
+    /// without $\log\lvert P \rvert$).
     pub logdet: SlqEstimate,
     /// $A^{-1} y$.
     pub solution: B,
