@@ -61,5 +61,161 @@ pub trait Block: Clone {
     /// A copy on the host.
     fn to_host(&self) -> DMatrix<Self::Scalar>;
     /// A block on the same device as `self` holding `m`.
+    #[allow(clippy::wrong_self_convention)] // `self` names the device, not the source
     fn from_host_like(&self, m: &DMatrix<Self::Scalar>) -> Self;
+}
+
+/// Host storage: an $n \times k$ column-major nalgebra matrix.
+///
+/// Products go through nalgebra's `gemm` (backed by `matrixmultiply` for `f32`
+/// and `f64`); column operations work on contiguous column slices.
+impl<S: Scalar> Block for DMatrix<S> {
+    type Scalar = S;
+
+    fn nrows(&self) -> usize {
+        self.nrows()
+    }
+
+    fn ncols(&self) -> usize {
+        self.ncols()
+    }
+
+    fn zeros_like(&self, ncols: usize) -> Self {
+        DMatrix::zeros(self.nrows(), ncols)
+    }
+
+    fn col_dots(&self, other: &Self) -> Vec<S> {
+        assert_eq!(self.shape(), other.shape(), "col_dots: shape mismatch");
+        self.column_iter()
+            .zip(other.column_iter())
+            .map(|(x, y)| x.dot(&y))
+            .collect()
+    }
+
+    fn t_mul(&self, other: &Self) -> DMatrix<S> {
+        // `tr_mul` is a loop of dot products; an explicit transpose (O(nk)) lets
+        // the product run through the blocked gemm kernel instead.
+        let xt = self.transpose();
+        let mut out = DMatrix::zeros(self.ncols(), other.ncols());
+        out.gemm(S::one(), &xt, other, S::zero());
+        out
+    }
+
+    fn axpy_cols(&mut self, alpha: &[S], y: &Self) {
+        assert_eq!(alpha.len(), self.ncols(), "axpy_cols: one alpha per column");
+        for ((mut x, y), &a) in self.column_iter_mut().zip(y.column_iter()).zip(alpha) {
+            if a != S::zero() {
+                x.axpy(a, &y, S::one());
+            }
+        }
+    }
+
+    fn scale_cols(&mut self, s: &[S]) {
+        assert_eq!(s.len(), self.ncols(), "scale_cols: one factor per column");
+        for (mut x, &a) in self.column_iter_mut().zip(s) {
+            if a == S::zero() {
+                x.fill(S::zero());
+            } else if a != S::one() {
+                x.scale_mut(a);
+            }
+        }
+    }
+
+    fn add_mul(&mut self, y: &Self, c: &DMatrix<S>) {
+        self.gemm(S::one(), y, c, S::one());
+    }
+
+    fn columns(&self, start: usize, len: usize) -> Self {
+        self.columns_range(start..start + len).into_owned()
+    }
+
+    fn hcat(&self, other: &Self) -> Self {
+        assert_eq!(self.nrows(), other.nrows(), "hcat: row mismatch");
+        let mut out = DMatrix::zeros(self.nrows(), self.ncols() + other.ncols());
+        out.columns_range_mut(0..self.ncols()).copy_from(self);
+        out.columns_range_mut(self.ncols()..).copy_from(other);
+        out
+    }
+
+    fn to_host(&self) -> DMatrix<S> {
+        self.clone()
+    }
+
+    fn from_host_like(&self, m: &DMatrix<S>) -> Self {
+        m.clone()
+    }
+}
+
+/// Concatenates blocks column-wise by pairwise merging ($O(nk \log m)$ copies
+/// rather than $O(nkm)$ for a running `hcat`).
+pub(crate) fn hcat_all<B: Block>(mut blocks: Vec<B>) -> Option<B> {
+    while blocks.len() > 1 {
+        let mut next = Vec::with_capacity(blocks.len().div_ceil(2));
+        let mut it = blocks.into_iter();
+        while let Some(a) = it.next() {
+            match it.next() {
+                Some(b) => next.push(a.hcat(&b)),
+                None => next.push(a),
+            }
+        }
+        blocks = next;
+    }
+    blocks.pop()
+}
+
+/// Machine epsilon of the scalar type, in `f64`.
+pub(crate) fn scalar_eps<S: Scalar>() -> f64 {
+    if std::any::TypeId::of::<S>() == std::any::TypeId::of::<f32>() {
+        f64::from(f32::EPSILON)
+    } else {
+        f64::EPSILON
+    }
+}
+
+/// Converts host `f64` values to the block's scalar type.
+pub(crate) fn to_scalars<S: Scalar>(v: &[f64]) -> Vec<S> {
+    v.iter().map(|&x| <S as Scalar>::from_f64(x)).collect()
+}
+
+/// Converts a host `f64` matrix to the block's scalar type.
+pub(crate) fn to_scalar_matrix<S: Scalar>(m: &DMatrix<f64>) -> DMatrix<S> {
+    m.map(<S as Scalar>::from_f64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dmatrix_block_ops_match_dense_algebra() {
+        let x = DMatrix::<f64>::from_fn(5, 3, |i, j| (i * 3 + j) as f64 * 0.1 - 0.4);
+        let y = DMatrix::<f64>::from_fn(5, 3, |i, j| ((i + 2 * j) % 4) as f64 - 1.5);
+        let d = x.col_dots(&y);
+        for j in 0..3 {
+            assert!((d[j] - x.column(j).dot(&y.column(j))).abs() < 1e-14);
+        }
+        assert!((x.t_mul(&y) - x.transpose() * &y).norm() < 1e-13);
+        let mut z = x.clone();
+        z.axpy_cols(&[1.0, 0.0, -2.0], &y);
+        assert_eq!(z.column(1), x.column(1));
+        assert!((z.column(2) - (x.column(2) - 2.0 * y.column(2))).norm() < 1e-14);
+        let mut w = x.clone();
+        w.scale_cols(&[0.0, 1.0, 3.0]);
+        assert_eq!(w.column(0).norm(), 0.0);
+        let c = DMatrix::<f64>::from_fn(3, 3, |i, j| (i as f64) - (j as f64));
+        let mut u = x.clone();
+        u.add_mul(&y, &c);
+        assert!((u - (&x + &y * &c)).norm() < 1e-13);
+        let h = x.hcat(&y);
+        assert_eq!(Block::columns(&h, 3, 3), y);
+        let all = hcat_all(vec![
+            Block::columns(&x, 0, 1),
+            Block::columns(&x, 1, 1),
+            Block::columns(&x, 2, 1),
+        ])
+        .unwrap();
+        assert_eq!(all, x);
+        let f = DMatrix::<f32>::from_element(4, 2, 1.0);
+        assert_eq!(f.col_dots(&f), vec![4.0, 4.0]);
+    }
 }
