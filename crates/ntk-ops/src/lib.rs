@@ -34,6 +34,7 @@
 //! ```
 
 pub mod activation;
+pub mod autodiff;
 pub mod block;
 pub mod checkpoint;
 pub mod convert;
@@ -49,9 +50,11 @@ pub mod rng;
 mod testing;
 
 pub use activation::Activation;
+pub use autodiff::{AutodiffJacobian, Nested, flat_params};
 pub use block::TensorBlock;
+pub use checkpoint::{DiskDtype, load_mlp, save_mlp};
 pub use error::{OpsError, Result};
-pub use fisher::{FiniteDifferenceFisher, GgnOperator, GramOperator, Likelihood};
+pub use fisher::{FdScheme, FiniteDifferenceFisher, GgnOperator, GramOperator, Likelihood};
 pub use jacobian::{JacobianOperator, JacobianOptions, MlpJacobian};
 pub use mlp::{Dense, Factors, Head, Mlp, MlpConfig};
 pub use ntk::{NtkOperator, ntk_diagonal, ntk_matrix};
