@@ -1,0 +1,106 @@
+//! Elementwise activations with their exact derivatives.
+
+use burn::prelude::Backend;
+use burn::tensor::{Tensor, activation};
+
+/// The elementwise nonlinearity between Linear layers.
+///
+/// Each variant matches the PyTorch module of the same name with default
+/// arguments (`nn.ELU(alpha=1)`, exact `nn.GELU()`, `nn.Softplus(beta=1)`).
+#[non_exhaustive]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Activation {
+    /// $\tanh z$.
+    #[default]
+    Tanh,
+    /// $\max(z, 0)$ (derivative taken as $0$ at $z = 0$).
+    Relu,
+    /// $z$ for $z > 0$, $e^z - 1$ otherwise.
+    Elu,
+    /// $z\,\Phi(z)$ with the exact normal CDF $\Phi$.
+    Gelu,
+    /// $1 / (1 + e^{-z})$.
+    Sigmoid,
+    /// $\log(1 + e^z)$.
+    Softplus,
+}
+
+impl Activation {
+    /// $\sigma(z)$ elementwise.
+    pub fn apply<B: Backend, const D: usize>(self, z: Tensor<B, D>) -> Tensor<B, D> {
+        match self {
+            Self::Tanh => z.tanh(),
+            Self::Relu => activation::relu(z),
+            Self::Elu => activation::elu(z, 1.0),
+            Self::Gelu => activation::gelu(z),
+            Self::Sigmoid => sigmoid(z),
+            Self::Softplus => softplus(z),
+        }
+    }
+
+    /// $\sigma(z)$ and $\sigma'(z)$ together, sharing work where possible.
+    pub fn apply_with_derivative<B: Backend, const D: usize>(
+        self,
+        z: Tensor<B, D>,
+    ) -> (Tensor<B, D>, Tensor<B, D>) {
+        match self {
+            Self::Tanh => {
+                let a = z.tanh();
+                // tanh' = 1 - tanh²
+                let d = a.clone().square().neg().add_scalar(1.0);
+                (a, d)
+            }
+            Self::Relu => {
+                let d = z.clone().greater_elem(0.0).float();
+                (activation::relu(z), d)
+            }
+            Self::Elu => {
+                // elu' = 1 for z > 0, e^z = elu(z) + 1 otherwise
+                let pos = z.clone().greater_elem(0.0);
+                let a = activation::elu(z, 1.0);
+                let d = a.clone().add_scalar(1.0).mask_fill(pos, 1.0);
+                (a, d)
+            }
+            Self::Gelu => {
+                // gelu' = Φ(z) + z φ(z)
+                let cdf = z
+                    .clone()
+                    .mul_scalar(std::f64::consts::FRAC_1_SQRT_2)
+                    .erf()
+                    .add_scalar(1.0)
+                    .mul_scalar(0.5);
+                let pdf = z
+                    .clone()
+                    .square()
+                    .mul_scalar(-0.5)
+                    .exp()
+                    .mul_scalar(1.0 / (2.0 * std::f64::consts::PI).sqrt());
+                let a = z.clone() * cdf.clone();
+                (a, cdf + z * pdf)
+            }
+            Self::Sigmoid => {
+                let s = sigmoid(z);
+                let d = s.clone() * s.clone().neg().add_scalar(1.0);
+                (s, d)
+            }
+            Self::Softplus => (softplus(z.clone()), sigmoid(z)),
+        }
+    }
+}
+
+/// Overflow-free softplus: $\log(1 + e^z) = \max(z, 0) + \log(1 + e^{-|z|})$.
+pub fn softplus<B: Backend, const D: usize>(z: Tensor<B, D>) -> Tensor<B, D> {
+    activation::relu(z.clone()) + z.abs().neg().exp().log1p()
+}
+
+/// Full-precision sigmoid, $\tfrac12 (1 + \tanh(z/2))$: burn 0.21's
+/// `activation::sigmoid` computes in `f32` whatever the backend's precision.
+pub fn sigmoid<B: Backend, const D: usize>(z: Tensor<B, D>) -> Tensor<B, D> {
+    z.mul_scalar(0.5).tanh().add_scalar(1.0).mul_scalar(0.5)
+}
+
+/// Softmax along `dim`, $e^{z - \max z} / \sum e^{z - \max z}$, in the backend's precision.
+pub fn softmax<B: Backend, const D: usize>(z: Tensor<B, D>, dim: usize) -> Tensor<B, D> {
+    let e = (z.clone() - z.max_dim(dim)).exp();
+    e.clone() / e.sum_dim(dim)
+}

@@ -1,0 +1,81 @@
+//! Moving tensors between a burn device and host vectors, and value checks.
+
+use burn::prelude::Backend;
+use burn::tensor::{ElementConversion, Tensor, TensorData};
+use nalgebra::DMatrix;
+
+use crate::error::{OpsError, Result};
+
+/// The entries of a float tensor, row-major, as `f64`.
+pub fn to_vec_f64<B: Backend, const D: usize>(t: Tensor<B, D>) -> Vec<f64> {
+    t.into_data()
+        .convert::<f64>()
+        .into_vec::<f64>()
+        .expect("float tensor converts to f64")
+}
+
+/// The entries of a float tensor, row-major, in the backend's element type.
+pub fn to_vec_elem<B: Backend, const D: usize>(t: Tensor<B, D>) -> Vec<B::FloatElem> {
+    t.into_data()
+        .convert::<B::FloatElem>()
+        .into_vec::<B::FloatElem>()
+        .expect("float tensor converts to its element type")
+}
+
+/// A 2-d tensor built from row-major `f64` values.
+pub fn tensor_from_f64<B: Backend>(
+    values: Vec<f64>,
+    rows: usize,
+    cols: usize,
+    device: &B::Device,
+) -> Tensor<B, 2> {
+    Tensor::from_data(TensorData::new(values, [rows, cols]), device)
+}
+
+/// A 2-d tensor as a host matrix of `f64`.
+pub fn to_dmatrix_f64<B: Backend>(t: Tensor<B, 2>) -> DMatrix<f64> {
+    let [r, c] = t.dims();
+    DMatrix::from_row_slice(r, c, &to_vec_f64(t))
+}
+
+/// A host matrix as a 2-d tensor.
+pub fn from_dmatrix_f64<B: Backend>(m: &DMatrix<f64>, device: &B::Device) -> Tensor<B, 2> {
+    let (r, c) = m.shape();
+    tensor_from_f64(m.transpose().as_slice().to_vec(), r, c, device)
+}
+
+/// Whether every entry is finite, with one reduction on the device:
+/// $\sum_i 0 \cdot x_i$ is $0$ exactly when no entry is NaN or ±Inf.
+pub fn all_finite<B: Backend, const D: usize>(t: &Tensor<B, D>) -> bool {
+    let s: f64 = t.clone().mul_scalar(0.0).sum().into_scalar().elem();
+    s == 0.0
+}
+
+/// A typed error if `t` holds NaN or Inf (the first bad index is located on the host).
+pub fn check_finite<B: Backend, const D: usize>(t: &Tensor<B, D>, what: &str) -> Result<()> {
+    if all_finite(t) {
+        return Ok(());
+    }
+    let index = to_vec_f64(t.clone()).iter().position(|x| !x.is_finite());
+    Err(OpsError::NonFinite {
+        what: what.to_string(),
+        index,
+    })
+}
+
+/// A typed error unless `t` has shape `expected`.
+pub fn check_shape<B: Backend, const D: usize>(
+    t: &Tensor<B, D>,
+    expected: [usize; D],
+    what: &str,
+) -> Result<()> {
+    let found = t.dims();
+    if found != expected {
+        return Err(OpsError::ShapeMismatch {
+            what: what.to_string(),
+            expected: expected.to_vec(),
+            found: found.to_vec(),
+        });
+    }
+    Ok(())
+}

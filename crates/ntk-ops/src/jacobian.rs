@@ -1,0 +1,656 @@
+//! Products with the Jacobian $J = \partial f(X) / \partial \theta$ of a model at
+//! a batch of inputs, without forming $J$; and $J$ itself for small problems.
+//!
+//! Layouts: a parameter-space block is `[p, k]` (rows in flat-parameter order,
+//! see [`ParamLayout`](crate::ParamLayout)); a function-space block is
+//! `[n·o, k]` with row $i o + j$ for point $i$, output $j$ (the row-major
+//! flattening of $f(X) \in \mathbb{R}^{n \times o}$).
+
+use burn::prelude::Backend;
+use burn::tensor::Tensor;
+
+use crate::convert::{check_finite, check_shape};
+use crate::error::{OpsError, Result};
+use crate::mlp::{Factors, Mlp};
+
+/// Products with the Jacobian $J \in \mathbb{R}^{no \times p}$ of a model at fixed
+/// inputs $X$ ($n$ points, $o$ outputs each), on blocks of $k$ vectors.
+///
+/// Generic over the burn backend: every implementation here uses only
+/// `Tensor` operations, so a GPU backend runs it unchanged.
+pub trait JacobianOperator<B: Backend> {
+    /// Number of data points $n$.
+    fn n_points(&self) -> usize;
+    /// Number of outputs per point $o$.
+    fn n_outputs(&self) -> usize;
+    /// Number of parameters $p$.
+    fn n_params(&self) -> usize;
+    /// The device the products run on.
+    fn device(&self) -> B::Device;
+    /// The network outputs $f(X)$, `[n, o]` (the linearization's offset $\mu(X)$).
+    fn outputs(&self) -> Result<Tensor<B, 2>>;
+    /// $J V$ for a parameter-space block `v` (`[p, k]`), giving `[n·o, k]`.
+    fn jvp(&self, v: Tensor<B, 2>) -> Result<Tensor<B, 2>>;
+    /// $J^\top U$ for a function-space block `u` (`[n·o, k]`), giving `[p, k]`.
+    fn vjp(&self, u: Tensor<B, 2>) -> Result<Tensor<B, 2>>;
+    /// The diagonal of $K = J J^\top$ ($n o$ entries), when cheap (structured models).
+    fn ntk_diagonal(&self) -> Option<Tensor<B, 1>> {
+        None
+    }
+    /// Number of rows $n o$ of $J$.
+    fn n_rows(&self) -> usize {
+        self.n_points() * self.n_outputs()
+    }
+}
+
+/// Checks a parameter-space block: `[p, k]`, $k \ge 1$, finite.
+pub(crate) fn check_param_block<B: Backend>(v: &Tensor<B, 2>, p: usize) -> Result<()> {
+    let [r, k] = v.dims();
+    check_shape(v, [p, k.max(1)], "v")?;
+    if k == 0 || r == 0 {
+        return Err(OpsError::Empty {
+            what: "v has no columns".into(),
+        });
+    }
+    check_finite(v, "v")
+}
+
+/// Checks a function-space block: `[rows, k]`, $k \ge 1$, finite.
+pub(crate) fn check_output_block<B: Backend>(u: &Tensor<B, 2>, rows: usize) -> Result<()> {
+    let [_, k] = u.dims();
+    check_shape(u, [rows, k.max(1)], "u")?;
+    if k == 0 {
+        return Err(OpsError::Empty {
+            what: "u has no columns".into(),
+        });
+    }
+    check_finite(u, "u")
+}
+
+/// Memory and caching settings of a Jacobian operator.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct JacobianOptions {
+    /// Bytes the operator may hold at once for cached factors and one product's
+    /// working memory; data is processed in row chunks to stay under it.
+    pub memory_budget: usize,
+    /// Keep the per-layer factors of all of $X$ between products when they fit in
+    /// half the budget (recomputed per chunk and product otherwise).
+    pub cache_factors: bool,
+}
+
+impl Default for JacobianOptions {
+    fn default() -> Self {
+        Self {
+            memory_budget: 1 << 30,
+            cache_factors: true,
+        }
+    }
+}
+
+/// The hand-written (tape-free) Jacobian of an [`Mlp`] at inputs $X$.
+///
+/// Products use the per-layer factors ([`Factors`]): for a block of $k$
+/// columns, $J^\top U$ costs one matrix product per layer,
+/// $\nabla_{W_l} = \delta_l^\top A_l$ with $\delta_l[i] = \sum_j U_{ij} \Delta_l[i, j]$,
+/// and $J V$ one more, $\sum_l \langle \Delta_l[i, j],\ \dot W_l a_{l-1}[i] + \dot b_l \rangle$:
+/// about $2 n p k$ flops each once the factors are known.
+#[derive(Clone, Debug)]
+pub struct MlpJacobian<B: Backend> {
+    mlp: Mlp<B>,
+    x: Tensor<B, 2>,
+    options: JacobianOptions,
+    cache: Option<Vec<(usize, Factors<B>)>>,
+}
+
+impl<B: Backend> MlpJacobian<B> {
+    /// The Jacobian of `mlp` at `x` (`[n, h_0]`), checked for shape, emptiness and
+    /// NaN/Inf. Computes and caches the factors if [`JacobianOptions`] allow.
+    pub fn new(mlp: Mlp<B>, x: Tensor<B, 2>, options: JacobianOptions) -> Result<Self> {
+        mlp.check_inputs(&x, "X")?;
+        if options.memory_budget == 0 {
+            return Err(OpsError::InvalidConfig(
+                "memory_budget must be positive".into(),
+            ));
+        }
+        let mut this = Self {
+            mlp,
+            x,
+            options,
+            cache: None,
+        };
+        let n = this.x.dims()[0];
+        let fp = this.factor_bytes_per_point();
+        if options.cache_factors && n.saturating_mul(fp) <= options.memory_budget / 2 {
+            let rows = (options.memory_budget / 2 / fp).clamp(1, n);
+            let chunks = (0..n)
+                .step_by(rows)
+                .map(|s| {
+                    let len = rows.min(n - s);
+                    (s, this.mlp.factors(this.x.clone().narrow(0, s, len)))
+                })
+                .collect();
+            this.cache = Some(chunks);
+        }
+        Ok(this)
+    }
+
+    /// The model.
+    pub fn mlp(&self) -> &Mlp<B> {
+        &self.mlp
+    }
+
+    /// The inputs $X$.
+    pub fn inputs(&self) -> &Tensor<B, 2> {
+        &self.x
+    }
+
+    /// Whether the factors of all of $X$ are cached.
+    pub fn is_cached(&self) -> bool {
+        self.cache.is_some()
+    }
+
+    fn elem_bytes() -> usize {
+        std::mem::size_of::<B::FloatElem>()
+    }
+
+    /// Bytes of factors per data point: $\sum_l h_{l-1} + o \sum_l h_l + o$ entries.
+    fn factor_bytes_per_point(&self) -> usize {
+        let w = &self.mlp.config().widths;
+        let o = self.mlp.n_outputs();
+        let ins: usize = w[..w.len() - 1].iter().sum();
+        let outs: usize = w[1..].iter().sum();
+        Self::elem_bytes() * (ins + o * outs + o + w.iter().max().unwrap())
+    }
+
+    /// Working bytes per data point and column in a product.
+    fn work_bytes_per_point(&self) -> usize {
+        let w = &self.mlp.config().widths;
+        Self::elem_bytes() * (3 * w.iter().max().unwrap() + self.mlp.n_outputs())
+    }
+
+    /// Runs `f(start, factors)` over row chunks of $X$ sized for a product with
+    /// `k` columns under the memory budget.
+    pub fn for_each_chunk(
+        &self,
+        k: usize,
+        mut f: impl FnMut(usize, &Factors<B>) -> Result<()>,
+    ) -> Result<()> {
+        let n = self.x.dims()[0];
+        let budget = self.options.memory_budget;
+        let wk = self.work_bytes_per_point() * k.max(1);
+        match &self.cache {
+            Some(chunks) => {
+                let rows = (budget / 2 / wk).clamp(1, n);
+                for (start, fac) in chunks {
+                    let m = fac.n_points();
+                    if m <= rows {
+                        f(*start, fac)?;
+                    } else {
+                        for s in (0..m).step_by(rows) {
+                            f(start + s, &fac.narrow(s, rows.min(m - s)))?;
+                        }
+                    }
+                }
+            }
+            None => {
+                let rows = (budget / (self.factor_bytes_per_point() + wk)).clamp(1, n);
+                for s in (0..n).step_by(rows) {
+                    let len = rows.min(n - s);
+                    f(s, &self.mlp.factors(self.x.clone().narrow(0, s, len)))?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The explicit Jacobian $J$ (`[n·o, p]`), from per-layer outer products.
+    pub fn jacobian(&self) -> Result<Tensor<B, 2>> {
+        let mut rows = Vec::new();
+        let p = self.mlp.n_params();
+        self.for_each_chunk(p, |_, fac| {
+            rows.push(jacobian_rows(fac));
+            Ok(())
+        })?;
+        Ok(Tensor::cat(rows, 0))
+    }
+
+    /// $J^\top U$ where `u_of(start, outputs)` gives the function-space block
+    /// (`[m·o, k]`) of each chunk from that chunk's network outputs; used for
+    /// gradients of losses that depend on $f(X)$ (the finite-difference Fisher).
+    pub fn vjp_with(
+        &self,
+        k: usize,
+        mut u_of: impl FnMut(usize, &Tensor<B, 2>) -> Tensor<B, 2>,
+    ) -> Result<Tensor<B, 2>> {
+        let mut acc: Option<Vec<(Tensor<B, 2>, Tensor<B, 2>)>> = None;
+        self.for_each_chunk(k, |start, fac| {
+            let u = u_of(start, &fac.output);
+            let g = vjp_chunk(fac, u);
+            acc = Some(match acc.take() {
+                None => g,
+                Some(a) => a
+                    .into_iter()
+                    .zip(g)
+                    .map(|((aw, ab), (gw, gb))| (aw + gw, ab + gb))
+                    .collect(),
+            });
+            Ok(())
+        })?;
+        Ok(assemble_param_block(
+            &self.mlp,
+            acc.expect("at least one chunk"),
+            k,
+        ))
+    }
+}
+
+/// Rows of $J$ for one chunk: per layer $\Delta_l[i,j] \otimes a_{l-1}[i]$ then $\Delta_l[i,j]$.
+fn jacobian_rows<B: Backend>(fac: &Factors<B>) -> Tensor<B, 2> {
+    let mut cols = Vec::with_capacity(2 * fac.sens.len());
+    for (a, d) in fac.inputs.iter().zip(&fac.sens) {
+        let [m, o, h] = d.dims();
+        let h_in = a.dims()[1];
+        let w = d.clone().unsqueeze_dim::<4>(3) * a.clone().reshape([m, 1, 1, h_in]);
+        cols.push(w.reshape([m * o, h * h_in]));
+        cols.push(d.clone().reshape([m * o, h]));
+    }
+    Tensor::cat(cols, 1)
+}
+
+/// $\delta_l[i, c, :] = \sum_j U[i, j, c]\, \Delta_l[i, j, :]$, shape `[m, k, h]`.
+fn contract_outputs<B: Backend>(u3: &Tensor<B, 3>, d: &Tensor<B, 3>) -> Tensor<B, 3> {
+    let [m, o, k] = u3.dims();
+    let h = d.dims()[2];
+    let mut acc: Option<Tensor<B, 3>> = None;
+    for j in 0..o {
+        let uj = u3.clone().narrow(1, j, 1).reshape([m, k, 1]);
+        let dj = d.clone().narrow(1, j, 1).reshape([m, 1, h]);
+        let t = uj * dj;
+        acc = Some(match acc {
+            None => t,
+            Some(a) => a + t,
+        });
+    }
+    acc.expect("o >= 1")
+}
+
+/// Per-layer gradients of one chunk: $(\delta_l^\top A_l$ as `[k·h_l, h_{l-1}]`,
+/// $\sum_i \delta_l[i]$ as `[k, h_l]`$)$.
+fn vjp_chunk<B: Backend>(fac: &Factors<B>, u: Tensor<B, 2>) -> Vec<(Tensor<B, 2>, Tensor<B, 2>)> {
+    let m = fac.n_points();
+    let o = fac.output.dims()[1];
+    let k = u.dims()[1];
+    let u3 = u.reshape([m, o, k]);
+    fac.inputs
+        .iter()
+        .zip(&fac.sens)
+        .map(|(a, d)| {
+            let h = d.dims()[2];
+            let delta = contract_outputs(&u3, d);
+            let gb = delta.clone().sum_dim(0).reshape([k, h]);
+            let gw = delta.reshape([m, k * h]).transpose().matmul(a.clone());
+            (gw, gb)
+        })
+        .collect()
+}
+
+/// Per-layer gradients (`[k·h, h_in]`, `[k, h]`) as one `[p, k]` block.
+fn assemble_param_block<B: Backend>(
+    mlp: &Mlp<B>,
+    grads: Vec<(Tensor<B, 2>, Tensor<B, 2>)>,
+    k: usize,
+) -> Tensor<B, 2> {
+    let w = &mlp.config().widths;
+    let parts = grads
+        .into_iter()
+        .zip(w.windows(2))
+        .flat_map(|((gw, gb), hw)| [gw.reshape([k, hw[1] * hw[0]]).transpose(), gb.transpose()])
+        .collect();
+    Tensor::cat(parts, 0)
+}
+
+/// The parameter block `v` (`[p, k]`) split per layer into
+/// $\dot W_l^\top$ as `[h_{l-1}, k·h_l]` and $\dot b_l$ as `[1, k, h_l]`.
+fn split_param_block<B: Backend>(
+    mlp: &Mlp<B>,
+    v: &Tensor<B, 2>,
+) -> Vec<(Tensor<B, 2>, Tensor<B, 3>)> {
+    let k = v.dims()[1];
+    let layout = mlp.layout();
+    layout
+        .specs()
+        .chunks(2)
+        .map(|wb| {
+            let (ws, bs) = (&wb[0], &wb[1]);
+            let (h, h_in) = (ws.shape[0], ws.shape[1]);
+            let wdot = v
+                .clone()
+                .narrow(0, ws.offset, h * h_in)
+                .transpose()
+                .reshape([k * h, h_in])
+                .transpose();
+            let bdot = v
+                .clone()
+                .narrow(0, bs.offset, h)
+                .transpose()
+                .reshape([1, k, h]);
+            (wdot, bdot)
+        })
+        .collect()
+}
+
+/// $J V$ on one chunk from the split parameter block, `[m·o, k]`.
+fn jvp_chunk<B: Backend>(fac: &Factors<B>, split: &[(Tensor<B, 2>, Tensor<B, 3>)]) -> Tensor<B, 2> {
+    let m = fac.n_points();
+    let o = fac.output.dims()[1];
+    let k = split[0].1.dims()[1];
+    let mut acc: Vec<Option<Tensor<B, 3>>> = vec![None; o];
+    for ((a, d), (wdot, bdot)) in fac.inputs.iter().zip(&fac.sens).zip(split) {
+        let h = d.dims()[2];
+        // T[i, c, :] = Ẇ_c a_i + ḃ_c
+        let t = a.clone().matmul(wdot.clone()).reshape([m, k, h]) + bdot.clone();
+        for (j, slot) in acc.iter_mut().enumerate() {
+            let dj = d.clone().narrow(1, j, 1).reshape([m, 1, h]);
+            let y = (t.clone() * dj).sum_dim(2);
+            *slot = Some(match slot.take() {
+                None => y,
+                Some(s) => s + y,
+            });
+        }
+    }
+    let ys: Vec<Tensor<B, 3>> = acc.into_iter().map(|y| y.expect("a layer")).collect();
+    // [m, k, 1] per output → [m, o, k] → [m·o, k]
+    Tensor::cat(ys, 2).swap_dims(1, 2).reshape([m * o, k])
+}
+
+impl<B: Backend> JacobianOperator<B> for MlpJacobian<B> {
+    fn n_points(&self) -> usize {
+        self.x.dims()[0]
+    }
+
+    fn n_outputs(&self) -> usize {
+        self.mlp.n_outputs()
+    }
+
+    fn n_params(&self) -> usize {
+        self.mlp.n_params()
+    }
+
+    fn device(&self) -> B::Device {
+        self.x.device()
+    }
+
+    fn outputs(&self) -> Result<Tensor<B, 2>> {
+        match &self.cache {
+            Some(chunks) => Ok(Tensor::cat(
+                chunks.iter().map(|(_, f)| f.output.clone()).collect(),
+                0,
+            )),
+            None => {
+                let n = self.n_points();
+                let rows = (self.options.memory_budget / self.factor_bytes_per_point()).clamp(1, n);
+                Ok(Tensor::cat(
+                    (0..n)
+                        .step_by(rows)
+                        .map(|s| {
+                            self.mlp
+                                .forward(self.x.clone().narrow(0, s, rows.min(n - s)))
+                        })
+                        .collect(),
+                    0,
+                ))
+            }
+        }
+    }
+
+    fn jvp(&self, v: Tensor<B, 2>) -> Result<Tensor<B, 2>> {
+        check_param_block(&v, self.n_params())?;
+        let k = v.dims()[1];
+        let split = split_param_block(&self.mlp, &v);
+        let mut parts = Vec::new();
+        self.for_each_chunk(k, |_, fac| {
+            parts.push(jvp_chunk(fac, &split));
+            Ok(())
+        })?;
+        Ok(Tensor::cat(parts, 0))
+    }
+
+    fn vjp(&self, u: Tensor<B, 2>) -> Result<Tensor<B, 2>> {
+        check_output_block(&u, self.n_rows())?;
+        let k = u.dims()[1];
+        let o = self.n_outputs();
+        self.vjp_with(k, |start, out| {
+            let m = out.dims()[0];
+            u.clone().narrow(0, start * o, m * o)
+        })
+    }
+
+    fn ntk_diagonal(&self) -> Option<Tensor<B, 1>> {
+        crate::ntk::ntk_diagonal(self).ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::activation::Activation;
+    use crate::convert::{tensor_from_f64, to_vec_f64};
+    use crate::mlp::{Head, MlpConfig};
+    use crate::rng::SplitMix64;
+    use crate::testing::{TestBackend, dot, rel_err};
+    use proptest::prelude::*;
+
+    fn setup(
+        widths: &[usize],
+        act: Activation,
+        head: Head,
+        n: usize,
+        seed: u64,
+        options: JacobianOptions,
+    ) -> MlpJacobian<TestBackend> {
+        let dev = Default::default();
+        let mlp = MlpConfig::new(widths)
+            .with_activation(act)
+            .with_head(head)
+            .init::<TestBackend>(seed, &dev)
+            .unwrap();
+        let mut rng = SplitMix64::new(seed ^ 0xABCD);
+        let x = tensor_from_f64(rng.normal_vec(n * widths[0]), n, widths[0], &dev);
+        MlpJacobian::new(mlp, x, options).unwrap()
+    }
+
+    const ACTS: [Activation; 6] = [
+        Activation::Tanh,
+        Activation::Relu,
+        Activation::Elu,
+        Activation::Gelu,
+        Activation::Sigmoid,
+        Activation::Softplus,
+    ];
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(24))]
+        #[test]
+        fn adjointness(
+            h0 in 1usize..5, h1 in 1usize..9, h2 in 1usize..7, o in 1usize..4,
+            n in 1usize..9, k in 1usize..4, seed in 0u64..1000, act in 0usize..6,
+            small_budget in any::<bool>(),
+        ) {
+            let opts = JacobianOptions {
+                memory_budget: if small_budget { 600 } else { 1 << 24 },
+                cache_factors: !small_budget,
+            };
+            let jac = setup(&[h0, h1, h2, o], ACTS[act], Head::Plain, n, seed, opts);
+            let dev = jac.device();
+            let mut rng = SplitMix64::new(seed + 7);
+            let p = jac.n_params();
+            let v = tensor_from_f64(rng.normal_vec(p * k), p, k, &dev);
+            let u = tensor_from_f64(rng.normal_vec(n * o * k), n * o, k, &dev);
+            let jv = jac.jvp(v.clone()).unwrap();
+            let jtu = jac.vjp(u.clone()).unwrap();
+            prop_assert_eq!(jv.dims(), [n * o, k]);
+            prop_assert_eq!(jtu.dims(), [p, k]);
+            let lhs = dot(&jv, &u);
+            let rhs = dot(&v, &jtu);
+            prop_assert!((lhs - rhs).abs() <= 1e-10 * (1.0 + lhs.abs()), "{lhs} vs {rhs}");
+        }
+    }
+
+    /// Central finite differences of $f(X; \theta + t v)$ at $t = 0$.
+    fn fd_jvp(jac: &MlpJacobian<TestBackend>, v: &[f64], h: f64) -> Vec<f64> {
+        let dev = jac.device();
+        let p = v.len();
+        let vt = Tensor::<TestBackend, 1>::from_data(
+            burn::tensor::TensorData::new(v.to_vec(), [p]),
+            &dev,
+        );
+        let fp = jac
+            .mlp()
+            .perturbed(vt.clone(), h)
+            .unwrap()
+            .forward(jac.inputs().clone());
+        let fm = jac
+            .mlp()
+            .perturbed(vt, -h)
+            .unwrap()
+            .forward(jac.inputs().clone());
+        to_vec_f64((fp - fm).div_scalar(2.0 * h))
+    }
+
+    #[test]
+    fn jvp_matches_central_differences_for_every_activation_and_head() {
+        for (i, act) in ACTS.iter().enumerate() {
+            for head in [Head::Plain, Head::Heteroscedastic { min_scale: 1e-5 }] {
+                let jac = setup(&[3, 7, 5, 2], *act, head, 6, i as u64, Default::default());
+                let mut rng = SplitMix64::new(99);
+                let p = jac.n_params();
+                let v = rng.normal_vec(p);
+                let jv = to_vec_f64(
+                    jac.jvp(tensor_from_f64(v.clone(), p, 1, &jac.device()))
+                        .unwrap(),
+                );
+                let fd = fd_jvp(&jac, &v, 1e-5);
+                let err = rel_err(&jv, &fd);
+                // relu has kinks; its inputs here stay away from them almost surely
+                assert!(err < 1e-7, "{act:?} {head:?}: {err}");
+            }
+        }
+    }
+
+    #[test]
+    fn explicit_jacobian_matches_products_and_finite_differences() {
+        let jac = setup(
+            &[2, 6, 4, 3],
+            Activation::Tanh,
+            Head::Plain,
+            5,
+            3,
+            Default::default(),
+        );
+        let dev = jac.device();
+        let (p, r) = (jac.n_params(), jac.n_rows());
+        let j = jac.jacobian().unwrap();
+        assert_eq!(j.dims(), [r, p]);
+        let mut rng = SplitMix64::new(5);
+        let v = tensor_from_f64(rng.normal_vec(p * 2), p, 2, &dev);
+        let u = tensor_from_f64(rng.normal_vec(r * 2), r, 2, &dev);
+        let jv_dense = to_vec_f64(j.clone().matmul(v.clone()));
+        let jtu_dense = to_vec_f64(j.clone().transpose().matmul(u.clone()));
+        assert!(rel_err(&to_vec_f64(jac.jvp(v).unwrap()), &jv_dense) < 1e-12);
+        assert!(rel_err(&to_vec_f64(jac.vjp(u).unwrap()), &jtu_dense) < 1e-12);
+        // column q of J against central differences along e_q
+        for q in [0, 7, p / 2, p - 1] {
+            let mut e = vec![0.0; p];
+            e[q] = 1.0;
+            let fd = fd_jvp(&jac, &e, 1e-6);
+            let col = to_vec_f64(j.clone().narrow(1, q, 1));
+            assert!(rel_err(&col, &fd) < 1e-7, "column {q}");
+        }
+    }
+
+    #[test]
+    fn chunked_and_uncached_products_agree_with_cached() {
+        let big = setup(
+            &[3, 8, 8, 2],
+            Activation::Gelu,
+            Head::Plain,
+            13,
+            1,
+            Default::default(),
+        );
+        let small = MlpJacobian::new(
+            big.mlp().clone(),
+            big.inputs().clone(),
+            JacobianOptions {
+                memory_budget: 2000,
+                cache_factors: true,
+            },
+        )
+        .unwrap();
+        let uncached = MlpJacobian::new(
+            big.mlp().clone(),
+            big.inputs().clone(),
+            JacobianOptions {
+                memory_budget: 1000,
+                cache_factors: false,
+            },
+        )
+        .unwrap();
+        assert!(big.is_cached() && !uncached.is_cached());
+        let dev = big.device();
+        let mut rng = SplitMix64::new(2);
+        let p = big.n_params();
+        let v = tensor_from_f64(rng.normal_vec(p * 3), p, 3, &dev);
+        let want = to_vec_f64(big.jvp(v.clone()).unwrap());
+        for other in [&small, &uncached] {
+            assert!(rel_err(&to_vec_f64(other.jvp(v.clone()).unwrap()), &want) < 1e-13);
+            let u = big.jvp(v.clone()).unwrap();
+            let a = to_vec_f64(big.vjp(u.clone()).unwrap());
+            assert!(rel_err(&to_vec_f64(other.vjp(u).unwrap()), &a) < 1e-13);
+        }
+        assert!(
+            rel_err(
+                &to_vec_f64(uncached.outputs().unwrap()),
+                &to_vec_f64(big.outputs().unwrap())
+            ) < 1e-15
+        );
+    }
+
+    #[test]
+    fn typed_errors_for_bad_inputs() {
+        let dev = Default::default();
+        let mlp = MlpConfig::new(&[3, 4, 1])
+            .init::<TestBackend>(0, &dev)
+            .unwrap();
+        let x_bad_shape = tensor_from_f64(vec![0.0; 8], 4, 2, &dev);
+        assert!(matches!(
+            MlpJacobian::new(mlp.clone(), x_bad_shape, Default::default()),
+            Err(OpsError::ShapeMismatch { .. })
+        ));
+        let mut vals = vec![0.5; 12];
+        vals[7] = f64::NAN;
+        let x_nan = tensor_from_f64(vals, 4, 3, &dev);
+        assert!(matches!(
+            MlpJacobian::new(mlp.clone(), x_nan, Default::default()),
+            Err(OpsError::NonFinite { index: Some(7), .. })
+        ));
+        let x_empty = Tensor::<TestBackend, 2>::zeros([0, 3], &dev);
+        assert!(matches!(
+            MlpJacobian::new(mlp.clone(), x_empty, Default::default()),
+            Err(OpsError::Empty { .. })
+        ));
+        let x = tensor_from_f64(vec![0.1; 12], 4, 3, &dev);
+        let jac = MlpJacobian::new(mlp, x, Default::default()).unwrap();
+        let p = jac.n_params();
+        let mut v = vec![1.0; p];
+        v[2] = f64::INFINITY;
+        assert!(matches!(
+            jac.jvp(tensor_from_f64(v, p, 1, &dev)),
+            Err(OpsError::NonFinite { .. })
+        ));
+        assert!(matches!(
+            jac.vjp(tensor_from_f64(vec![1.0; 5], 5, 1, &dev)),
+            Err(OpsError::ShapeMismatch { .. })
+        ));
+    }
+}
