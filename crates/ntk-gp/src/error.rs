@@ -41,6 +41,12 @@ pub enum GpError {
         /// Which matrix.
         what: &'static str,
     },
+    /// A Jacobian or NTK product failed (bad shapes, NaN inputs, …).
+    #[error(transparent)]
+    Ops(#[from] ntk_ops::OpsError),
+    /// A Krylov solver failed (non-convergence carries its residuals).
+    #[error(transparent)]
+    Krylov(#[from] krylov::KrylovError),
     /// Hyper-parameter optimization failed.
     #[error("hyper-parameter optimization failed: {0}")]
     Optimization(String),

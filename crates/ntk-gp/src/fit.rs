@@ -39,7 +39,8 @@ impl Param {
         }
     }
 
-    fn start(&self) -> f64 {
+    /// The fixed value, or the starting value of a fit.
+    pub fn start(&self) -> f64 {
         match *self {
             Param::Fixed(v) | Param::Fit { init: v, .. } => v,
         }

@@ -5,6 +5,7 @@
 //! and Gaussian noise $\sigma^2$ each new task is a Gaussian process with kernel
 //! $s^2 J J^\top$, adapted in closed form.
 //!
+//! - [`ntk::NtkGp`]: the finite-NTK GP of a trained network on one task, by any strategy.
 //! - [`exact::ExactGp`]: dense inference on a precomputed kernel matrix (Cholesky).
 //! - [`weight_space::WeightSpaceGp`]: the same posterior from the $p\times p$ matrix
 //!   $\Phi^\top\Phi + (\sigma^2/s^2)I$ (parameter space, Woodbury).
@@ -29,6 +30,7 @@ pub mod error;
 pub mod exact;
 pub mod fit;
 pub mod laplace;
+pub mod ntk;
 pub mod optimize;
 pub mod rbf;
 pub mod spectral;

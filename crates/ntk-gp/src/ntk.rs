@@ -1,0 +1,608 @@
+//! The finite-NTK GP of a trained network on one task.
+//!
+//! The network $f(x;\theta)$ is linearized at its trained weights; with
+//! $\theta' \sim \mathcal N(0, s^2 I)$ and noise $\sigma^2$ the task's targets follow
+//! $y = \mu(X) + J\theta' + \varepsilon$, a GP with kernel $s^2 JJ^\top$. The prior mean
+//! $\mu$ is one of [`MeanFunction`]:
+//!
+//! - `Zero`: $\mu(x) = 0$ (the authors' code);
+//! - `Constant`: $\mu(x) = c$, fixed or fitted by maximum marginal likelihood;
+//! - `Network`: $\mu(x) = f(x;\theta)$, the trained network itself (the linearization's
+//!   offset), optionally plus a fitted constant.
+
+use burn::prelude::Backend;
+use nalgebra::{DMatrix, DVector};
+use ntk_ops::{
+    JacobianOperator, JacobianOptions, Mlp, MlpJacobian, convert, ntk_diagonal, ntk_matrix,
+};
+use serde::{Deserialize, Serialize};
+
+use krylov::cg::{CgParams, pcg};
+use krylov::ops::{Scaled, Shifted};
+use krylov::precond::PivotedCholesky;
+use krylov::slq::{InvQuadLogdetParams, Probes, inv_quad_logdet};
+use krylov::{Block, Scalar};
+use ntk_ops::{NtkOperator, TensorBlock};
+
+use crate::error::GpError;
+use crate::exact::{ExactGp, Hyper, Prediction};
+use crate::fit::{FitSpec, Param, fit_hyper};
+use crate::optimize::{MaximizeParams, Maximum};
+use crate::spectral::SpectralLml;
+use crate::strategy::{Choice, CostAssumptions, ProblemSize, Strategy, choose};
+use crate::weight_space::WeightSpaceGp;
+
+/// The prior mean $\mu(x)$.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub enum MeanFunction {
+    /// $\mu = 0$.
+    Zero,
+    /// $\mu = c$.
+    Constant(Param),
+    /// $\mu = f(x;\theta)$.
+    Network,
+}
+
+/// How a task's GP is built.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct NtkGpConfig {
+    /// The inference strategy ([`Strategy::Auto`] chooses by cost).
+    pub strategy: Strategy,
+    /// Noise variance $\sigma^2$.
+    pub noise: Param,
+    /// Prior scale $s^2$.
+    pub prior_scale: Param,
+    /// Prior mean.
+    pub mean: MeanFunction,
+    /// Memory and caching of the Jacobian products.
+    pub jacobian: JacobianOptions,
+    /// Settings of the marginal-likelihood maximization.
+    pub optimizer: MaximizeParams,
+    /// Assumptions of the strategy cost model.
+    pub costs: CostAssumptions,
+    /// Settings of the matrix-free strategy.
+    pub matrix_free: MatrixFreeSettings,
+}
+
+impl Default for NtkGpConfig {
+    /// Fixed noise 0.01, prior scale 1, zero mean, strategy chosen by cost.
+    fn default() -> Self {
+        Self {
+            strategy: Strategy::Auto,
+            noise: Param::Fixed(0.01),
+            prior_scale: Param::Fixed(1.0),
+            mean: MeanFunction::Zero,
+            jacobian: JacobianOptions::default(),
+            optimizer: MaximizeParams::default(),
+            costs: CostAssumptions::default(),
+            matrix_free: MatrixFreeSettings::default(),
+        }
+    }
+}
+
+/// Settings of the matrix-free strategy (preconditioned CG and stochastic Lanczos quadrature).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct MatrixFreeSettings {
+    /// Relative CG tolerance of the training solve and of the variance solves.
+    pub cg_tolerance: f64,
+    /// Maximum CG iterations.
+    pub max_iters: usize,
+    /// SLQ probes for $\log\lvert A\rvert$.
+    pub probes: usize,
+    /// Rank of the partial pivoted Cholesky preconditioner (0: none).
+    pub precond_rank: usize,
+    /// Seed of the probes.
+    pub seed: u64,
+}
+
+impl Default for MatrixFreeSettings {
+    fn default() -> Self {
+        Self {
+            cg_tolerance: 1e-8,
+            max_iters: 1000,
+            probes: 16,
+            precond_rank: 30,
+            seed: 0,
+        }
+    }
+}
+
+/// The matrix-free solve of the training system.
+#[derive(Debug, Clone)]
+pub struct MatrixFreeState {
+    /// $\alpha = A^{-1} r$ on the host.
+    alpha: DVector<f64>,
+    /// $r^\top A^{-1} r$.
+    inv_quad: f64,
+    /// The SLQ estimate of $\log\lvert A\rvert$ with its standard error.
+    pub logdet: krylov::slq::SlqEstimate,
+    /// How CG ended.
+    pub info: krylov::cg::CgInfo,
+    /// Rank of the preconditioner actually built.
+    pub precond_rank: usize,
+}
+
+/// The conditioned posterior of one strategy.
+#[derive(Debug, Clone)]
+enum Posterior {
+    Function(ExactGp),
+    Parameter(WeightSpaceGp),
+    MatrixFree(MatrixFreeState),
+}
+
+/// A finite-NTK GP conditioned on one task (scalar-output networks).
+#[derive(Debug, Clone)]
+pub struct NtkGp<B: Backend> {
+    jac: MlpJacobian<B>,
+    config: NtkGpConfig,
+    hyper: Hyper,
+    constant: f64,
+    posterior: Posterior,
+    choice: Choice,
+    fit_report: Option<Maximum>,
+}
+
+impl<B: Backend> NtkGp<B>
+where
+    B::FloatElem: krylov::Scalar,
+{
+    /// Linearizes `mlp` at the task's inputs `x` ($n\times h_0$, one row per point), fits what
+    /// `config` leaves free, and conditions on the targets `y`.
+    pub fn new(
+        mlp: Mlp<B>,
+        x: &DMatrix<f64>,
+        y: &DVector<f64>,
+        config: NtkGpConfig,
+    ) -> Result<Self, GpError> {
+        if mlp.n_outputs() != 1 {
+            return Err(GpError::Shape {
+                what: "network outputs (the regression GP needs a scalar output)",
+                expected: 1,
+                got: mlp.n_outputs(),
+            });
+        }
+        if x.nrows() != y.len() {
+            return Err(GpError::Shape {
+                what: "input rows vs targets",
+                expected: y.len(),
+                got: x.nrows(),
+            });
+        }
+        if y.is_empty() {
+            return Err(GpError::EmptyTask);
+        }
+        crate::error::check_finite("targets", y.iter())?;
+        let device = mlp.device();
+        let jac = MlpJacobian::new(mlp, convert::from_dmatrix_f64(x, &device), config.jacobian)?;
+        let widths = &jac.mlp().config().widths;
+        let size = ProblemSize {
+            n: y.len(),
+            outputs: 1,
+            params: jac.n_params(),
+            layer_sum: widths.windows(2).map(|w| w[0] + w[1]).sum(),
+            activations: widths.iter().sum(),
+        };
+        let mut choice = choose(&size, &config.costs);
+        if config.strategy != Strategy::Auto {
+            choice.reason = format!("{:?} as asked ({})", config.strategy, choice.reason);
+            choice.strategy = config.strategy;
+        }
+        let base_mean = match config.mean {
+            MeanFunction::Network => DVector::from_vec(convert::to_vec_f64(jac.outputs()?)),
+            _ => DVector::zeros(y.len()),
+        };
+        let r0 = y - &base_mean;
+        let spec = FitSpec {
+            noise: config.noise,
+            prior_scale: config.prior_scale,
+            constant_mean: match config.mean {
+                MeanFunction::Constant(p) => Some(p),
+                _ => None,
+            },
+        };
+        let (hyper, constant, fit_report, posterior) = match choice.strategy {
+            Strategy::Dense | Strategy::Auto => {
+                let k = convert::to_dmatrix_f64(ntk_matrix(&jac, &jac)?);
+                let spectral = SpectralLml::from_kernel(&k, &r0)?;
+                let (hyper, c, report) =
+                    fit_hyper(|h, c| Ok(spectral.evaluate(h, c)), &spec, config.optimizer)?;
+                let gp = ExactGp::new(k, r0.add_scalar(-c), hyper)?;
+                (hyper, c, report, Posterior::Function(gp))
+            }
+            Strategy::ParameterSpace => {
+                let j = convert::to_dmatrix_f64(jac.jacobian()?);
+                let spectral = SpectralLml::from_features(&j, &r0)?;
+                let (hyper, c, report) =
+                    fit_hyper(|h, c| Ok(spectral.evaluate(h, c)), &spec, config.optimizer)?;
+                let gp = WeightSpaceGp::new(&j, &r0.add_scalar(-c), hyper)?;
+                (hyper, c, report, Posterior::Parameter(gp))
+            }
+            Strategy::FunctionSpace => {
+                if matches!(spec.noise, Param::Fit { .. })
+                    || matches!(spec.prior_scale, Param::Fit { .. })
+                    || matches!(spec.constant_mean, Some(Param::Fit { .. }))
+                {
+                    return Err(GpError::Optimization(
+                        "fitting hyper-parameters with the matrix-free strategy is not available yet: fix them, or use Dense / ParameterSpace".into(),
+                    ));
+                }
+                let hyper = Hyper {
+                    noise: spec.noise.start(),
+                    prior_scale: spec.prior_scale.start(),
+                };
+                hyper.check()?;
+                let c = spec.constant_mean.map_or(0.0, |p| p.start());
+                let state =
+                    matrix_free_solve(&jac, &r0.add_scalar(-c), hyper, &config.matrix_free)?;
+                (hyper, c, None, Posterior::MatrixFree(state))
+            }
+        };
+        Ok(Self {
+            jac,
+            config,
+            hyper,
+            constant,
+            posterior,
+            choice,
+            fit_report,
+        })
+    }
+
+    /// The strategy used and why.
+    pub fn choice(&self) -> &Choice {
+        &self.choice
+    }
+
+    /// The noise and prior scale in use (fitted or fixed).
+    pub fn hyper(&self) -> Hyper {
+        self.hyper
+    }
+
+    /// The constant added to the prior mean (0 unless fitted or fixed by a `Constant` mean).
+    pub fn constant_mean(&self) -> f64 {
+        self.constant
+    }
+
+    /// How the hyper-parameter fit went (`None` when nothing was free).
+    pub fn fit_report(&self) -> Option<&Maximum> {
+        self.fit_report.as_ref()
+    }
+
+    /// The matrix-free solve (CG report, SLQ log-determinant with its standard error), when
+    /// that strategy was used.
+    pub fn matrix_free_state(&self) -> Option<&MatrixFreeState> {
+        match &self.posterior {
+            Posterior::MatrixFree(st) => Some(st),
+            _ => None,
+        }
+    }
+
+    /// Number of training points $n$.
+    pub fn n_train(&self) -> usize {
+        self.jac.n_points()
+    }
+
+    /// Number of network parameters $p$.
+    pub fn n_params(&self) -> usize {
+        self.jac.n_params()
+    }
+
+    /// $\log p(y)$ at the hyper-parameters in use.
+    pub fn log_marginal_likelihood(&self) -> f64 {
+        match &self.posterior {
+            Posterior::Function(gp) => gp.log_marginal_likelihood(),
+            Posterior::Parameter(gp) => gp.log_marginal_likelihood(),
+            Posterior::MatrixFree(st) => {
+                -0.5 * st.inv_quad
+                    - 0.5 * st.logdet.value
+                    - 0.5 * st.alpha.len() as f64 * (2.0 * std::f64::consts::PI).ln()
+            }
+        }
+    }
+
+    /// Predictive mean and latent variance at the rows of `x_test`.
+    pub fn predict(&self, x_test: &DMatrix<f64>) -> Result<Prediction, GpError> {
+        let device = self.jac.mlp().device();
+        let jt = MlpJacobian::new(
+            self.jac.mlp().clone(),
+            convert::from_dmatrix_f64(x_test, &device),
+            self.config.jacobian,
+        )?;
+        let m = x_test.nrows();
+        let mut prior = match self.config.mean {
+            MeanFunction::Network => DVector::from_vec(convert::to_vec_f64(jt.outputs()?)),
+            _ => DVector::zeros(m),
+        };
+        prior.add_scalar_mut(self.constant);
+        match &self.posterior {
+            Posterior::Function(gp) => {
+                let cross = convert::to_dmatrix_f64(ntk_matrix(&self.jac, &jt)?);
+                let diag = DVector::from_vec(convert::to_vec_f64(ntk_diagonal(&jt)?));
+                gp.predict(&cross, &diag, &prior)
+            }
+            Posterior::Parameter(gp) => {
+                let j = convert::to_dmatrix_f64(jt.jacobian()?);
+                gp.predict(&j, &prior)
+            }
+            Posterior::MatrixFree(st) => {
+                // Cross-kernel by structured products, then CG with one column per test point.
+                let cross = ntk_matrix(&self.jac, &jt)?;
+                let s2 = self.hyper.prior_scale;
+                let cross_host = convert::to_dmatrix_f64(cross.clone());
+                let mean = prior + cross_host.tr_mul(&st.alpha) * s2;
+                let a = system(&self.jac, self.hyper)?;
+                let rhs = TensorBlock::new(cross.mul_scalar(s2));
+                let params = CgParams {
+                    rel_tolerance: self.config.matrix_free.cg_tolerance,
+                    max_iters: self.config.matrix_free.max_iters,
+                    ..CgParams::default()
+                };
+                let precond = PivotedCholesky::new(
+                    &a.inner,
+                    self.hyper.noise,
+                    self.config.matrix_free.precond_rank,
+                    &rhs,
+                )?;
+                let sol = pcg(&a, &precond, &rhs, None, &params)?.check()?;
+                let reduction = rhs.col_dots(&sol.solution);
+                let diag = convert::to_vec_f64(ntk_diagonal(&jt)?);
+                let mut clamped = 0;
+                let var = DVector::from_iterator(
+                    m,
+                    (0..m).map(|j| {
+                        let v = s2 * diag[j] - reduction[j].to_f64();
+                        if v < 0.0 {
+                            clamped += 1;
+                            0.0
+                        } else {
+                            v
+                        }
+                    }),
+                );
+                Ok(Prediction { mean, var, clamped })
+            }
+        }
+    }
+}
+
+/// $s^2 K + \sigma^2 I$ with $K$ the NTK of an MLP, on device blocks.
+type System<B> = Shifted<
+    Scaled<NtkOperator<B, MlpJacobian<B>>, <B as burn::tensor::backend::BackendTypes>::FloatElem>,
+    <B as burn::tensor::backend::BackendTypes>::FloatElem,
+>;
+
+/// $A = s^2 K + \sigma^2 I$ as an operator on device blocks.
+fn system<B: Backend>(jac: &MlpJacobian<B>, hyper: Hyper) -> Result<System<B>, GpError>
+where
+    B::FloatElem: krylov::Scalar,
+{
+    let scaled = Scaled {
+        inner: NtkOperator::new(jac.clone()),
+        factor: <B::FloatElem as krylov::Scalar>::from_f64(hyper.prior_scale),
+    };
+    Ok(Shifted::new::<TensorBlock<B>>(
+        scaled,
+        <B::FloatElem as krylov::Scalar>::from_f64(hyper.noise),
+    )?)
+}
+
+/// Solves $A\alpha = r$ and estimates $\log\lvert A\rvert$ in one batched CG call over
+/// $[r, z_1, \dots, z_s]$ with a pivoted-Cholesky preconditioner.
+fn matrix_free_solve<B: Backend>(
+    jac: &MlpJacobian<B>,
+    r: &DVector<f64>,
+    hyper: Hyper,
+    settings: &MatrixFreeSettings,
+) -> Result<MatrixFreeState, GpError>
+where
+    B::FloatElem: krylov::Scalar,
+{
+    let a = system(jac, hyper)?;
+    let y = TensorBlock::new(convert::from_dmatrix_f64(
+        &DMatrix::from_column_slice(r.len(), 1, r.as_slice()),
+        &jac.device(),
+    ));
+    let precond = PivotedCholesky::new(&a.inner, hyper.noise, settings.precond_rank, &y)?;
+    let params = InvQuadLogdetParams {
+        cg: CgParams {
+            rel_tolerance: settings.cg_tolerance,
+            max_iters: settings.max_iters,
+            ..CgParams::default()
+        },
+        probes: settings.probes,
+        distribution: Probes::Rademacher,
+        seed: settings.seed,
+    };
+    let out = inv_quad_logdet(&a, &precond, &y, &params)?;
+    Ok(MatrixFreeState {
+        alpha: DVector::from_vec(convert::to_vec_f64(out.solution.into_tensor()).to_vec()),
+        inv_quad: out.inv_quad[0],
+        logdet: out.logdet,
+        info: out.info,
+        precond_rank: precond.rank(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ntk_ops::{DefaultBackend, MlpConfig};
+
+    type B = DefaultBackend;
+
+    fn data(n: usize, seed: usize) -> (DMatrix<f64>, DVector<f64>) {
+        let x = DMatrix::from_fn(n, 2, |i, j| {
+            (((i + seed) * 7 + j * 3) as f64 * 0.61).sin() * 1.5
+        });
+        let y = DVector::from_fn(n, |i, _| (x[(i, 0)] * 1.3).sin() + 0.5 * x[(i, 1)]);
+        (x, y)
+    }
+
+    fn mlp() -> Mlp<B> {
+        MlpConfig::new(&[2, 8, 8, 1])
+            .init::<B>(3, &Default::default())
+            .unwrap()
+    }
+
+    fn config(strategy: Strategy) -> NtkGpConfig {
+        NtkGpConfig {
+            strategy,
+            noise: Param::Fixed(0.05),
+            prior_scale: Param::Fixed(0.7),
+            mean: MeanFunction::Network,
+            matrix_free: MatrixFreeSettings {
+                cg_tolerance: 1e-12,
+                probes: 64,
+                precond_rank: 5,
+                ..MatrixFreeSettings::default()
+            },
+            ..NtkGpConfig::default()
+        }
+    }
+
+    fn rel(a: &DVector<f64>, b: &DVector<f64>) -> f64 {
+        (a - b).amax() / b.amax()
+    }
+
+    #[test]
+    fn dense_matches_an_explicit_jacobian_computation() {
+        let (x, y) = data(12, 0);
+        let (xt, _) = data(5, 40);
+        let net = mlp();
+        let gp = NtkGp::new(net.clone(), &x, &y, config(Strategy::Dense)).unwrap();
+        let pred = gp.predict(&xt).unwrap();
+        // Reference: J from the operator's explicit Jacobian, everything else in nalgebra.
+        let dev = Default::default();
+        let jac = |x: &DMatrix<f64>| {
+            let j = MlpJacobian::new(
+                net.clone(),
+                convert::from_dmatrix_f64(x, &dev),
+                JacobianOptions::default(),
+            )
+            .unwrap();
+            (
+                convert::to_dmatrix_f64(j.jacobian().unwrap()),
+                DVector::from_vec(convert::to_vec_f64(j.outputs().unwrap())),
+            )
+        };
+        let (j, f) = jac(&x);
+        let (js, fs) = jac(&xt);
+        let (s2, n2) = (0.7, 0.05);
+        let a = &j * j.transpose() * s2 + DMatrix::identity(12, 12) * n2;
+        let a_inv = a.clone().try_inverse().unwrap();
+        let ks = &j * js.transpose() * s2;
+        let mean = &fs + ks.transpose() * &a_inv * (&y - &f);
+        let cov = &js * js.transpose() * s2 - ks.transpose() * &a_inv * &ks;
+        assert!(rel(&pred.mean, &mean) < 1e-10);
+        assert!(rel(&pred.var, &cov.diagonal()) < 1e-8);
+        let r = &y - &f;
+        let lml = -0.5 * (r.transpose() * &a_inv * &r)[0]
+            - 0.5 * a.determinant().ln()
+            - 6.0 * (2.0 * std::f64::consts::PI).ln();
+        assert!((gp.log_marginal_likelihood() - lml).abs() < 1e-9 * lml.abs());
+        assert_eq!(gp.n_params(), 2 * 8 + 8 + 8 * 8 + 8 + 8 + 1);
+    }
+
+    #[test]
+    fn the_three_strategies_agree() {
+        let (x, y) = data(30, 1);
+        let (xt, _) = data(7, 50);
+        let dense = NtkGp::new(mlp(), &x, &y, config(Strategy::Dense)).unwrap();
+        let d = dense.predict(&xt).unwrap();
+        for strategy in [Strategy::ParameterSpace, Strategy::FunctionSpace] {
+            let gp = NtkGp::new(mlp(), &x, &y, config(strategy)).unwrap();
+            assert_eq!(gp.choice().strategy, strategy);
+            let p = gp.predict(&xt).unwrap();
+            assert!(rel(&p.mean, &d.mean) < 1e-6, "{strategy:?} means");
+            assert!(
+                rel(&p.var, &d.var) < 1e-5,
+                "{strategy:?} variances {} vs {}",
+                p.var,
+                d.var
+            );
+            let lml = gp.log_marginal_likelihood();
+            let err = match gp.matrix_free_state() {
+                Some(st) => 3.0 * st.logdet.std_error + 1e-8,
+                None => 1e-9 * lml.abs(),
+            };
+            assert!(
+                (lml - dense.log_marginal_likelihood()).abs() <= err,
+                "{strategy:?}: {lml} vs {}",
+                dense.log_marginal_likelihood()
+            );
+        }
+    }
+
+    #[test]
+    fn fitting_agrees_between_spaces_and_improves_the_likelihood() {
+        let (x, y) = data(25, 2);
+        let fit = |strategy| NtkGpConfig {
+            noise: Param::fit_variance(0.1),
+            prior_scale: Param::fit_variance(1.0),
+            mean: MeanFunction::Constant(Param::Fit {
+                init: 0.0,
+                lower: -5.0,
+                upper: 5.0,
+            }),
+            ..config(strategy)
+        };
+        let d = NtkGp::new(mlp(), &x, &y, fit(Strategy::Dense)).unwrap();
+        let p = NtkGp::new(mlp(), &x, &y, fit(Strategy::ParameterSpace)).unwrap();
+        let fixed = NtkGp::new(
+            mlp(),
+            &x,
+            &y,
+            NtkGpConfig {
+                mean: MeanFunction::Zero,
+                ..config(Strategy::Dense)
+            },
+        )
+        .unwrap();
+        assert!(d.log_marginal_likelihood() > fixed.log_marginal_likelihood());
+        assert!((d.log_marginal_likelihood() - p.log_marginal_likelihood()).abs() < 1e-4);
+        assert!(
+            (d.hyper().noise / p.hyper().noise - 1.0).abs() < 1e-3,
+            "{:?} {:?}",
+            d.hyper(),
+            p.hyper()
+        );
+        assert!(d.fit_report().is_some());
+    }
+
+    #[test]
+    fn bad_inputs_are_typed_errors() {
+        let (x, mut y) = data(6, 3);
+        let net = mlp();
+        let c = config(Strategy::Dense);
+        assert!(matches!(
+            NtkGp::new(net.clone(), &x.rows(0, 5).into_owned(), &y, c),
+            Err(GpError::Shape { .. })
+        ));
+        assert!(matches!(
+            NtkGp::new(net.clone(), &DMatrix::zeros(0, 2), &DVector::zeros(0), c),
+            Err(GpError::EmptyTask)
+        ));
+        assert!(matches!(
+            NtkGp::new(
+                net.clone(),
+                &x,
+                &y,
+                NtkGpConfig {
+                    noise: Param::Fixed(0.0),
+                    ..c
+                }
+            ),
+            Err(GpError::NonPositive { .. })
+        ));
+        let gp = NtkGp::new(net.clone(), &x, &y, c).unwrap();
+        assert!(matches!(
+            gp.predict(&DMatrix::zeros(3, 5)),
+            Err(GpError::Ops(_))
+        ));
+        y[2] = f64::NAN;
+        assert!(matches!(
+            NtkGp::new(net, &x, &y, c),
+            Err(GpError::NonFinite { .. })
+        ));
+    }
+}
