@@ -124,7 +124,55 @@ fn ci() -> Result<(), String> {
     layers::check_workspace()?;
     data::verify_shipped()?;
     cargo(&["test", "--workspace"])?;
+    smoke()?;
     Ok(())
+}
+
+/// The experiments' quick profiles as a smoke test (dev profile, already built by the tests):
+/// every output must exist, and on the sinusoids the NTK GP must beat the unchanged network.
+fn smoke() -> Result<(), String> {
+    let out = root().join("target").join("ci-results");
+    let out_str = out.to_string_lossy().into_owned();
+    cargo(&[
+        "run",
+        "--quiet",
+        "--package",
+        "ntk-bench",
+        "--",
+        "reproduce",
+        "--quick",
+        "--out",
+        &out_str,
+    ])?;
+    let dir = out.join("sinusoid");
+    for file in [
+        "report.md",
+        "tasks.png",
+        "tasks.svg",
+        "metrics.csv",
+        "run.json",
+    ] {
+        if !dir.join(file).is_file() {
+            return Err(format!(
+                "smoke test: {} is missing",
+                dir.join(file).display()
+            ));
+        }
+    }
+    let run: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(dir.join("run.json")).map_err(|e| format!("smoke test: {e}"))?,
+    )
+    .map_err(|e| format!("smoke test: run.json: {e}"))?;
+    let metric = |k: &str| run["summary"]["metrics"][k].as_f64();
+    match (metric("rmse/ntk_gp"), metric("rmse/network")) {
+        (Some(ntk), Some(net)) if ntk < net => {
+            eprintln!("smoke: sinusoid RMSE {ntk:.3} (NTK GP) < {net:.3} (network): ok");
+            Ok(())
+        }
+        (ntk, net) => Err(format!(
+            "smoke test: the NTK GP must beat the unchanged network on RMSE, got {ntk:?} vs {net:?}"
+        )),
+    }
 }
 
 fn docs() -> Result<(), String> {

@@ -50,6 +50,7 @@ pub mod plot;
 pub mod rbf_baseline;
 pub mod report;
 pub mod sinusoid;
+pub mod sinusoid_transfer;
 
 pub use error::BenchError;
 
@@ -57,7 +58,7 @@ pub use error::BenchError;
 /// [`harness::REGISTRY`].
 ///
 /// Empty until the first experiment lands; `cargo xtask reproduce` reads it.
-pub const EXPERIMENTS: &[&str] = &[];
+pub const EXPERIMENTS: &[&str] = &["sinusoid"];
 
 /// The experiments of the paper, in the order the paper presents them.
 pub const PAPER_EXPERIMENTS: &[&str] =

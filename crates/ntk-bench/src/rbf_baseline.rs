@@ -83,7 +83,7 @@ const START_LENGTHSCALES: [f64; 3] = [0.5, 1.0, 2.0];
 
 /// Fits an RBF GP to `task`'s context points from several starts scaled to the data
 /// (signal variance $\operatorname{var} y$, noise $10^{-2}\operatorname{var} y$, mean $\bar y$).
-fn fit_restarts(task: &SineTask, opt: MaximizeParams) -> Result<RbfGp, BenchError> {
+pub(crate) fn fit_restarts(task: &SineTask, opt: MaximizeParams) -> Result<RbfGp, BenchError> {
     let x = DMatrix::from_column_slice(task.x.len(), 1, &task.x);
     let y = DVector::from_column_slice(&task.y);
     let var = y.variance().max(1e-6);

@@ -58,6 +58,16 @@ pub struct FitSpec {
     pub constant_mean: Option<Param>,
 }
 
+impl FitSpec {
+    /// Whether any parameter is fitted.
+    pub fn has_free(&self) -> bool {
+        let free = |p: &Param| matches!(p, Param::Fit { .. });
+        free(&self.noise)
+            || free(&self.prior_scale)
+            || self.constant_mean.as_ref().is_some_and(free)
+    }
+}
+
 /// The fitted GP and how the fit went.
 #[derive(Debug, Clone)]
 pub struct Fitted {

@@ -203,17 +203,38 @@ where
         let (hyper, constant, fit_report, posterior) = match choice.strategy {
             Strategy::Dense | Strategy::Auto => {
                 let k = convert::to_dmatrix_f64(ntk_matrix(&jac, &jac)?);
-                let spectral = SpectralLml::from_kernel(&k, &r0)?;
-                let (hyper, c, report) =
-                    fit_hyper(|h, c| Ok(spectral.evaluate(h, c)), &spec, config.optimizer)?;
+                // One eigen-decomposition of K makes each optimizer step O(n); skipped when
+                // nothing is free.
+                let (hyper, c, report) = if spec.has_free() {
+                    let spectral = SpectralLml::from_kernel(&k, &r0)?;
+                    fit_hyper(|h, c| Ok(spectral.evaluate(h, c)), &spec, config.optimizer)?
+                } else {
+                    fit_hyper(
+                        |_, _| unreachable!("nothing is free"),
+                        &spec,
+                        config.optimizer,
+                    )?
+                };
                 let gp = ExactGp::new(k, r0.add_scalar(-c), hyper)?;
                 (hyper, c, report, Posterior::Function(gp))
             }
             Strategy::ParameterSpace => {
                 let j = convert::to_dmatrix_f64(jac.jacobian()?);
-                let spectral = SpectralLml::from_features(&j, &r0)?;
-                let (hyper, c, report) =
-                    fit_hyper(|h, c| Ok(spectral.evaluate(h, c)), &spec, config.optimizer)?;
+                // The eigen-decomposition of the smaller of JJᵀ (n×n) and JᵀJ (p×p).
+                let (hyper, c, report) = if spec.has_free() {
+                    let spectral = if j.nrows() < j.ncols() {
+                        SpectralLml::from_kernel(&(&j * j.transpose()), &r0)?
+                    } else {
+                        SpectralLml::from_features(&j, &r0)?
+                    };
+                    fit_hyper(|h, c| Ok(spectral.evaluate(h, c)), &spec, config.optimizer)?
+                } else {
+                    fit_hyper(
+                        |_, _| unreachable!("nothing is free"),
+                        &spec,
+                        config.optimizer,
+                    )?
+                };
                 let gp = WeightSpaceGp::new(&j, &r0.add_scalar(-c), hyper)?;
                 (hyper, c, report, Posterior::Parameter(gp))
             }

@@ -40,14 +40,3 @@ fn paper_experiment_not_yet_available_exits_1() {
         assert!(stderr(&o).contains(&format!("`{name}` is not implemented yet")));
     }
 }
-
-#[test]
-fn nothing_available_exits_1() {
-    if !ntk_bench::EXPERIMENTS.is_empty() {
-        return;
-    }
-    let o = reproduce(&["--quick"]);
-    assert_eq!(o.status.code(), Some(1));
-    assert!(stderr(&o).contains("no experiment is available yet"));
-    assert!(o.stdout.is_empty());
-}
