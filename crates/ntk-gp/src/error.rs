@@ -47,6 +47,12 @@ pub enum GpError {
     /// A Krylov solver failed (non-convergence carries its residuals).
     #[error(transparent)]
     Krylov(#[from] krylov::KrylovError),
+    /// No task of that name.
+    #[error("no task named `{0}`")]
+    UnknownTask(String),
+    /// A saved state cannot be restored.
+    #[error("invalid saved state: {0}")]
+    InvalidState(String),
     /// Hyper-parameter optimization failed.
     #[error("hyper-parameter optimization failed: {0}")]
     Optimization(String),

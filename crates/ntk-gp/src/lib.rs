@@ -6,6 +6,7 @@
 //! $s^2 J J^\top$, adapted in closed form.
 //!
 //! - [`ntk::NtkGp`]: the finite-NTK GP of a trained network on one task, by any strategy.
+//! - [`multitask::MultiTask`]: many tasks sharing one network (Algorithm 1), serializable.
 //! - [`exact::ExactGp`]: dense inference on a precomputed kernel matrix (Cholesky).
 //! - [`weight_space::WeightSpaceGp`]: the same posterior from the $p\times p$ matrix
 //!   $\Phi^\top\Phi + (\sigma^2/s^2)I$ (parameter space, Woodbury).
@@ -30,6 +31,7 @@ pub mod error;
 pub mod exact;
 pub mod fit;
 pub mod laplace;
+pub mod multitask;
 pub mod ntk;
 pub mod optimize;
 pub mod rbf;

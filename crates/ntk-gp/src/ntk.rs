@@ -269,6 +269,11 @@ where
         })
     }
 
+    /// The configuration this GP was built with.
+    pub fn config(&self) -> &NtkGpConfig {
+        &self.config
+    }
+
     /// The strategy used and why.
     pub fn choice(&self) -> &Choice {
         &self.choice
