@@ -93,6 +93,12 @@ pub struct MatrixFreeSettings {
     pub precond_rank: usize,
     /// Seed of the probes.
     pub seed: u64,
+    /// Predictive variances from a LOVE cache (Pleiss et al. 2018) of this many Lanczos
+    /// steps instead of one CG solve per test point; `None`: exact CG variances.
+    pub love_rank: Option<usize>,
+    /// Largest $n$ for which a CG that does not converge falls back to `Dense` (and says so
+    /// in [`NtkGp::choice`]); above it the non-convergence is an error carrying the residuals.
+    pub dense_fallback_max_n: usize,
 }
 
 impl Default for MatrixFreeSettings {
@@ -103,6 +109,8 @@ impl Default for MatrixFreeSettings {
             probes: 16,
             precond_rank: 30,
             seed: 0,
+            love_rank: None,
+            dense_fallback_max_n: 5000,
         }
     }
 }
@@ -114,6 +122,8 @@ pub struct MatrixFreeState {
     alpha: DVector<f64>,
     /// $r^\top A^{-1} r$.
     inv_quad: f64,
+    /// The residual $r = y - \mu(X) - c$ (LOVE starts its Lanczos run there).
+    residual: DVector<f64>,
     /// The SLQ estimate of $\log\lvert A\rvert$ with its standard error.
     pub logdet: krylov::slq::SlqEstimate,
     /// How CG ended.
@@ -134,12 +144,16 @@ enum Posterior {
 #[derive(Debug, Clone)]
 pub struct NtkGp<B: Backend> {
     jac: MlpJacobian<B>,
+    targets: DVector<f64>,
     config: NtkGpConfig,
     hyper: Hyper,
     constant: f64,
     posterior: Posterior,
     choice: Choice,
     fit_report: Option<Maximum>,
+    /// The LOVE cache $S S^\top \approx A^{-1}$, built on the first prediction that needs it
+    /// and dropped whenever the hyper-parameters change.
+    love: std::sync::OnceLock<krylov::root::RootDecomposition<TensorBlock<B>>>,
 }
 
 impl<B: Backend> NtkGp<B>
@@ -253,19 +267,42 @@ where
                 };
                 hyper.check()?;
                 let c = spec.constant_mean.map_or(0.0, |p| p.start());
-                let state =
-                    matrix_free_solve(&jac, &r0.add_scalar(-c), hyper, &config.matrix_free)?;
-                (hyper, c, None, Posterior::MatrixFree(state))
+                let r = r0.add_scalar(-c);
+                match matrix_free_solve(&jac, &r, hyper, &config.matrix_free) {
+                    Ok(state) => (hyper, c, None, Posterior::MatrixFree(state)),
+                    Err(GpError::Krylov(krylov::KrylovError::NoConvergence {
+                        iterations,
+                        max_residual,
+                        ..
+                    })) if y.len() <= config.matrix_free.dense_fallback_max_n => {
+                        choice.strategy = Strategy::Dense;
+                        choice.reason = format!(
+                            "Dense as a fallback: CG did not converge in {iterations} iterations \
+                             (residual {max_residual:.2e}) at n = {}",
+                            y.len()
+                        );
+                        let k = convert::to_dmatrix_f64(ntk_matrix(&jac, &jac)?);
+                        (
+                            hyper,
+                            c,
+                            None,
+                            Posterior::Function(ExactGp::new(k, r, hyper)?),
+                        )
+                    }
+                    Err(e) => return Err(e),
+                }
             }
         };
         Ok(Self {
             jac,
+            targets: y.clone(),
             config,
             hyper,
             constant,
             posterior,
             choice,
             fit_report,
+            love: std::sync::OnceLock::new(),
         })
     }
 
@@ -326,6 +363,50 @@ where
         }
     }
 
+    /// The LOVE cache $S$ ($n\times k$, $SS^\top \approx A^{-1}$) from `rank` Lanczos steps on
+    /// $A$ started at the training residual, built once and reused by every prediction.
+    fn love_cache(
+        &self,
+        rank: usize,
+    ) -> Result<&krylov::root::RootDecomposition<TensorBlock<B>>, GpError> {
+        if let Some(cache) = self.love.get() {
+            return Ok(cache);
+        }
+        let Posterior::MatrixFree(st) = &self.posterior else {
+            unreachable!("LOVE serves the matrix-free strategy only")
+        };
+        let a = system(&self.jac, self.hyper)?;
+        let start = TensorBlock::new(convert::from_dmatrix_f64(
+            &DMatrix::from_column_slice(st.residual.len(), 1, st.residual.as_slice()),
+            &self.jac.device(),
+        ));
+        let params = krylov::lanczos::LanczosParams {
+            steps: rank.min(st.residual.len()),
+            ..Default::default()
+        };
+        let root = krylov::root::inv_root_decomposition(&a, &start, &params)?;
+        Ok(self.love.get_or_init(|| root))
+    }
+
+    /// Conditions again with new variances (same data and mean), dropping every cache
+    /// that depended on the old ones (the Cholesky factor, the CG solve, the LOVE root).
+    pub fn set_hyper(&mut self, hyper: Hyper) -> Result<(), GpError> {
+        let config = NtkGpConfig {
+            noise: Param::Fixed(hyper.noise),
+            prior_scale: Param::Fixed(hyper.prior_scale),
+            mean: match self.config.mean {
+                MeanFunction::Constant(_) => MeanFunction::Constant(Param::Fixed(self.constant)),
+                other => other,
+            },
+            strategy: self.choice.strategy,
+            ..self.config
+        };
+        let x = convert::to_dmatrix_f64(self.jac.inputs().clone());
+        let y = self.targets.clone();
+        *self = Self::new(self.jac.mlp().clone(), &x, &y, config)?;
+        Ok(())
+    }
+
     /// Predictive mean and latent variance at the rows of `x_test`.
     pub fn predict(&self, x_test: &DMatrix<f64>) -> Result<Prediction, GpError> {
         let device = self.jac.mlp().device();
@@ -351,32 +432,42 @@ where
                 gp.predict(&j, &prior)
             }
             Posterior::MatrixFree(st) => {
-                // Cross-kernel by structured products, then CG with one column per test point.
+                // Cross-kernel by structured products; the variance reduction
+                // s⁴ k*ᵀ A⁻¹ k* from one CG solve per test point, or from the LOVE cache.
                 let cross = ntk_matrix(&self.jac, &jt)?;
                 let s2 = self.hyper.prior_scale;
                 let cross_host = convert::to_dmatrix_f64(cross.clone());
                 let mean = prior + cross_host.tr_mul(&st.alpha) * s2;
-                let a = system(&self.jac, self.hyper)?;
                 let rhs = TensorBlock::new(cross.mul_scalar(s2));
-                let params = CgParams {
-                    rel_tolerance: self.config.matrix_free.cg_tolerance,
-                    max_iters: self.config.matrix_free.max_iters,
-                    ..CgParams::default()
+                let settings = &self.config.matrix_free;
+                let reduction: Vec<f64> = match settings.love_rank {
+                    Some(rank) => self.love_cache(rank)?.quad_diag(&rhs),
+                    None => {
+                        let a = system(&self.jac, self.hyper)?;
+                        let params = CgParams {
+                            rel_tolerance: settings.cg_tolerance,
+                            max_iters: settings.max_iters,
+                            ..CgParams::default()
+                        };
+                        let precond = PivotedCholesky::new(
+                            &a.inner,
+                            self.hyper.noise,
+                            settings.precond_rank,
+                            &rhs,
+                        )?;
+                        let sol = pcg(&a, &precond, &rhs, None, &params)?.check()?;
+                        rhs.col_dots(&sol.solution)
+                            .into_iter()
+                            .map(|v| v.to_f64())
+                            .collect()
+                    }
                 };
-                let precond = PivotedCholesky::new(
-                    &a.inner,
-                    self.hyper.noise,
-                    self.config.matrix_free.precond_rank,
-                    &rhs,
-                )?;
-                let sol = pcg(&a, &precond, &rhs, None, &params)?.check()?;
-                let reduction = rhs.col_dots(&sol.solution);
                 let diag = convert::to_vec_f64(ntk_diagonal(&jt)?);
                 let mut clamped = 0;
                 let var = DVector::from_iterator(
                     m,
                     (0..m).map(|j| {
-                        let v = s2 * diag[j] - reduction[j].to_f64();
+                        let v = s2 * diag[j] - reduction[j];
                         if v < 0.0 {
                             clamped += 1;
                             0.0
@@ -443,6 +534,7 @@ where
     Ok(MatrixFreeState {
         alpha: DVector::from_vec(convert::to_vec_f64(out.solution.into_tensor()).to_vec()),
         inv_quad: out.inv_quad[0],
+        residual: r.clone(),
         logdet: out.logdet,
         info: out.info,
         precond_rank: precond.rank(),
@@ -630,5 +722,90 @@ mod tests {
             NtkGp::new(net, &x, &y, c),
             Err(GpError::NonFinite { .. })
         ));
+    }
+
+    #[test]
+    fn love_variances_match_exact_ones_and_the_cache_follows_the_hyper_parameters() {
+        let (x, y) = data(25, 4);
+        let (xt, _) = data(6, 60);
+        let love = |rank| NtkGpConfig {
+            matrix_free: MatrixFreeSettings {
+                love_rank: Some(rank),
+                ..config(Strategy::FunctionSpace).matrix_free
+            },
+            ..config(Strategy::FunctionSpace)
+        };
+        let exact = NtkGp::new(mlp(), &x, &y, config(Strategy::Dense))
+            .unwrap()
+            .predict(&xt)
+            .unwrap();
+        let mut gp = NtkGp::new(mlp(), &x, &y, love(25)).unwrap();
+        let cached = gp.predict(&xt).unwrap();
+        assert!(
+            rel(&cached.var, &exact.var) < 1e-4,
+            "{} vs {}",
+            cached.var,
+            exact.var
+        );
+        assert_eq!(gp.predict(&xt).unwrap(), cached, "the cache is reused");
+        // A low-rank cache never reduces the variance by more than the exact amount.
+        let low = NtkGp::new(mlp(), &x, &y, love(3))
+            .unwrap()
+            .predict(&xt)
+            .unwrap();
+        assert!(
+            low.var
+                .iter()
+                .zip(exact.var.iter())
+                .all(|(l, e)| *l >= e - 1e-9)
+        );
+        // New variances: the cache is rebuilt, matching a GP built with them from scratch.
+        let h = Hyper {
+            noise: 0.2,
+            prior_scale: 1.3,
+        };
+        gp.set_hyper(h).unwrap();
+        let fresh = NtkGp::new(
+            mlp(),
+            &x,
+            &y,
+            NtkGpConfig {
+                noise: Param::Fixed(0.2),
+                prior_scale: Param::Fixed(1.3),
+                ..love(25)
+            },
+        )
+        .unwrap();
+        assert_eq!(gp.hyper(), h);
+        assert_eq!(gp.predict(&xt).unwrap(), fresh.predict(&xt).unwrap());
+        assert!(rel(&gp.predict(&xt).unwrap().var, &cached.var) > 1e-3);
+    }
+
+    #[test]
+    fn cg_non_convergence_falls_back_to_dense_or_reports_its_residual() {
+        let (x, y) = data(20, 5);
+        let starved = |max_n| NtkGpConfig {
+            matrix_free: MatrixFreeSettings {
+                max_iters: 2,
+                precond_rank: 0,
+                cg_tolerance: 1e-14,
+                dense_fallback_max_n: max_n,
+                ..MatrixFreeSettings::default()
+            },
+            ..config(Strategy::FunctionSpace)
+        };
+        let gp = NtkGp::new(mlp(), &x, &y, starved(100)).unwrap();
+        assert_eq!(gp.choice().strategy, Strategy::Dense);
+        assert!(
+            gp.choice().reason.contains("CG did not converge"),
+            "{}",
+            gp.choice().reason
+        );
+        match NtkGp::new(mlp(), &x, &y, starved(0)) {
+            Err(GpError::Krylov(krylov::KrylovError::NoConvergence { max_residual, .. })) => {
+                assert!(max_residual > 0.0)
+            }
+            other => panic!("expected NoConvergence, got {other:?}"),
+        }
     }
 }
