@@ -47,6 +47,9 @@ pub enum GpError {
     /// A Krylov solver failed (non-convergence carries its residuals).
     #[error(transparent)]
     Krylov(#[from] krylov::KrylovError),
+    /// A combination this version does not support; the message says what to use instead.
+    #[error("not supported: {0}")]
+    Unsupported(String),
     /// No task of that name.
     #[error("no task named `{0}`")]
     UnknownTask(String),

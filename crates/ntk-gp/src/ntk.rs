@@ -13,7 +13,7 @@
 use burn::prelude::Backend;
 use nalgebra::{DMatrix, DVector};
 use ntk_ops::{
-    JacobianOperator, JacobianOptions, Mlp, MlpJacobian, convert, ntk_diagonal, ntk_matrix,
+    Head, JacobianOperator, JacobianOptions, Mlp, MlpJacobian, convert, ntk_diagonal, ntk_matrix,
 };
 use serde::{Deserialize, Serialize};
 
@@ -28,7 +28,7 @@ use crate::error::GpError;
 use crate::exact::{ExactGp, Hyper, Prediction};
 use crate::fit::{FitSpec, Param, fit_hyper};
 use crate::optimize::{MaximizeParams, Maximum};
-use crate::spectral::SpectralLml;
+use crate::spectral::{LmlWithGradient, SpectralLml};
 use crate::strategy::{Choice, CostAssumptions, ProblemSize, Strategy, choose};
 use crate::weight_space::WeightSpaceGp;
 
@@ -168,9 +168,10 @@ where
         y: &DVector<f64>,
         config: NtkGpConfig,
     ) -> Result<Self, GpError> {
-        if mlp.n_outputs() != 1 {
+        let heteroscedastic = matches!(mlp.config().head, Head::Heteroscedastic { .. });
+        if mlp.n_outputs() != 1 && !heteroscedastic {
             return Err(GpError::Shape {
-                what: "network outputs (the regression GP needs a scalar output)",
+                what: "network outputs (the regression GP needs a scalar output or a (mean, scale) head)",
                 expected: 1,
                 got: mlp.n_outputs(),
             });
@@ -188,6 +189,7 @@ where
         crate::error::check_finite("targets", y.iter())?;
         let device = mlp.device();
         let jac = MlpJacobian::new(mlp, convert::from_dmatrix_f64(x, &device), config.jacobian)?;
+        let o = jac.n_outputs();
         let widths = &jac.mlp().config().widths;
         let size = ProblemSize {
             n: y.len(),
@@ -201,10 +203,13 @@ where
             choice.reason = format!("{:?} as asked ({})", config.strategy, choice.reason);
             choice.strategy = config.strategy;
         }
+        let outputs = convert::to_dmatrix_f64(jac.outputs()?);
         let base_mean = match config.mean {
-            MeanFunction::Network => DVector::from_vec(convert::to_vec_f64(jac.outputs()?)),
+            MeanFunction::Network => outputs.column(0).into_owned(),
             _ => DVector::zeros(y.len()),
         };
+        // A (mean, scale) head: the GP is on the mean output, its noise shape the squared scale.
+        let noise_shape = heteroscedastic.then(|| outputs.column(1).map(|s| s * s));
         let r0 = y - &base_mean;
         let spec = FitSpec {
             noise: config.noise,
@@ -216,10 +221,30 @@ where
         };
         let (hyper, constant, fit_report, posterior) = match choice.strategy {
             Strategy::Dense | Strategy::Auto => {
-                let k = convert::to_dmatrix_f64(ntk_matrix(&jac, &jac)?);
+                let k = mean_block(convert::to_dmatrix_f64(ntk_matrix(&jac, &jac)?), o, o);
                 // One eigen-decomposition of K makes each optimizer step O(n); skipped when
-                // nothing is free.
-                let (hyper, c, report) = if spec.has_free() {
+                // nothing is free. Heteroscedastic noise is not isotropic: one Cholesky a step.
+                let (hyper, c, report) = if let Some(d) = &noise_shape {
+                    fit_hyper(
+                        |h, c| {
+                            let gp = ExactGp::heteroscedastic(
+                                k.clone(),
+                                r0.add_scalar(-c),
+                                h,
+                                d.clone(),
+                            )?;
+                            let g = gp.gradient();
+                            Ok(LmlWithGradient {
+                                value: gp.log_marginal_likelihood(),
+                                d_noise: g.noise,
+                                d_prior_scale: g.prior_scale,
+                                d_constant_mean: g.constant_mean,
+                            })
+                        },
+                        &spec,
+                        config.optimizer,
+                    )?
+                } else if spec.has_free() {
                     let spectral = SpectralLml::from_kernel(&k, &r0)?;
                     fit_hyper(|h, c| Ok(spectral.evaluate(h, c)), &spec, config.optimizer)?
                 } else {
@@ -229,10 +254,19 @@ where
                         config.optimizer,
                     )?
                 };
-                let gp = ExactGp::new(k, r0.add_scalar(-c), hyper)?;
+                let gp = match &noise_shape {
+                    Some(d) => ExactGp::heteroscedastic(k, r0.add_scalar(-c), hyper, d.clone())?,
+                    None => ExactGp::new(k, r0.add_scalar(-c), hyper)?,
+                };
                 (hyper, c, report, Posterior::Function(gp))
             }
             Strategy::ParameterSpace => {
+                if noise_shape.is_some() {
+                    return Err(GpError::Unsupported(
+                        "a heteroscedastic head with the parameter-space strategy: use Dense"
+                            .into(),
+                    ));
+                }
                 let j = convert::to_dmatrix_f64(jac.jacobian()?);
                 // The eigen-decomposition of the smaller of JJᵀ (n×n) and JᵀJ (p×p).
                 let (hyper, c, report) = if spec.has_free() {
@@ -253,12 +287,17 @@ where
                 (hyper, c, report, Posterior::Parameter(gp))
             }
             Strategy::FunctionSpace => {
+                if noise_shape.is_some() {
+                    return Err(GpError::Unsupported(
+                        "a heteroscedastic head with the matrix-free strategy: use Dense".into(),
+                    ));
+                }
                 if matches!(spec.noise, Param::Fit { .. })
                     || matches!(spec.prior_scale, Param::Fit { .. })
                     || matches!(spec.constant_mean, Some(Param::Fit { .. }))
                 {
-                    return Err(GpError::Optimization(
-                        "fitting hyper-parameters with the matrix-free strategy is not available yet: fix them, or use Dense / ParameterSpace".into(),
+                    return Err(GpError::Unsupported(
+                        "fitting hyper-parameters with the matrix-free strategy: fix them, or use Dense / ParameterSpace".into(),
                     ));
                 }
                 let hyper = Hyper {
@@ -304,6 +343,22 @@ where
             fit_report,
             love: std::sync::OnceLock::new(),
         })
+    }
+
+    /// The observation-noise variance at the rows of `x_test`: $\sigma^2$, or $\sigma^2 s(x)^2$
+    /// for a network with a (mean, scale) head. Add it to the latent variance of
+    /// [`predict`](Self::predict) for the predictive variance of a new observation.
+    pub fn noise_at(&self, x_test: &DMatrix<f64>) -> Result<DVector<f64>, GpError> {
+        let m = x_test.nrows();
+        if self.jac.n_outputs() == 1 {
+            return Ok(DVector::from_element(m, self.hyper.noise));
+        }
+        let f = self
+            .jac
+            .mlp()
+            .output(convert::from_dmatrix_f64(x_test, &self.jac.device()))?;
+        let f = convert::to_dmatrix_f64(f);
+        Ok(f.column(1).map(|s| self.hyper.noise * s * s))
     }
 
     /// The configuration this GP was built with.
@@ -416,15 +471,19 @@ where
             self.config.jacobian,
         )?;
         let m = x_test.nrows();
+        let o = self.jac.n_outputs();
         let mut prior = match self.config.mean {
-            MeanFunction::Network => DVector::from_vec(convert::to_vec_f64(jt.outputs()?)),
+            MeanFunction::Network => convert::to_dmatrix_f64(jt.outputs()?)
+                .column(0)
+                .into_owned(),
             _ => DVector::zeros(m),
         };
         prior.add_scalar_mut(self.constant);
         match &self.posterior {
             Posterior::Function(gp) => {
-                let cross = convert::to_dmatrix_f64(ntk_matrix(&self.jac, &jt)?);
+                let cross = mean_block(convert::to_dmatrix_f64(ntk_matrix(&self.jac, &jt)?), o, o);
                 let diag = DVector::from_vec(convert::to_vec_f64(ntk_diagonal(&jt)?));
+                let diag = DVector::from_iterator(m, diag.iter().step_by(o).copied());
                 gp.predict(&cross, &diag, &prior)
             }
             Posterior::Parameter(gp) => {
@@ -480,6 +539,16 @@ where
             }
         }
     }
+}
+
+/// The rows and columns of a kernel matrix that belong to output 0 (the mean), for `o`
+/// outputs per point (rows are point-major: row $i o + j$ is point $i$, output $j$).
+fn mean_block(k: DMatrix<f64>, row_outputs: usize, col_outputs: usize) -> DMatrix<f64> {
+    if row_outputs == 1 && col_outputs == 1 {
+        return k;
+    }
+    let (r, c) = (k.nrows() / row_outputs, k.ncols() / col_outputs);
+    DMatrix::from_fn(r, c, |i, j| k[(i * row_outputs, j * col_outputs)])
 }
 
 /// $s^2 K + \sigma^2 I$ with $K$ the NTK of an MLP, on device blocks.
@@ -807,5 +876,63 @@ mod tests {
             }
             other => panic!("expected NoConvergence, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn a_heteroscedastic_head_models_the_mean_with_the_scale_as_noise() {
+        use ntk_ops::Head;
+        let (x, y) = data(15, 6);
+        let (xt, _) = data(4, 70);
+        let net = MlpConfig::new(&[2, 8, 2])
+            .with_head(Head::Heteroscedastic { min_scale: 1e-5 })
+            .init::<B>(9, &Default::default())
+            .unwrap();
+        let cfg = NtkGpConfig {
+            noise: Param::Fixed(1.5),
+            ..config(Strategy::Dense)
+        };
+        let gp = NtkGp::new(net.clone(), &x, &y, cfg).unwrap();
+        let pred = gp.predict(&xt).unwrap();
+        // Reference: the mean output's Jacobian rows (even rows), D = scale².
+        let dev = Default::default();
+        let jac = |x: &DMatrix<f64>| {
+            let j = MlpJacobian::new(
+                net.clone(),
+                convert::from_dmatrix_f64(x, &dev),
+                JacobianOptions::default(),
+            )
+            .unwrap();
+            let full = convert::to_dmatrix_f64(j.jacobian().unwrap());
+            let f = convert::to_dmatrix_f64(j.outputs().unwrap());
+            let rows = DMatrix::from_fn(full.nrows() / 2, full.ncols(), |i, k| full[(2 * i, k)]);
+            (rows, f.column(0).into_owned(), f.column(1).map(|s| s * s))
+        };
+        let (j, f, d) = jac(&x);
+        let (js, fs, ds) = jac(&xt);
+        let a = &j * j.transpose() * 0.7 + DMatrix::from_diagonal(&(d * 1.5));
+        let a_inv = a.clone().try_inverse().unwrap();
+        let ks = &j * js.transpose() * 0.7;
+        let mean = &fs + ks.transpose() * &a_inv * (&y - &f);
+        let cov = &js * js.transpose() * 0.7 - ks.transpose() * &a_inv * &ks;
+        assert!(rel(&pred.mean, &mean) < 1e-10);
+        assert!(rel(&pred.var, &cov.diagonal()) < 1e-8);
+        let noise = gp.noise_at(&xt).unwrap();
+        assert!(rel(&noise, &(ds * 1.5)) < 1e-12);
+        // The noise multiplier can be fitted; other strategies say what to use instead.
+        let fitted = NtkGp::new(
+            net.clone(),
+            &x,
+            &y,
+            NtkGpConfig {
+                noise: Param::fit_variance(1.0),
+                ..cfg
+            },
+        )
+        .unwrap();
+        assert!(fitted.log_marginal_likelihood() >= gp.log_marginal_likelihood());
+        assert!(matches!(
+            NtkGp::new(net, &x, &y, config(Strategy::FunctionSpace)),
+            Err(GpError::Unsupported(_))
+        ));
     }
 }
