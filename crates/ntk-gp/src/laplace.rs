@@ -16,7 +16,9 @@
 //! and class probabilities come from the probit approximation
 //! $\operatorname{softmax}\big(m_c / \sqrt{1 + \tfrac\pi8\Sigma_{cc}}\big)$ or Monte Carlo.
 
+use burn::prelude::Backend;
 use nalgebra::{Cholesky, DMatrix, DVector, Dyn, SymmetricEigen};
+use ntk_ops::{JacobianOperator, JacobianOptions, Mlp, MlpJacobian, convert, ntk_matrix};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use rand_distr::{Distribution, StandardNormal};
@@ -248,6 +250,87 @@ fn block_sqrt(w: &DMatrix<f64>, n: usize, c: usize) -> DMatrix<f64> {
     out
 }
 
+/// A softmax network adapted to a new classification task through its linearization:
+/// prior logits $\mathcal N(f(X;\theta), s^2 JJ^\top)$ from the network and its NTK, then the
+/// Laplace posterior of [`LaplaceClassifier`].
+#[derive(Debug, Clone)]
+pub struct NtkClassifier<B: Backend> {
+    jac: MlpJacobian<B>,
+    prior_scale: f64,
+    laplace: LaplaceClassifier,
+}
+
+impl<B: Backend> NtkClassifier<B> {
+    /// Conditions the network `mlp` (a plain head with one logit per class) on inputs `x` and
+    /// labels in `0..classes`, with prior scale $s^2$ = `prior_scale`.
+    pub fn new(
+        mlp: Mlp<B>,
+        x: &DMatrix<f64>,
+        labels: &[usize],
+        prior_scale: f64,
+        params: LaplaceParams,
+    ) -> Result<Self, GpError> {
+        crate::error::check_positive("prior scale s²", prior_scale)?;
+        if x.nrows() != labels.len() {
+            return Err(GpError::Shape {
+                what: "input rows vs labels",
+                expected: labels.len(),
+                got: x.nrows(),
+            });
+        }
+        if labels.is_empty() {
+            return Err(GpError::EmptyTask);
+        }
+        let classes = mlp.n_outputs();
+        let device = mlp.device();
+        let jac = MlpJacobian::new(
+            mlp,
+            convert::from_dmatrix_f64(x, &device),
+            JacobianOptions::default(),
+        )?;
+        let k = convert::to_dmatrix_f64(ntk_matrix(&jac, &jac)?) * prior_scale;
+        let mean = DVector::from_vec(convert::to_vec_f64(jac.outputs()?));
+        let laplace = LaplaceClassifier::fit(&k, &mean, labels, classes, params)?;
+        Ok(Self {
+            jac,
+            prior_scale,
+            laplace,
+        })
+    }
+
+    /// The Laplace posterior (its approximate log marginal likelihood, Newton steps).
+    pub fn laplace(&self) -> &LaplaceClassifier {
+        &self.laplace
+    }
+
+    /// Predictive logits at the rows of `x_test`: means ($m\times C$) and covariances.
+    pub fn predict_logits(
+        &self,
+        x_test: &DMatrix<f64>,
+    ) -> Result<(DMatrix<f64>, Vec<DMatrix<f64>>), GpError> {
+        let device = self.jac.device();
+        let jt = MlpJacobian::new(
+            self.jac.mlp().clone(),
+            convert::from_dmatrix_f64(x_test, &device),
+            JacobianOptions::default(),
+        )?;
+        let c = self.jac.n_outputs();
+        let cross = convert::to_dmatrix_f64(ntk_matrix(&self.jac, &jt)?) * self.prior_scale;
+        let test = convert::to_dmatrix_f64(ntk_matrix(&jt, &jt)?) * self.prior_scale;
+        let blocks = (0..x_test.nrows())
+            .map(|i| test.view((i * c, i * c), (c, c)).into_owned())
+            .collect::<Vec<_>>();
+        let mean = DVector::from_vec(convert::to_vec_f64(jt.outputs()?));
+        self.laplace.predict_logits(&cross, &blocks, &mean)
+    }
+
+    /// Class probabilities by the probit approximation.
+    pub fn predict_proba(&self, x_test: &DMatrix<f64>) -> Result<DMatrix<f64>, GpError> {
+        let (means, covs) = self.predict_logits(x_test)?;
+        Ok(probit_probabilities(&means, &covs))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -332,5 +415,40 @@ mod tests {
             LaplaceClassifier::fit(&k, &mu, &[0, 1, 1], 2, LaplaceParams::default()),
             Err(GpError::Shape { .. })
         ));
+    }
+
+    #[test]
+    fn a_softmax_network_adapts_to_new_labels() {
+        use ntk_ops::{DefaultBackend, MlpConfig};
+        // Three classes by angle in the plane; the network is untrained.
+        let n = 30;
+        let x = DMatrix::from_fn(n, 2, |i, j| {
+            let t = i as f64 * 0.7;
+            if j == 0 {
+                t.cos() * (1.0 + 0.1 * (i % 3) as f64)
+            } else {
+                t.sin()
+            }
+        });
+        let labels: Vec<usize> = (0..n)
+            .map(|i| (((x[(i, 1)].atan2(x[(i, 0)]) + 3.2) / 2.14) as usize).min(2))
+            .collect();
+        let net = MlpConfig::new(&[2, 16, 3])
+            .init::<DefaultBackend>(2, &Default::default())
+            .unwrap();
+        let clf = NtkClassifier::new(net, &x, &labels, 10.0, LaplaceParams::default()).unwrap();
+        let proba = clf.predict_proba(&x).unwrap();
+        let correct = (0..n)
+            .filter(|&i| {
+                (0..3).max_by(|&a, &b| proba[(i, a)].total_cmp(&proba[(i, b)])) == Some(labels[i])
+            })
+            .count();
+        assert!(
+            correct >= 27,
+            "{correct}/30 training points classified right"
+        );
+        for i in 0..n {
+            assert!((proba.row(i).sum() - 1.0).abs() < 1e-12);
+        }
     }
 }
