@@ -133,6 +133,9 @@ where
                 .unwrap_or_else(|e| panic!("GramOperator::apply: {e}")),
         )
     }
+    fn diagonal(&self) -> Option<Vec<B::FloatElem>> {
+        self.jac.gram_diagonal().map(crate::convert::to_vec_elem)
+    }
 }
 
 /// The generalized Gauss–Newton matrix, equal to the Fisher for these
