@@ -13,6 +13,7 @@ use burn::prelude::Backend;
 use burn::tensor::{Distribution, Tensor};
 use burn_ndarray::NdArray;
 use divan::{Bencher, counter::ItemsCount};
+use ntk_ops::convert::float_opts;
 use ntk_ops::{
     FiniteDifferenceFisher, GgnOperator, JacobianOperator, JacobianOptions, Likelihood, MlpConfig,
     MlpJacobian, NtkOperator, ntk_matrix,
@@ -29,7 +30,11 @@ const P_FIG4: u64 = 803_601;
 fn jacobian<B: Backend>(widths: &[usize], n: usize) -> MlpJacobian<B> {
     let dev = Default::default();
     let mlp = MlpConfig::new(widths).init::<B>(0, &dev).unwrap();
-    let x = Tensor::<B, 2>::random([n, widths[0]], Distribution::Normal(0.0, 1.0), &dev);
+    let x = Tensor::<B, 2>::random(
+        [n, widths[0]],
+        Distribution::Normal(0.0, 1.0),
+        float_opts::<B>(&dev),
+    );
     let opts = JacobianOptions {
         memory_budget: 4 << 30,
         cache_factors: true,
@@ -38,7 +43,11 @@ fn jacobian<B: Backend>(widths: &[usize], n: usize) -> MlpJacobian<B> {
 }
 
 fn unit_column<B: Backend>(p: usize) -> Tensor<B, 2> {
-    let v = Tensor::<B, 2>::random([p, 1], Distribution::Normal(0.0, 1.0), &Default::default());
+    let v = Tensor::<B, 2>::random(
+        [p, 1],
+        Distribution::Normal(0.0, 1.0),
+        float_opts::<B>(&Default::default()),
+    );
     let norm = v.clone().square().sum().sqrt().unsqueeze::<2>();
     v / norm
 }
@@ -52,8 +61,8 @@ fn sync<B: Backend, const D: usize>(t: Tensor<B, D>) {
 #[divan::bench(types = [NdArray<f32>, NdArray<f64>], args = [1024, 2048], sample_count = 5)]
 fn gemm<B: Backend>(bencher: Bencher, n: usize) {
     let dev = Default::default();
-    let a = Tensor::<B, 2>::random([n, n], Distribution::Default, &dev);
-    let b = Tensor::<B, 2>::random([n, n], Distribution::Default, &dev);
+    let a = Tensor::<B, 2>::random([n, n], Distribution::Default, float_opts::<B>(&dev));
+    let b = Tensor::<B, 2>::random([n, n], Distribution::Default, float_opts::<B>(&dev));
     bencher
         .counter(ItemsCount::new(2 * (n as u64).pow(3)))
         .bench(|| sync(a.clone().matmul(b.clone())));
@@ -185,7 +194,7 @@ fn dense_ntk_fig4<B: Backend>(bencher: Bencher, n: usize) {
 fn gemm_shapes<B: Backend>(bencher: Bencher, shape: &str) {
     let dev = Default::default();
     let n = 10_000;
-    let r = |s: [usize; 2]| Tensor::<B, 2>::random(s, Distribution::Default, &dev);
+    let r = |s: [usize; 2]| Tensor::<B, 2>::random(s, Distribution::Default, float_opts::<B>(&dev));
     let (a, b) = match shape {
         // jvp: A [n, 200] x W^T [200, 2000]
         "nk_kn" => (r([n, 200]), r([200, 2000])),

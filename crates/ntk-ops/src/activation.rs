@@ -51,7 +51,10 @@ impl Activation {
                 (a, d)
             }
             Self::Relu => {
-                let d = z.clone().greater_elem(0.0).float();
+                // mask_fill keeps z's dtype (bool → float would take the device default)
+                let d = z
+                    .ones_like()
+                    .mask_fill(z.clone().lower_equal_elem(0.0), 0.0);
                 (activation::relu(z), d)
             }
             Self::Elu => {

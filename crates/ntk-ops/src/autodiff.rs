@@ -210,11 +210,12 @@ where
                 let parts = self
                     .chunks()
                     .map(|(s, m)| {
-                        let u = Tensor::<Autodiff<B>, 2>::zeros([m, o], &dev).require_grad();
+                        let u =
+                            crate::convert::zeros::<Autodiff<B>, 2>([m, o], &dev).require_grad();
                         let g = self.grad_inner(self.x.clone().narrow(0, s, m), u.clone());
                         let grads = (g * vc.clone()).sum().backward();
                         u.grad(&grads)
-                            .unwrap_or_else(|| Tensor::zeros([m, o], &dev))
+                            .unwrap_or_else(|| crate::convert::zeros([m, o], &dev))
                             .reshape([m * o, 1])
                     })
                     .collect();

@@ -564,11 +564,7 @@ mod tests {
     /// Central finite differences of $f(X; \theta + t v)$ at $t = 0$.
     fn fd_jvp(jac: &MlpJacobian<TestBackend>, v: &[f64], h: f64) -> Vec<f64> {
         let dev = jac.device();
-        let p = v.len();
-        let vt = Tensor::<TestBackend, 1>::from_data(
-            burn::tensor::TensorData::new(v.to_vec(), [p]),
-            &dev,
-        );
+        let vt = crate::convert::tensor1_from_f64::<TestBackend>(v.to_vec(), &dev);
         let fp = jac
             .mlp()
             .perturbed(vt.clone(), h)
@@ -684,6 +680,25 @@ mod tests {
     }
 
     #[test]
+    fn f32_backend_computes_in_f32() {
+        type B32 = burn_ndarray::NdArray<f32>;
+        let dev = Default::default();
+        let mlp = MlpConfig::new(&[2, 5, 1]).init::<B32>(0, &dev).unwrap();
+        assert_eq!(mlp.flatten().dtype(), burn::tensor::DType::F32);
+        let x = tensor_from_f64(vec![0.3, -0.2, 1.0, 0.5], 2, 2, &dev);
+        assert_eq!(x.dtype(), burn::tensor::DType::F32);
+        let jac = MlpJacobian::new(mlp, x, Default::default()).unwrap();
+        let p = jac.n_params();
+        let v = tensor_from_f64(vec![0.1; p], p, 1, &dev);
+        let jv = jac.jvp(v.clone()).unwrap();
+        assert_eq!(jv.dtype(), burn::tensor::DType::F32);
+        let u = tensor_from_f64(vec![1.0, -1.0], 2, 1, &dev);
+        let lhs: f64 = to_vec_f64(jv * u.clone()).iter().sum();
+        let rhs: f64 = to_vec_f64(v * jac.vjp(u).unwrap()).iter().sum();
+        assert!((lhs - rhs).abs() < 1e-5 * (1.0 + lhs.abs()));
+    }
+
+    #[test]
     fn typed_errors_for_bad_inputs() {
         let dev = Default::default();
         let mlp = MlpConfig::new(&[3, 4, 1])
@@ -701,7 +716,7 @@ mod tests {
             MlpJacobian::new(mlp.clone(), x_nan, Default::default()),
             Err(OpsError::NonFinite { index: Some(7), .. })
         ));
-        let x_empty = Tensor::<TestBackend, 2>::zeros([0, 3], &dev);
+        let x_empty = crate::convert::zeros::<TestBackend, 2>([0, 3], &dev);
         assert!(matches!(
             MlpJacobian::new(mlp.clone(), x_empty, Default::default()),
             Err(OpsError::Empty { .. })

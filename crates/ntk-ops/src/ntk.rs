@@ -176,7 +176,7 @@ where
         if i >= self.nrows() {
             return None;
         }
-        let mut e = Tensor::<B, 2>::zeros([self.nrows(), 1], &self.left.device());
+        let mut e = crate::convert::zeros::<B, 2>([self.nrows(), 1], &self.left.device());
         e = e.slice_fill([i..i + 1, 0..1], 1.0);
         let g = self.left.vjp(e).ok()?;
         Some(to_vec_elem(self.right().jvp(g).ok()?))
