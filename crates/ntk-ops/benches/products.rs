@@ -37,7 +37,7 @@ fn jacobian<B: Backend>(widths: &[usize], n: usize) -> MlpJacobian<B> {
     );
     let opts = JacobianOptions {
         memory_budget: 4 << 30,
-        cache_factors: true,
+        ..Default::default()
     };
     MlpJacobian::new(mlp, x, opts).unwrap()
 }

@@ -230,6 +230,7 @@ mod tests {
                 JacobianOptions {
                     memory_budget: 3000,
                     cache_factors: false,
+                    max_chunk_rows: 4,
                 },
             ] {
                 let j1 = jac_at(&widths, act, head, 11, 2, opts);
