@@ -273,7 +273,7 @@ fn jacobian_rows<B: Backend>(fac: &Factors<B>) -> Tensor<B, 2> {
 /// A row-major copy of $X^\top$: matrix products whose contraction runs over
 /// the rows of both operands are about 3× slower on burn-ndarray than with
 /// the smaller operand transposed in memory first.
-fn transposed_copy<B: Backend>(x: Tensor<B, 2>) -> Tensor<B, 2> {
+pub(crate) fn transposed_copy<B: Backend>(x: Tensor<B, 2>) -> Tensor<B, 2> {
     let [r, c] = x.dims();
     x.transpose().reshape([c, r])
 }

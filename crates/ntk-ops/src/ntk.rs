@@ -11,7 +11,7 @@ use krylov::LinearOperator;
 use crate::block::TensorBlock;
 use crate::convert::to_vec_elem;
 use crate::error::{OpsError, Result};
-use crate::jacobian::{JacobianOperator, MlpJacobian};
+use crate::jacobian::{JacobianOperator, MlpJacobian, transposed_copy};
 use crate::mlp::Factors;
 
 /// $\sum_l (\Delta_{1,l} \Delta_{2,l}^\top) \odot (A_{1,l} A_{2,l}^\top + 1)$ for one pair of chunks,
@@ -27,11 +27,16 @@ fn ntk_block<B: Backend>(f1: &Factors<B>, f2: &Factors<B>) -> Tensor<B, 2> {
         .zip(f2.inputs.iter().zip(&f2.sens))
     {
         let h = d1.dims()[2];
-        let aa = a1.clone().matmul(a2.clone().transpose()).add_scalar(1.0);
+        // Row-major copies of the right operands' transposes: NN products run
+        // markedly faster than NT ones on burn-ndarray.
+        let aa = a1
+            .clone()
+            .matmul(transposed_copy(a2.clone()))
+            .add_scalar(1.0);
         let dd = d1
             .clone()
             .reshape([m1 * o, h])
-            .matmul(d2.clone().reshape([m2 * o, h]).transpose());
+            .matmul(transposed_copy(d2.clone().reshape([m2 * o, h])));
         let k = if o == 1 {
             dd * aa
         } else {
