@@ -15,8 +15,8 @@ use burn_ndarray::NdArray;
 use divan::{Bencher, counter::ItemsCount};
 use ntk_ops::convert::float_opts;
 use ntk_ops::{
-    FiniteDifferenceFisher, GgnOperator, JacobianOperator, JacobianOptions, Likelihood, MlpConfig,
-    MlpJacobian, NtkOperator, ntk_matrix,
+    AutodiffJacobian, FiniteDifferenceFisher, GgnOperator, JacobianOperator, JacobianOptions,
+    Likelihood, MlpConfig, MlpJacobian, MlpModule, Nested, NtkOperator, ntk_matrix,
 };
 
 fn main() {
@@ -207,4 +207,29 @@ fn gemm_shapes<B: Backend>(bencher: Bencher, shape: &str) {
     bencher
         .counter(ItemsCount::new(2 * n as u64 * 200 * 2000))
         .bench(|| sync(a.clone().matmul(b.clone())));
+}
+
+/// The generic path on the same MLP: $J^\top u$ by one backward pass through
+/// burn-autodiff (here on the nested backend), for comparison with [`vjp`].
+#[divan::bench(types = [NdArray<f32>, NdArray<f64>], args = [1000], sample_count = 3, sample_size = 1)]
+fn generic_vjp<B: Backend>(bencher: Bencher, n: usize) {
+    let jac = jacobian::<B>(&FIG4, n);
+    let module = MlpModule::<Nested<B>>::from_mlp(jac.mlp());
+    let generic = AutodiffJacobian::new(module, MlpModule::forward, jac.inputs().clone()).unwrap();
+    let u = unit_column::<B>(n);
+    bencher
+        .counter(ItemsCount::new(2 * n as u64 * P_FIG4))
+        .bench(|| sync(generic.vjp(u.clone()).unwrap()));
+}
+
+/// The generic path's $J v$: the VJP of a VJP under nested autodiff.
+#[divan::bench(types = [NdArray<f32>, NdArray<f64>], args = [1000], sample_count = 3, sample_size = 1)]
+fn generic_jvp<B: Backend>(bencher: Bencher, n: usize) {
+    let jac = jacobian::<B>(&FIG4, n);
+    let module = MlpModule::<Nested<B>>::from_mlp(jac.mlp());
+    let generic = AutodiffJacobian::new(module, MlpModule::forward, jac.inputs().clone()).unwrap();
+    let v = unit_column::<B>(P_FIG4 as usize);
+    bencher
+        .counter(ItemsCount::new(2 * n as u64 * P_FIG4))
+        .bench(|| sync(generic.jvp(v.clone()).unwrap()));
 }

@@ -51,7 +51,7 @@ pub mod rng;
 mod testing;
 
 pub use activation::Activation;
-pub use autodiff::{AutodiffJacobian, Nested, flat_params};
+pub use autodiff::{AutodiffJacobian, MlpModule, Nested, TorchLinear, flat_params};
 pub use block::TensorBlock;
 pub use checkpoint::{DiskDtype, load_mlp, save_mlp};
 pub use cnn::{Cnn, CnnConfig};
