@@ -543,19 +543,25 @@ mod tests {
     ];
 
     proptest! {
-        #![proptest_config(ProptestConfig::with_cases(24))]
+        #![proptest_config(ProptestConfig::with_cases(64))]
         #[test]
         fn adjointness(
             h0 in 1usize..5, h1 in 1usize..9, h2 in 1usize..7, o in 1usize..4,
             n in 1usize..9, k in 1usize..4, seed in 0u64..1000, act in 0usize..6,
-            small_budget in any::<bool>(),
+            small_budget in any::<bool>(), hetero in any::<bool>(),
         ) {
+            // the heteroscedastic head needs exactly two outputs
+            let (o, head) = if hetero {
+                (2, Head::Heteroscedastic { min_scale: 1e-3 })
+            } else {
+                (o, Head::Plain)
+            };
             let opts = JacobianOptions {
                 memory_budget: if small_budget { 600 } else { 1 << 24 },
                 cache_factors: !small_budget,
                 max_chunk_rows: if small_budget { 2 } else { usize::MAX },
             };
-            let jac = setup(&[h0, h1, h2, o], ACTS[act], Head::Plain, n, seed, opts);
+            let jac = setup(&[h0, h1, h2, o], ACTS[act], head, n, seed, opts);
             let dev = jac.device();
             let mut rng = SplitMix64::new(seed + 7);
             let p = jac.n_params();
