@@ -100,8 +100,8 @@ impl Default for JacobianOptions {
 ///
 /// Products use the per-layer factors ([`Factors`]): for a block of $k$
 /// columns, $J^\top U$ costs one matrix product per layer,
-/// $\nabla_{W_l} = \delta_l^\top A_l$ with $\delta_l[i] = \sum_j U_{ij} \Delta_l[i, j]$,
-/// and $J V$ one more, $\sum_l \langle \Delta_l[i, j],\ \dot W_l a_{l-1}[i] + \dot b_l \rangle$:
+/// $\nabla_{W_l} = \delta_l^\top A_l$ with $\delta_l\[i\] = \sum_j U_{ij} \Delta_l\[i, j\]$,
+/// and $J V$ one more, $\sum_l \langle \Delta_l\[i, j\],\ \dot W_l a_{l-1}\[i\] + \dot b_l \rangle$:
 /// about $2 n p k$ flops each once the factors are known.
 #[derive(Clone, Debug)]
 pub struct MlpJacobian<B: Backend> {
@@ -257,7 +257,7 @@ impl<B: Backend> MlpJacobian<B> {
     }
 }
 
-/// Rows of $J$ for one chunk: per layer $\Delta_l[i,j] \otimes a_{l-1}[i]$ then $\Delta_l[i,j]$.
+/// Rows of $J$ for one chunk: per layer $\Delta_l\[i,j\] \otimes a_{l-1}\[i\]$ then $\Delta_l\[i,j\]$.
 fn jacobian_rows<B: Backend>(fac: &Factors<B>) -> Tensor<B, 2> {
     let mut cols = Vec::with_capacity(2 * fac.sens.len());
     for (a, d) in fac.inputs.iter().zip(&fac.sens) {
@@ -279,8 +279,8 @@ pub(crate) fn transposed_copy<B: Backend>(x: Tensor<B, 2>) -> Tensor<B, 2> {
 }
 
 /// Per-layer gradients of one chunk: $(\delta_l^\top A_l$ as `[k·h_l, h_{l-1}]`,
-/// $\sum_i \delta_l[i]$ as `[k, h_l]`$)$, with
-/// $\delta_l[i, c] = \sum_j U[(i, j), c]\, \Delta_l[i, j]$.
+/// $\sum_i \delta_l\[i\]$ as `[k, h_l]`$)$, with
+/// $\delta_l\[i, c\] = \sum_j U[(i, j), c]\, \Delta_l\[i, j\]$.
 ///
 /// The weight gradient is contracted over the data so that only the narrower
 /// of $\delta_l$ (width $k h_l$) and $U \odot A_l$ (width $k h_{l-1}$) is formed
@@ -370,7 +370,7 @@ fn split_param_block<B: Backend>(mlp: &Mlp<B>, v: &Tensor<B, 2>) -> Vec<LayerTan
 }
 
 /// $J V$ on one chunk from the split parameter block, `[m·o, k]`:
-/// $\sum_l \langle \Delta_l[i, j],\ \dot W_l a_{l-1}[i] + \dot b_l \rangle$, with the
+/// $\sum_l \langle \Delta_l\[i, j\],\ \dot W_l a_{l-1}\[i\] + \dot b_l \rangle$, with the
 /// matrix product taken on the narrower side of each layer so that no
 /// `[m, k·max(h)]` intermediate is formed.
 fn jvp_chunk<B: Backend>(fac: &Factors<B>, split: &[LayerTangent<B>]) -> Tensor<B, 2> {
@@ -469,7 +469,7 @@ impl<B: Backend> JacobianOperator<B> for MlpJacobian<B> {
     }
 
     /// $\operatorname{diag}(J^\top J)$: for weight $(r, c)$ of layer $l$,
-    /// $\sum_{i,j} \Delta_l[i,j,r]^2 A_l[i,c]^2$; for bias $r$, $\sum_{i,j} \Delta_l[i,j,r]^2$.
+    /// $\sum_{i,j} \Delta_l\[i,j,r\]^2 A_l\[i,c\]^2$; for bias $r$, $\sum_{i,j} \Delta_l\[i,j,r\]^2$.
     fn gram_diagonal(&self) -> Option<Tensor<B, 1>> {
         let mut acc: Option<Vec<(Tensor<B, 2>, Tensor<B, 2>)>> = None;
         self.for_each_chunk(1, |_, fac| {

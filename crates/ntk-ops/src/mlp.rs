@@ -148,9 +148,9 @@ pub struct Mlp<B: Backend> {
 /// Per-layer factors of the Jacobian of an MLP at a batch of $m$ points.
 ///
 /// Row $(i, j)$ of the Jacobian (point $i$, output $j$) restricted to layer
-/// $l$ is $\Delta_l[i, j] \otimes (a_{l-1}[i], 1)$: the weight block is the outer
-/// product of the output sensitivity $\Delta_l[i,j] = \partial f_j(x_i) / \partial z_l$
-/// and the layer's input $a_{l-1}[i]$, the bias block is $\Delta_l[i,j]$. Every product
+/// $l$ is $\Delta_l\[i, j\] \otimes (a_{l-1}\[i\], 1)$: the weight block is the outer
+/// product of the output sensitivity $\Delta_l\[i,j\] = \partial f_j(x_i) / \partial z_l$
+/// and the layer's input $a_{l-1}\[i\]$, the bias block is $\Delta_l\[i,j\]$. Every product
 /// with $J$ is then one matrix product per layer, and the activations are shared
 /// by all columns of a block.
 #[derive(Clone, Debug)]

@@ -77,7 +77,7 @@ pub fn ntk_matrix<B: Backend>(j1: &MlpJacobian<B>, j2: &MlpJacobian<B>) -> Resul
 }
 
 /// The exact diagonal of $K(X, X)$ ($n o$ entries, row order of $J$):
-/// $K_{(i,j),(i,j)} = \sum_l \lVert \Delta_l[i,j] \rVert^2 (\lVert a_{l-1}[i] \rVert^2 + 1)$,
+/// $K_{(i,j),(i,j)} = \sum_l \lVert \Delta_l\[i,j\] \rVert^2 (\lVert a_{l-1}\[i\] \rVert^2 + 1)$,
 /// in $O(n o \sum_l h_l + n \sum_l h_{l-1})$.
 pub fn ntk_diagonal<B: Backend>(j: &MlpJacobian<B>) -> Result<Tensor<B, 1>> {
     let mut parts = Vec::new();
