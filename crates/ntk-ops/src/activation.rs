@@ -32,7 +32,10 @@ impl Activation {
             Self::Tanh => z.tanh(),
             Self::Relu => activation::relu(z),
             Self::Elu => activation::elu(z, 1.0),
-            Self::Gelu => activation::gelu(z),
+            // Built from erf rather than `activation::gelu`: burn-autodiff 0.21
+            // differentiates the exact GELU with the tanh approximation's
+            // derivative (errors ~1e-4), which would corrupt the generic path.
+            Self::Gelu => gelu(z),
             Self::Sigmoid => sigmoid(z),
             Self::Softplus => softplus(z),
         }
@@ -51,7 +54,10 @@ impl Activation {
                 (a, d)
             }
             Self::Relu => {
-                let d = z.clone().greater_elem(0.0).float();
+                // mask_fill keeps z's dtype (bool → float would take the device default)
+                let d = z
+                    .ones_like()
+                    .mask_fill(z.clone().lower_equal_elem(0.0), 0.0);
                 (activation::relu(z), d)
             }
             Self::Elu => {
@@ -103,4 +109,14 @@ pub fn sigmoid<B: Backend, const D: usize>(z: Tensor<B, D>) -> Tensor<B, D> {
 pub fn softmax<B: Backend, const D: usize>(z: Tensor<B, D>, dim: usize) -> Tensor<B, D> {
     let e = (z.clone() - z.max_dim(dim)).exp();
     e.clone() / e.sum_dim(dim)
+}
+
+/// Exact GELU, $z \Phi(z) = \tfrac{z}{2}(1 + \operatorname{erf}(z/\sqrt2))$, from elementary
+/// tensor operations so that autodiff differentiates it exactly.
+pub fn gelu<B: Backend, const D: usize>(z: Tensor<B, D>) -> Tensor<B, D> {
+    z.clone()
+        * z.mul_scalar(std::f64::consts::FRAC_1_SQRT_2)
+            .erf()
+            .add_scalar(1.0)
+            .mul_scalar(0.5)
 }

@@ -210,11 +210,12 @@ where
                 let parts = self
                     .chunks()
                     .map(|(s, m)| {
-                        let u = Tensor::<Autodiff<B>, 2>::zeros([m, o], &dev).require_grad();
+                        let u =
+                            crate::convert::zeros::<Autodiff<B>, 2>([m, o], &dev).require_grad();
                         let g = self.grad_inner(self.x.clone().narrow(0, s, m), u.clone());
                         let grads = (g * vc.clone()).sum().backward();
                         u.grad(&grads)
-                            .unwrap_or_else(|| Tensor::zeros([m, o], &dev))
+                            .unwrap_or_else(|| crate::convert::zeros([m, o], &dev))
                             .reshape([m * o, 1])
                     })
                     .collect();
@@ -225,30 +226,31 @@ where
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::activation::Activation;
-    use crate::convert::{tensor_from_f64, to_vec_f64};
-    use crate::jacobian::MlpJacobian;
-    use crate::mlp::{Head, Mlp, MlpConfig};
-    use crate::rng::SplitMix64;
-    use crate::testing::{TestBackend, rel_err};
+/// `nn.Linear` as PyTorch stores it (weight `[out, in]`, then bias).
+#[derive(Module, Debug)]
+pub struct TorchLinear<B: Backend> {
+    /// Weight, `[out, in]`.
+    pub weight: Param<Tensor<B, 2>>,
+    /// Bias, `[out]`.
+    pub bias: Param<Tensor<B, 1>>,
+}
 
-    /// `nn.Linear` as PyTorch stores it, so visit order = `state_dict` order.
-    #[derive(Module, Debug)]
-    struct TorchLinear<B: Backend> {
-        weight: Param<Tensor<B, 2>>,
-        bias: Param<Tensor<B, 1>>,
-    }
+/// An [`Mlp`](crate::Mlp) as a burn [`Module`], visiting its parameters in
+/// `state_dict` order: the generic path's view of the same network, for
+/// cross-checks and for timing the autodiff path against the hand-written one.
+#[derive(Module, Debug)]
+pub struct MlpModule<B: Backend> {
+    layers: Vec<TorchLinear<B>>,
+    #[module(skip)]
+    config: crate::mlp::MlpConfig,
+}
 
-    #[derive(Module, Debug)]
-    struct TorchMlp<B: Backend> {
-        layers: Vec<TorchLinear<B>>,
-    }
-
-    fn to_torch(mlp: &Mlp<TestBackend>) -> TorchMlp<Nested<TestBackend>> {
-        TorchMlp {
+impl<B: Backend> MlpModule<B> {
+    /// The network of `mlp` on the nested autodiff backend.
+    pub fn from_mlp<B0: Backend<Device = B::Device>>(
+        mlp: &crate::Mlp<B0>,
+    ) -> MlpModule<Nested<B0>> {
+        MlpModule {
             layers: mlp
                 .layers()
                 .iter()
@@ -257,38 +259,71 @@ mod tests {
                     bias: Param::from_tensor(lift(d.bias.clone())),
                 })
                 .collect(),
+            config: mlp.config().clone(),
         }
     }
 
-    fn torch_forward<B: Backend>(m: &TorchMlp<B>, x: Tensor<B, 2>) -> Tensor<B, 2> {
-        let last = m.layers.len() - 1;
+    /// $f(X)$, with the same activation and head as the [`Mlp`](crate::Mlp).
+    pub fn forward(&self, x: Tensor<B, 2>) -> Tensor<B, 2> {
+        let last = self.layers.len() - 1;
         let mut a = x;
-        for (l, layer) in m.layers.iter().enumerate() {
+        for (l, layer) in self.layers.iter().enumerate() {
             let z = a.matmul(layer.weight.val().transpose()) + layer.bias.val().unsqueeze::<2>();
-            a = if l < last { z.tanh() } else { z };
+            a = if l < last {
+                self.config.activation.apply(z)
+            } else {
+                match self.config.head {
+                    crate::Head::Heteroscedastic { min_scale } => {
+                        let mean = z.clone().narrow(1, 0, 1);
+                        let scale =
+                            crate::activation::softplus(z.narrow(1, 1, 1)).add_scalar(min_scale);
+                        Tensor::cat(vec![mean, scale], 1)
+                    }
+                    _ => z,
+                }
+            };
         }
         a
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::activation::Activation;
+    use crate::convert::{tensor_from_f64, to_vec_f64};
+    use crate::jacobian::MlpJacobian;
+    use crate::mlp::{Head, MlpConfig};
+    use crate::rng::SplitMix64;
+    use crate::testing::{TestBackend, rel_err};
 
     #[test]
     fn generic_path_matches_fast_path() {
         let dev = Default::default();
         let mlp = MlpConfig::new(&[3, 6, 5, 2])
-            .with_activation(Activation::Tanh)
-            .with_head(Head::Plain)
+            .with_activation(Activation::Gelu)
+            .with_head(Head::Heteroscedastic { min_scale: 1e-3 })
             .init::<TestBackend>(8, &dev)
             .unwrap();
         let mut rng = SplitMix64::new(1);
         let n = 7;
         let x = tensor_from_f64(rng.normal_vec(n * 3), n, 3, &dev);
         let fast = MlpJacobian::new(mlp.clone(), x.clone(), Default::default()).unwrap();
-        let generic = AutodiffJacobian::new(to_torch(&mlp), torch_forward, x)
-            .unwrap()
-            .with_chunk_rows(3);
+        let generic = AutodiffJacobian::new(
+            MlpModule::<Nested<TestBackend>>::from_mlp(&mlp),
+            MlpModule::forward,
+            x,
+        )
+        .unwrap()
+        .with_chunk_rows(3);
         assert_eq!(generic.n_params(), fast.n_params());
         assert_eq!(generic.n_outputs(), 2);
         assert_eq!(
-            to_vec_f64(flat_params(&to_torch(&mlp)).inner().inner()),
+            to_vec_f64(
+                flat_params(&MlpModule::<Nested<TestBackend>>::from_mlp(&mlp))
+                    .inner()
+                    .inner()
+            ),
             mlp.flatten_f64()
         );
         let p = fast.n_params();

@@ -6,7 +6,7 @@ use burn::tensor::{Tensor, TensorData};
 use krylov::{Block, Scalar};
 use nalgebra::DMatrix;
 
-use crate::convert::to_vec_elem;
+use crate::convert::{float_opts, to_vec_elem, zeros};
 
 /// A block $X \in \mathbb{R}^{n \times k}$ of $k$ column vectors held as a burn
 /// tensor of shape `[n, k]` on any backend.
@@ -34,7 +34,7 @@ impl<B: Backend> TensorBlock<B> {
     fn row_tensor(&self, s: &[B::FloatElem]) -> Tensor<B, 2> {
         Tensor::from_data(
             TensorData::new(s.to_vec(), [1, s.len()]),
-            &self.tensor.device(),
+            float_opts::<B>(&self.tensor.device()),
         )
     }
 }
@@ -54,7 +54,7 @@ where
     }
 
     fn zeros_like(&self, ncols: usize) -> Self {
-        Self::new(Tensor::zeros([self.nrows(), ncols], &self.tensor.device()))
+        Self::new(zeros([self.nrows(), ncols], &self.tensor.device()))
     }
 
     fn col_dots(&self, other: &Self) -> Vec<Self::Scalar> {
@@ -81,7 +81,7 @@ where
         let (r, k) = c.shape();
         let ct = Tensor::<B, 2>::from_data(
             TensorData::new(c.transpose().as_slice().to_vec(), [r, k]),
-            &self.tensor.device(),
+            float_opts::<B>(&self.tensor.device()),
         );
         self.tensor = self.tensor.clone() + y.tensor.clone().matmul(ct);
     }
@@ -106,7 +106,7 @@ where
         let (r, c) = m.shape();
         Self::new(Tensor::from_data(
             TensorData::new(m.transpose().as_slice().to_vec(), [r, c]),
-            &self.tensor.device(),
+            float_opts::<B>(&self.tensor.device()),
         ))
     }
 }
@@ -121,7 +121,7 @@ mod tests {
         let dev = Default::default();
         let xm = DMatrix::from_fn(5, 3, |i, j| (i as f64 + 1.0) * 0.3 - j as f64);
         let ym = DMatrix::from_fn(5, 2, |i, j| (i * j) as f64 * 0.1 + 1.0);
-        let zero = TensorBlock::<TestBackend>::new(Tensor::zeros([5, 1], &dev));
+        let zero = TensorBlock::<TestBackend>::new(zeros([5, 1], &dev));
         let x = zero.from_host_like(&xm);
         let y = zero.from_host_like(&ym);
         assert_eq!((x.nrows(), x.ncols()), (5, 3));

@@ -1,7 +1,7 @@
 //! Moving tensors between a burn device and host vectors, and value checks.
 
 use burn::prelude::Backend;
-use burn::tensor::{ElementConversion, Tensor, TensorData};
+use burn::tensor::{Element, ElementConversion, Tensor, TensorCreationOptions, TensorData};
 use nalgebra::DMatrix;
 
 use crate::error::{OpsError, Result};
@@ -22,6 +22,21 @@ pub fn to_vec_elem<B: Backend, const D: usize>(t: Tensor<B, D>) -> Vec<B::FloatE
         .expect("float tensor converts to its element type")
 }
 
+/// Creation options on `device` with the backend's own float type.
+///
+/// burn 0.21 keys default dtypes by device, so without an explicit dtype the
+/// first backend to touch a device (say `NdArray<f64>`) fixes the float type
+/// of every later `NdArray<E>` tensor created there. Every tensor this crate
+/// creates goes through here.
+pub fn float_opts<B: Backend>(device: &B::Device) -> TensorCreationOptions<B> {
+    TensorCreationOptions::new(device.clone()).with_dtype(<B::FloatElem as Element>::dtype())
+}
+
+/// A zero tensor in the backend's float type.
+pub fn zeros<B: Backend, const D: usize>(shape: [usize; D], device: &B::Device) -> Tensor<B, D> {
+    Tensor::zeros(shape, float_opts::<B>(device))
+}
+
 /// A 2-d tensor built from row-major `f64` values.
 pub fn tensor_from_f64<B: Backend>(
     values: Vec<f64>,
@@ -29,7 +44,20 @@ pub fn tensor_from_f64<B: Backend>(
     cols: usize,
     device: &B::Device,
 ) -> Tensor<B, 2> {
-    Tensor::from_data(TensorData::new(values, [rows, cols]), device)
+    Tensor::from_data(
+        TensorData::new(values, [rows, cols]).convert::<B::FloatElem>(),
+        float_opts::<B>(device),
+    )
+}
+
+/// A 1-d tensor built from `f64` values, in the backend's float type.
+///
+pub fn tensor1_from_f64<B: Backend>(values: Vec<f64>, device: &B::Device) -> Tensor<B, 1> {
+    let n = values.len();
+    Tensor::from_data(
+        TensorData::new(values, [n]).convert::<B::FloatElem>(),
+        float_opts::<B>(device),
+    )
 }
 
 /// A 2-d tensor as a host matrix of `f64`.

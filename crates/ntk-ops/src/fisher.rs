@@ -133,6 +133,9 @@ where
                 .unwrap_or_else(|e| panic!("GramOperator::apply: {e}")),
         )
     }
+    fn diagonal(&self) -> Option<Vec<B::FloatElem>> {
+        self.jac.gram_diagonal().map(crate::convert::to_vec_elem)
+    }
 }
 
 /// The generalized Gauss–Newton matrix, equal to the Fisher for these
@@ -329,7 +332,10 @@ mod tests {
         let jm = j.jacobian().unwrap();
         let r = j.n_rows();
         let f = j.outputs().unwrap();
-        let eye = Tensor::<TestBackend, 2>::eye(r, &j.device());
+        let eye_vals = (0..r * r)
+            .map(|q| if q % (r + 1) == 0 { 1.0 } else { 0.0 })
+            .collect();
+        let eye = tensor_from_f64::<TestBackend>(eye_vals, r, r, &j.device());
         let h = lik.apply_output_hessian(&f, eye);
         jm.clone().transpose().matmul(h.matmul(jm))
     }

@@ -9,12 +9,18 @@
 //! structured per-layer products, and the exact diagonal of $K$.
 //!
 //! - [`JacobianOperator`]: `jvp` / `vjp` on blocks; [`MlpJacobian`] is the
-//!   hand-written, tape-free implementation for [`Mlp`]s.
+//!   hand-written, tape-free implementation for [`Mlp`]s, [`AutodiffJacobian`]
+//!   the generic one for any burn `Module` (autodiff for $J^\top u$, nested
+//!   autodiff for $J v$), which also serves the small [`Cnn`].
 //! - [`ntk_matrix`], [`ntk_diagonal`], [`NtkOperator`]: the kernel.
 //! - [`GramOperator`], [`GgnOperator`], [`FiniteDifferenceFisher`]: parameter space.
 //! - [`MlpConfig`] / [`Mlp`]: models whose flat parameters follow PyTorch's
 //!   `state_dict` order ([`ParamLayout`]); [`checkpoint`] reads and writes them
 //!   as safetensors.
+//!
+//! Tensors are created with the backend's own float type
+//! ([`convert::float_opts`]): burn 0.21 keys default dtypes by device, so mixing
+//! `NdArray<f32>` and `NdArray<f64>` in one process otherwise leaks dtypes.
 //!
 //! ```
 //! use burn_ndarray::NdArray;
@@ -37,6 +43,7 @@ pub mod activation;
 pub mod autodiff;
 pub mod block;
 pub mod checkpoint;
+pub mod cnn;
 pub mod convert;
 pub mod error;
 pub mod fisher;
@@ -50,9 +57,10 @@ pub mod rng;
 mod testing;
 
 pub use activation::Activation;
-pub use autodiff::{AutodiffJacobian, Nested, flat_params};
+pub use autodiff::{AutodiffJacobian, MlpModule, Nested, TorchLinear, flat_params};
 pub use block::TensorBlock;
 pub use checkpoint::{DiskDtype, load_mlp, save_mlp};
+pub use cnn::{Cnn, CnnConfig};
 pub use error::{OpsError, Result};
 pub use fisher::{FdScheme, FiniteDifferenceFisher, GgnOperator, GramOperator, Likelihood};
 pub use jacobian::{JacobianOperator, JacobianOptions, MlpJacobian};

@@ -11,7 +11,7 @@ use krylov::LinearOperator;
 use crate::block::TensorBlock;
 use crate::convert::to_vec_elem;
 use crate::error::{OpsError, Result};
-use crate::jacobian::{JacobianOperator, MlpJacobian};
+use crate::jacobian::{JacobianOperator, MlpJacobian, transposed_copy};
 use crate::mlp::Factors;
 
 /// $\sum_l (\Delta_{1,l} \Delta_{2,l}^\top) \odot (A_{1,l} A_{2,l}^\top + 1)$ for one pair of chunks,
@@ -27,11 +27,16 @@ fn ntk_block<B: Backend>(f1: &Factors<B>, f2: &Factors<B>) -> Tensor<B, 2> {
         .zip(f2.inputs.iter().zip(&f2.sens))
     {
         let h = d1.dims()[2];
-        let aa = a1.clone().matmul(a2.clone().transpose()).add_scalar(1.0);
+        // Row-major copies of the right operands' transposes: NN products run
+        // markedly faster than NT ones on burn-ndarray.
+        let aa = a1
+            .clone()
+            .matmul(transposed_copy(a2.clone()))
+            .add_scalar(1.0);
         let dd = d1
             .clone()
             .reshape([m1 * o, h])
-            .matmul(d2.clone().reshape([m2 * o, h]).transpose());
+            .matmul(transposed_copy(d2.clone().reshape([m2 * o, h])));
         let k = if o == 1 {
             dd * aa
         } else {
@@ -72,7 +77,7 @@ pub fn ntk_matrix<B: Backend>(j1: &MlpJacobian<B>, j2: &MlpJacobian<B>) -> Resul
 }
 
 /// The exact diagonal of $K(X, X)$ ($n o$ entries, row order of $J$):
-/// $K_{(i,j),(i,j)} = \sum_l \lVert \Delta_l[i,j] \rVert^2 (\lVert a_{l-1}[i] \rVert^2 + 1)$,
+/// $K_{(i,j),(i,j)} = \sum_l \lVert \Delta_l\[i,j\] \rVert^2 (\lVert a_{l-1}\[i\] \rVert^2 + 1)$,
 /// in $O(n o \sum_l h_l + n \sum_l h_{l-1})$.
 pub fn ntk_diagonal<B: Backend>(j: &MlpJacobian<B>) -> Result<Tensor<B, 1>> {
     let mut parts = Vec::new();
@@ -176,7 +181,7 @@ where
         if i >= self.nrows() {
             return None;
         }
-        let mut e = Tensor::<B, 2>::zeros([self.nrows(), 1], &self.left.device());
+        let mut e = crate::convert::zeros::<B, 2>([self.nrows(), 1], &self.left.device());
         e = e.slice_fill([i..i + 1, 0..1], 1.0);
         let g = self.left.vjp(e).ok()?;
         Some(to_vec_elem(self.right().jvp(g).ok()?))
@@ -230,6 +235,7 @@ mod tests {
                 JacobianOptions {
                     memory_budget: 3000,
                     cache_factors: false,
+                    max_chunk_rows: 4,
                 },
             ] {
                 let j1 = jac_at(&widths, act, head, 11, 2, opts);

@@ -1,0 +1,264 @@
+//! A small LeNet-style convolutional network, served by the generic
+//! (autodiff) Jacobian path.
+//!
+//! Architecture, as the PyTorch `nn.Sequential` whose `state_dict` it reads:
+//! `0: Conv2d(c, c1, k)`, `1: act`, `2: AvgPool2d(2)`, `3: Conv2d(c1, c2, k)`,
+//! `4: act`, `5: AvgPool2d(2)`, `6: Flatten`, `7: Linear(c2·h2·w2, o)`. The flat
+//! parameters follow that order (`0.weight` `[c1, c, k, k]`, `0.bias`, `3.weight`,
+//! `3.bias`, `7.weight` `[o, in]`, `7.bias`), which is also the order in which the
+//! module visits them, so [`AutodiffJacobian`] products use the same layout.
+//! Inputs are rows of $X$ holding the image flattened as `[c, h, w]`.
+
+use burn::module::{Module, Param};
+use burn::prelude::Backend;
+use burn::tensor::Tensor;
+use burn::tensor::module::conv2d;
+use burn::tensor::ops::ConvOptions;
+
+use crate::activation::Activation;
+use crate::autodiff::{AutodiffJacobian, Nested};
+use crate::convert::tensor1_from_f64;
+use crate::error::{OpsError, Result};
+use crate::params::ParamLayout;
+use crate::rng::SplitMix64;
+
+/// Shape of a [`Cnn`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct CnnConfig {
+    /// Input `[channels, height, width]`.
+    pub input: [usize; 3],
+    /// Channels of the two convolutions.
+    pub channels: [usize; 2],
+    /// Square kernel size of both convolutions (stride 1, no padding).
+    pub kernel: usize,
+    /// Number of outputs $o$.
+    pub outputs: usize,
+    /// Nonlinearity after each convolution.
+    pub activation: Activation,
+}
+
+impl CnnConfig {
+    /// Spatial size after conv → pool → conv → pool, if positive.
+    fn final_hw(&self) -> Option<[usize; 2]> {
+        let step = |s: usize| s.checked_sub(self.kernel - 1).map(|s| s / 2);
+        let h = step(step(self.input[1])?)?;
+        let w = step(step(self.input[2])?)?;
+        (h > 0 && w > 0).then_some([h, w])
+    }
+
+    /// Number of input features $c h w$ per row of $X$.
+    pub fn n_inputs(&self) -> usize {
+        self.input.iter().product()
+    }
+
+    /// The flat-parameter layout (`state_dict` order).
+    pub fn layout(&self) -> Result<ParamLayout> {
+        let [c, _, _] = self.input;
+        let [c1, c2] = self.channels;
+        let k = self.kernel;
+        let [h, w] = self.final_hw().ok_or_else(|| {
+            OpsError::InvalidConfig(format!("input {:?} too small for kernel {k}", self.input))
+        })?;
+        if k == 0 || c == 0 || c1 == 0 || c2 == 0 || self.outputs == 0 {
+            return Err(OpsError::InvalidConfig("CNN sizes must be positive".into()));
+        }
+        Ok(ParamLayout::new([
+            ("0.weight".to_string(), vec![c1, c, k, k]),
+            ("0.bias".to_string(), vec![c1]),
+            ("3.weight".to_string(), vec![c2, c1, k, k]),
+            ("3.bias".to_string(), vec![c2]),
+            ("7.weight".to_string(), vec![self.outputs, c2 * h * w]),
+            ("7.bias".to_string(), vec![self.outputs]),
+        ]))
+    }
+
+    /// PyTorch's default initialization (uniform on $\pm 1/\sqrt{\text{fan-in}}$), seeded.
+    pub fn init<B: Backend>(&self, seed: u64, device: &B::Device) -> Result<Cnn<B>> {
+        let layout = self.layout()?;
+        let mut rng = SplitMix64::new(seed);
+        let mut theta = Vec::with_capacity(layout.n_params());
+        for pair in layout.specs().chunks(2) {
+            let fan_in: usize = pair[0].shape[1..].iter().product();
+            let bound = 1.0 / (fan_in as f64).sqrt();
+            let count = pair[0].numel() + pair[1].numel();
+            theta.extend((0..count).map(|_| rng.uniform_in(-bound, bound)));
+        }
+        self.with_params(&theta, device)
+    }
+
+    /// A CNN holding the flat parameters `theta`.
+    pub fn with_params<B: Backend>(&self, theta: &[f64], device: &B::Device) -> Result<Cnn<B>> {
+        let layout = self.layout()?;
+        if theta.len() != layout.n_params() {
+            return Err(OpsError::ShapeMismatch {
+                what: "theta".into(),
+                expected: vec![layout.n_params()],
+                found: vec![theta.len()],
+            });
+        }
+        let t = tensor1_from_f64::<B>(theta.to_vec(), device);
+        let s = layout.specs();
+        let slice = |i: usize| t.clone().narrow(0, s[i].offset, s[i].numel());
+        let dims4 = |i: usize| [s[i].shape[0], s[i].shape[1], s[i].shape[2], s[i].shape[3]];
+        Ok(Cnn {
+            conv1_weight: Param::from_tensor(slice(0).reshape(dims4(0))),
+            conv1_bias: Param::from_tensor(slice(1)),
+            conv2_weight: Param::from_tensor(slice(2).reshape(dims4(2))),
+            conv2_bias: Param::from_tensor(slice(3)),
+            fc_weight: Param::from_tensor(slice(4).reshape([s[4].shape[0], s[4].shape[1]])),
+            fc_bias: Param::from_tensor(slice(5)),
+            config: self.clone(),
+        })
+    }
+
+    /// The generic-path Jacobian of the CNN with parameters `theta` at `x`
+    /// (`[n, c·h·w]`).
+    #[allow(clippy::type_complexity)]
+    pub fn jacobian<B: Backend>(
+        &self,
+        theta: &[f64],
+        x: Tensor<B, 2>,
+    ) -> Result<
+        AutodiffJacobian<
+            B,
+            Cnn<Nested<B>>,
+            fn(&Cnn<Nested<B>>, Tensor<Nested<B>, 2>) -> Tensor<Nested<B>, 2>,
+        >,
+    > {
+        let [n, d] = x.dims();
+        if d != self.n_inputs() {
+            return Err(OpsError::ShapeMismatch {
+                what: "X".into(),
+                expected: vec![n, self.n_inputs()],
+                found: vec![n, d],
+            });
+        }
+        let model = self.with_params::<Nested<B>>(theta, &x.device())?;
+        AutodiffJacobian::new(model, Cnn::forward as fn(&_, _) -> _, x)
+    }
+}
+
+/// 2×2 average pooling with stride 2 (odd trailing rows/columns dropped, as
+/// PyTorch's `AvgPool2d(2)`), from reshapes and sums: burn-autodiff 0.21 cannot
+/// differentiate its own `avg_pool2d` backward, which nested autodiff needs.
+fn avg_pool_2x2<B: Backend>(x: Tensor<B, 4>) -> Tensor<B, 4> {
+    let [n, c, h, w] = x.dims();
+    let (h2, w2) = (h / 2, w / 2);
+    x.narrow(2, 0, 2 * h2)
+        .narrow(3, 0, 2 * w2)
+        .reshape([n, c, h2, 2, w2, 2])
+        .sum_dim(5)
+        .sum_dim(3)
+        .reshape([n, c, h2, w2])
+        .mul_scalar(0.25)
+}
+
+/// A small CNN (see the [module docs](self)); parameters in visit order =
+/// PyTorch `state_dict` order.
+#[derive(Module, Debug)]
+pub struct Cnn<B: Backend> {
+    conv1_weight: Param<Tensor<B, 4>>,
+    conv1_bias: Param<Tensor<B, 1>>,
+    conv2_weight: Param<Tensor<B, 4>>,
+    conv2_bias: Param<Tensor<B, 1>>,
+    fc_weight: Param<Tensor<B, 2>>,
+    fc_bias: Param<Tensor<B, 1>>,
+    #[module(skip)]
+    config: CnnConfig,
+}
+
+impl<B: Backend> Cnn<B> {
+    /// The configuration.
+    pub fn config(&self) -> &CnnConfig {
+        &self.config
+    }
+
+    /// $f(X)$, `[n, o]`, for rows of $X$ holding flattened `[c, h, w]` images.
+    pub fn forward(&self, x: Tensor<B, 2>) -> Tensor<B, 2> {
+        let n = x.dims()[0];
+        let [c, h, w] = self.config.input;
+        let act = self.config.activation;
+        let opts = || ConvOptions::new([1, 1], [0, 0], [1, 1], 1);
+        let z = conv2d(
+            x.reshape([n, c, h, w]),
+            self.conv1_weight.val(),
+            Some(self.conv1_bias.val()),
+            opts(),
+        );
+        let z = avg_pool_2x2(act.apply(z));
+        let z = conv2d(
+            z,
+            self.conv2_weight.val(),
+            Some(self.conv2_bias.val()),
+            opts(),
+        );
+        let z = avg_pool_2x2(act.apply(z));
+        let flat = z.flatten::<2>(1, 3);
+        flat.matmul(self.fc_weight.val().transpose()) + self.fc_bias.val().unsqueeze::<2>()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::convert::{tensor_from_f64, to_vec_f64};
+    use crate::jacobian::JacobianOperator;
+    use crate::testing::{TestBackend, dot, rel_err};
+
+    fn config() -> CnnConfig {
+        CnnConfig {
+            input: [1, 10, 10],
+            channels: [3, 4],
+            kernel: 3,
+            outputs: 2,
+            activation: Activation::Tanh,
+        }
+    }
+
+    #[test]
+    fn layout_matches_pytorch_sequential() {
+        let l = config().layout().unwrap();
+        let names: Vec<_> = l.specs().iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "0.weight", "0.bias", "3.weight", "3.bias", "7.weight", "7.bias"
+            ]
+        );
+        assert_eq!(l.get("7.weight").unwrap().shape, vec![2, 4]);
+        assert_eq!(l.n_params(), 27 + 3 + 108 + 4 + 8 + 2);
+        let dev = Default::default();
+        let cnn = config().init::<TestBackend>(0, &dev).unwrap();
+        assert_eq!(cnn.num_params(), l.n_params());
+    }
+
+    #[test]
+    fn cnn_jacobian_matches_finite_differences_and_is_adjoint() {
+        let cfg = config();
+        let dev = Default::default();
+        let theta = cfg.init::<TestBackend>(1, &dev).unwrap();
+        let theta = to_vec_f64(crate::autodiff::flat_params(&theta));
+        let mut rng = SplitMix64::new(2);
+        let n = 3;
+        let x = tensor_from_f64(rng.normal_vec(n * 100), n, 100, &dev);
+        let jac = cfg.jacobian::<TestBackend>(&theta, x.clone()).unwrap();
+        let p = theta.len();
+        assert_eq!((jac.n_params(), jac.n_outputs()), (p, 2));
+        let v = rng.normal_vec(p);
+        let jv = to_vec_f64(jac.jvp(tensor_from_f64(v.clone(), p, 1, &dev)).unwrap());
+        let h = 1e-5;
+        let shifted = |s: f64| {
+            let th: Vec<f64> = theta.iter().zip(&v).map(|(t, d)| t + s * d).collect();
+            cfg.with_params::<TestBackend>(&th, &dev)
+                .unwrap()
+                .forward(x.clone())
+        };
+        let fd = to_vec_f64((shifted(h) - shifted(-h)).div_scalar(2.0 * h));
+        assert!(rel_err(&jv, &fd) < 1e-7, "{}", rel_err(&jv, &fd));
+        let u = tensor_from_f64(rng.normal_vec(n * 2), n * 2, 1, &dev);
+        let vt = tensor_from_f64(v, p, 1, &dev);
+        let lhs = dot(&jac.jvp(vt.clone()).unwrap(), &u);
+        let rhs = dot(&vt, &jac.vjp(u).unwrap());
+        assert!((lhs - rhs).abs() < 1e-10 * (1.0 + lhs.abs()));
+    }
+}
