@@ -1,0 +1,176 @@
+//! Reading the CSV tables: a header, then numeric rows; the target column by name.
+
+use std::path::Path;
+
+use nalgebra::{DMatrix, DVector};
+
+use crate::error::CliError;
+
+/// A data table split into inputs and an optional target.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Table {
+    /// Input column names, in header order.
+    pub input_names: Vec<String>,
+    /// Inputs, one row per data row.
+    pub inputs: DMatrix<f64>,
+    /// The target column, if the file has it.
+    pub target: Option<DVector<f64>>,
+}
+
+/// Reads `path`: the column named `target` (if present) is the target, every other column
+/// an input in header order. Fails on an empty file, a non-numeric cell, NaN or Inf (naming
+/// line and column), and a missing target when `require_target`.
+pub fn read_table(path: &Path, target: &str, require_target: bool) -> Result<Table, CliError> {
+    let bad = |message: String| CliError::Csv {
+        path: path.to_path_buf(),
+        message,
+    };
+    let file = std::fs::File::open(path).map_err(|source| CliError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let mut reader = csv::ReaderBuilder::new()
+        .trim(csv::Trim::All)
+        .from_reader(file);
+    let headers: Vec<String> = reader
+        .headers()
+        .map_err(|e| bad(format!("cannot read the header: {e}")))?
+        .iter()
+        .map(str::to_string)
+        .collect();
+    if headers.iter().all(|h| h.is_empty()) {
+        return Err(bad("the file is empty (no header)".into()));
+    }
+    let target_col = headers.iter().position(|h| h == target);
+    if require_target && target_col.is_none() {
+        return Err(bad(format!(
+            "no target column `{target}` in the header ({})",
+            headers.join(",")
+        )));
+    }
+    let input_cols: Vec<usize> = (0..headers.len())
+        .filter(|&c| Some(c) != target_col)
+        .collect();
+    if input_cols.is_empty() {
+        return Err(bad("there are no input columns besides the target".into()));
+    }
+    let (mut inputs, mut targets) = (Vec::new(), Vec::new());
+    for (i, record) in reader.records().enumerate() {
+        let line = i + 2;
+        let record = record.map_err(|e| bad(format!("line {line}: {e}")))?;
+        if record.len() != headers.len() {
+            return Err(bad(format!(
+                "line {line}: {} fields, the header has {}",
+                record.len(),
+                headers.len()
+            )));
+        }
+        let cell = |c: usize| -> Result<f64, CliError> {
+            let text = &record[c];
+            let v: f64 = text.parse().map_err(|_| {
+                bad(format!(
+                    "line {line}, column `{}`: `{text}` is not a number",
+                    headers[c]
+                ))
+            })?;
+            if v.is_finite() {
+                Ok(v)
+            } else {
+                Err(bad(format!(
+                    "line {line}, column `{}`: {text} is not finite",
+                    headers[c]
+                )))
+            }
+        };
+        for &c in &input_cols {
+            inputs.push(cell(c)?);
+        }
+        if let Some(t) = target_col {
+            targets.push(cell(t)?);
+        }
+    }
+    let n = targets.len().max(inputs.len() / input_cols.len());
+    if n == 0 {
+        return Err(bad("the file has a header but no data rows".into()));
+    }
+    Ok(Table {
+        input_names: input_cols.iter().map(|&c| headers[c].clone()).collect(),
+        inputs: DMatrix::from_row_slice(n, input_cols.len(), &inputs),
+        target: target_col.map(|_| DVector::from_vec(targets)),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn file(text: &str) -> tempfile_like::Temp {
+        tempfile_like::Temp::new(text)
+    }
+
+    /// A tiny temporary file helper (no extra dependency).
+    mod tempfile_like {
+        use super::*;
+        pub struct Temp(pub std::path::PathBuf);
+        impl Temp {
+            pub fn new(text: &str) -> Self {
+                use std::sync::atomic::{AtomicUsize, Ordering};
+                static N: AtomicUsize = AtomicUsize::new(0);
+                let path = std::env::temp_dir().join(format!(
+                    "ntk-cli-table-{}-{}.csv",
+                    std::process::id(),
+                    N.fetch_add(1, Ordering::Relaxed)
+                ));
+                std::fs::File::create(&path)
+                    .unwrap()
+                    .write_all(text.as_bytes())
+                    .unwrap();
+                Temp(path)
+            }
+        }
+        impl Drop for Temp {
+            fn drop(&mut self) {
+                let _ = std::fs::remove_file(&self.0);
+            }
+        }
+    }
+
+    #[test]
+    fn splits_inputs_and_target_in_header_order() {
+        let f = file("a,y,b\n1,10,2\n3,30,4\n");
+        let t = read_table(&f.0, "y", true).unwrap();
+        assert_eq!(t.input_names, vec!["a", "b"]);
+        assert_eq!(
+            t.inputs,
+            DMatrix::from_row_slice(2, 2, &[1.0, 2.0, 3.0, 4.0])
+        );
+        assert_eq!(t.target.unwrap().as_slice(), &[10.0, 30.0]);
+        let t = read_table(&f.0, "b", true).unwrap();
+        assert_eq!(t.input_names, vec!["a", "y"]);
+    }
+
+    #[test]
+    fn every_bad_input_names_its_place() {
+        let msg = |text: &str, need: bool| {
+            read_table(&file(text).0, "y", need)
+                .unwrap_err()
+                .to_string()
+        };
+        assert!(
+            msg("x,y\n1,2\n3,abc\n", true).contains("line 3, column `y`: `abc` is not a number")
+        );
+        assert!(msg("x,y\n1,NaN\n", true).contains("line 2, column `y`: NaN is not finite"));
+        assert!(msg("x,y\ninf,1\n", true).contains("not finite"));
+        assert!(msg("", true).contains("empty"));
+        assert!(msg("x,y\n", true).contains("no data rows"));
+        assert!(msg("x,z\n1,2\n", true).contains("no target column `y`"));
+        assert!(msg("x,y\n1,2,3\n", true).contains("line 2"));
+        assert!(msg("y\n1\n", true).contains("no input columns"));
+        let missing = read_table(Path::new("/nonexistent/t.csv"), "y", true).unwrap_err();
+        assert!(matches!(missing, CliError::Io { .. }));
+        // Without a required target, a file lacking it is inputs only.
+        let t = read_table(&file("x,z\n1,2\n").0, "y", false).unwrap();
+        assert!(t.target.is_none() && t.inputs.ncols() == 2);
+    }
+}
