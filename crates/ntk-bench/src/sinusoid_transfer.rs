@@ -71,8 +71,9 @@ pub struct SinusoidConfig {
     pub plotted: usize,
     /// Network widths.
     pub widths: Vec<usize>,
-    /// Network nonlinearity.
-    pub activation: Nonlinearity,
+    /// Network nonlinearities: one network per entry, each with its own table and figure
+    /// (the paper shows tanh and ReLU).
+    pub activations: Vec<Nonlinearity>,
     /// Source training.
     pub train: TrainConfig,
     /// Floor of the GP noise variance.
@@ -99,7 +100,7 @@ impl Default for SinusoidConfig {
             n_targets: 100,
             plotted: 6,
             widths: vec![1, 40, 40, 1],
-            activation: Nonlinearity::Tanh,
+            activations: vec![Nonlinearity::Tanh, Nonlinearity::Relu],
             train: TrainConfig {
                 optimizer: Optimizer::Sgd { momentum: 0.9 },
                 lr: 1e-3,
@@ -153,6 +154,9 @@ impl ExperimentConfig for SinusoidConfig {
                 "plotted / check_tasks",
                 "at most n_targets",
             ));
+        }
+        if self.activations.is_empty() {
+            return Err(BenchError::invalid("activations", "need at least one"));
         }
         if self.widths.len() < 2 || self.widths[0] != 1 || *self.widths.last().unwrap() != 1 {
             return Err(BenchError::invalid("widths", "need 1 input and 1 output"));
@@ -277,13 +281,14 @@ fn fd_fisher_predict(
 /// likelihood jointly over its weights and $(\log\sigma^2, \log s^2)$ with Adam.
 fn train_ablr(
     cfg: &SinusoidConfig,
+    activation: Nonlinearity,
     source: &SineTask,
     seed: u64,
 ) -> Result<(Mlp<B>, Vec<f64>), BenchError> {
     let dev = Default::default();
     let mut widths = cfg.widths.clone();
     *widths.last_mut().expect("validated") = cfg.ablr_features;
-    let net_config = MlpConfig::new(&widths).with_activation(cfg.activation.into());
+    let net_config = MlpConfig::new(&widths).with_activation(activation.into());
     let gp_err = ntk_gp::GpError::from;
     let net = net_config.init::<B>(seed, &dev).map_err(gp_err)?;
     let p = net.n_params();
@@ -433,6 +438,40 @@ impl Experiment for Sinusoid {
     }
 
     fn run(&self, ctx: &mut RunContext) -> Result<Summary, BenchError> {
+        let mut report = Report::new("Sinusoid few-shot transfer");
+        let mut summary = Summary::default();
+        for (i, &activation) in self.config.activations.iter().enumerate() {
+            // The first network's files keep plain names; the others get a suffix.
+            let suffix = if i == 0 {
+                String::new()
+            } else {
+                format!("-{activation:?}").to_lowercase()
+            };
+            for (key, value) in self.run_one(ctx, activation, &suffix, &mut report)? {
+                let key = if i == 0 {
+                    key
+                } else {
+                    format!("{}/{key}", &suffix[1..])
+                };
+                summary = summary.metric(key, value);
+            }
+        }
+        report.reproduce(reproduce_command(Self::NAME, ctx.profile(), ctx.seed()));
+        report.write(ctx)?;
+        Ok(summary)
+    }
+}
+
+impl Sinusoid {
+    /// One network (of nonlinearity `activation`) and every target task: writes its files with
+    /// `suffix`, adds its section to `report`, returns its headline numbers.
+    fn run_one(
+        &self,
+        ctx: &mut RunContext,
+        activation: Nonlinearity,
+        suffix: &str,
+        report: &mut Report,
+    ) -> Result<Vec<(String, f64)>, BenchError> {
         let cfg = &self.config;
         let gp_err = ntk_gp::GpError::from;
         let tasks = cfg.tasks.sample_tasks(cfg.n_targets + 1, ctx.seed())?;
@@ -440,7 +479,7 @@ impl Experiment for Sinusoid {
 
         // 1. The source network.
         let dev = Default::default();
-        let net_config = MlpConfig::new(&cfg.widths).with_activation(cfg.activation.into());
+        let net_config = MlpConfig::new(&cfg.widths).with_activation(activation.into());
         let init = net_config.init::<B>(ctx.seed(), &dev).map_err(gp_err)?;
         let bar = ctx.progress(cfg.train.epochs as u64, "training the source network");
         let t0 = Instant::now();
@@ -470,7 +509,7 @@ impl Experiment for Sinusoid {
             prior_scale: 1.0,
         };
         ctx.write_csv(
-            "training_loss",
+            &format!("training_loss{suffix}"),
             &["epoch", "loss"],
             curve
                 .epoch_loss
@@ -479,7 +518,7 @@ impl Experiment for Sinusoid {
                 .map(|(e, l)| [e as f64, *l]),
         )?;
         let t_ablr = Instant::now();
-        let (ablr_net, _) = train_ablr(cfg, source, ctx.seed())?;
+        let (ablr_net, _) = train_ablr(cfg, activation, source, ctx.seed())?;
         let ablr_seconds = t_ablr.elapsed().as_secs_f64();
         let mut check_seconds = 0.0;
 
@@ -619,7 +658,7 @@ impl Experiment for Sinusoid {
             })
             .collect::<Result<_, BenchError>>()?;
         let metrics_csv = ctx.write_csv(
-            "metrics",
+            &format!("metrics{suffix}"),
             &["task", "method", "rmse", "nlpd", "coverage95", "seconds"],
             (0..targets.len()).flat_map(|t| {
                 let per_method = &per_method;
@@ -637,7 +676,7 @@ impl Experiment for Sinusoid {
             }),
         )?;
         let predictions_csv = ctx.write_csv(
-            "predictions",
+            &format!("predictions{suffix}"),
             &["task", "x", "truth", "network", "ntk_mean", "ntk_var"],
             rows,
         )?;
@@ -648,9 +687,9 @@ impl Experiment for Sinusoid {
             3,
             panels,
         )
-        .write(ctx, "tasks")?;
+        .write(ctx, &format!("tasks{suffix}"))?;
         let table = ctx.write_json(
-            "summary",
+            &format!("summary{suffix}"),
             &METHODS
                 .iter()
                 .zip(&summaries)
@@ -658,8 +697,8 @@ impl Experiment for Sinusoid {
                 .collect::<Vec<_>>(),
         )?;
         let (w_lo, w_hi) = cfg.tasks.frequency.range();
-        let mut report = Report::new("Sinusoid few-shot transfer");
         report
+            .heading(format!("{activation:?} network"))
             .paragraph(format!(
                 "A {} {:?} network trained on task 0's {} points (SGD, lr {}, momentum 0.9, batch {}, \
                  {} epochs, training MSE {:.2e}, {:.1} s) adapts to {} target tasks \
@@ -668,7 +707,7 @@ impl Experiment for Sinusoid {
                  authors' settings). Metrics on noisy targets at {} grid points; mean ± standard error \
                  over tasks; time per adapted task in milliseconds.",
                 cfg.widths.iter().map(|w| w.to_string()).collect::<Vec<_>>().join("-"),
-                cfg.activation,
+                activation,
                 source.x.len(),
                 cfg.train.lr,
                 cfg.train.batch_size,
@@ -710,21 +749,19 @@ impl Experiment for Sinusoid {
                 ("per-task metrics (CSV)", metrics_csv.as_path()),
                 ("NTK-GP predictions on the plotted tasks (CSV)", predictions_csv.as_path()),
                 ("summary table (JSON)", table.as_path()),
-            ])
-            .reproduce(reproduce_command(Self::NAME, ctx.profile(), ctx.seed()));
-        report.write(ctx)?;
-        let mut summary = Summary::default()
-            .metric("noise", noise)
-            .metric("agreement/parameter_mean", agree_param.0)
-            .metric("agreement/fd_fisher_mean", agree_fd.0);
+            ]);
+        let mut metrics = vec![
+            ("noise".to_string(), noise),
+            ("agreement/parameter_mean".to_string(), agree_param.0),
+            ("agreement/fd_fisher_mean".to_string(), agree_fd.0),
+        ];
         for (m, s) in METHODS.iter().zip(&summaries) {
             let key = m.to_lowercase().replace(' ', "_");
-            summary = summary
-                .metric(format!("rmse/{key}"), s[0].mean)
-                .metric(format!("nlpd/{key}"), s[1].mean)
-                .metric(format!("coverage95/{key}"), s[2].mean)
-                .metric(format!("ms_per_task/{key}"), s[3].mean);
+            metrics.push((format!("rmse/{key}"), s[0].mean));
+            metrics.push((format!("nlpd/{key}"), s[1].mean));
+            metrics.push((format!("coverage95/{key}"), s[2].mean));
+            metrics.push((format!("ms_per_task/{key}"), s[3].mean));
         }
-        Ok(summary)
+        Ok(metrics)
     }
 }

@@ -480,6 +480,42 @@ where
         Ok(())
     }
 
+    /// Predictive mean and full latent covariance at the rows of `x_test` (for small test
+    /// sets: the covariance is $m\times m$). Dense and parameter-space strategies only.
+    pub fn predict_cov(
+        &self,
+        x_test: &DMatrix<f64>,
+    ) -> Result<(DVector<f64>, DMatrix<f64>), GpError> {
+        let device = self.jac.mlp().device();
+        let jt = MlpJacobian::new(
+            self.jac.mlp().clone(),
+            convert::from_dmatrix_f64(x_test, &device),
+            self.config.jacobian,
+        )?;
+        let o = self.jac.n_outputs();
+        let mut prior = match self.config.mean {
+            MeanFunction::Network => convert::to_dmatrix_f64(jt.outputs()?)
+                .column(0)
+                .into_owned(),
+            _ => DVector::zeros(x_test.nrows()),
+        };
+        prior.add_scalar_mut(self.constant);
+        match &self.posterior {
+            Posterior::Function(gp) => {
+                let cross = mean_block(convert::to_dmatrix_f64(ntk_matrix(&self.jac, &jt)?), o, o);
+                let test = mean_block(convert::to_dmatrix_f64(ntk_matrix(&jt, &jt)?), o, o);
+                gp.predict_cov(&cross, &test, &prior)
+            }
+            Posterior::Parameter(gp) => {
+                let j = convert::to_dmatrix_f64(jt.jacobian()?);
+                gp.predict_cov(&j, &prior)
+            }
+            Posterior::MatrixFree(_) => Err(GpError::Unsupported(
+                "full predictive covariances with the matrix-free strategy: use Dense or ParameterSpace".into(),
+            )),
+        }
+    }
+
     /// Predictive mean and latent variance at the rows of `x_test`.
     pub fn predict(&self, x_test: &DMatrix<f64>) -> Result<Prediction, GpError> {
         let device = self.jac.mlp().device();
@@ -826,6 +862,14 @@ mod tests {
         let cov = &js * js.transpose() * s2 - ks.transpose() * &a_inv * &ks;
         assert!(rel(&pred.mean, &mean) < 1e-10);
         assert!(rel(&pred.var, &cov.diagonal()) < 1e-8);
+        let (m2, c2) = gp.predict_cov(&xt).unwrap();
+        assert!(rel(&m2, &mean) < 1e-10);
+        assert!((&c2 - &cov).amax() < 1e-8 * cov.amax());
+        let (_, c3) = NtkGp::new(net.clone(), &x, &y, config(Strategy::ParameterSpace))
+            .unwrap()
+            .predict_cov(&xt)
+            .unwrap();
+        assert!((&c3 - &cov).amax() < 1e-8 * cov.amax());
         let r = &y - &f;
         let lml = -0.5 * (r.transpose() * &a_inv * &r)[0]
             - 0.5 * a.determinant().ln()

@@ -132,6 +132,18 @@ impl WeightSpaceGp {
         -0.5 * self.inv_quad() - 0.5 * self.log_det() - self.n as f64 * HALF_LOG_2PI
     }
 
+    /// Predictive mean and full latent covariance $\sigma^2 \Phi_* M^{-1}\Phi_*^\top$.
+    pub fn predict_cov(
+        &self,
+        phi_test: &DMatrix<f64>,
+        test_mean: &DVector<f64>,
+    ) -> Result<(DVector<f64>, DMatrix<f64>), GpError> {
+        let pred = self.predict(phi_test, test_mean)?;
+        let mut v = phi_test.transpose();
+        self.chol.l_dirty().solve_lower_triangular_mut(&mut v);
+        Ok((pred.mean, v.tr_mul(&v) * self.hyper.noise))
+    }
+
     /// Predictive marginals at test features `phi_test` ($m\times p$) with prior mean `test_mean`.
     pub fn predict(
         &self,
