@@ -97,7 +97,7 @@ struct ModelArgs {
     /// Inference strategy.
     #[arg(long, value_enum, default_value = "auto")]
     strategy: StrategyArg,
-    /// Device: cpu, or cuda[:i] when built with the `cuda` feature.
+    /// Device: `cpu`, or `cuda` / `cuda:INDEX` when built with the `cuda` feature.
     #[arg(long, default_value = "cpu")]
     device: String,
 }
