@@ -480,19 +480,13 @@ where
         Ok(())
     }
 
-    /// Predictive mean and full latent covariance at the rows of `x_test` (for small test
-    /// sets: the covariance is $m\times m$). Dense and parameter-space strategies only.
-    pub fn predict_cov(
-        &self,
-        x_test: &DMatrix<f64>,
-    ) -> Result<(DVector<f64>, DMatrix<f64>), GpError> {
-        let device = self.jac.mlp().device();
+    /// The Jacobian at the test inputs and the prior mean $\mu(X_*) + c$ there.
+    fn test_side(&self, x_test: &DMatrix<f64>) -> Result<(MlpJacobian<B>, DVector<f64>), GpError> {
         let jt = MlpJacobian::new(
             self.jac.mlp().clone(),
-            convert::from_dmatrix_f64(x_test, &device),
+            convert::from_dmatrix_f64(x_test, &self.jac.device()),
             self.config.jacobian,
         )?;
-        let o = self.jac.n_outputs();
         let mut prior = match self.config.mean {
             MeanFunction::Network => convert::to_dmatrix_f64(jt.outputs()?)
                 .column(0)
@@ -500,6 +494,17 @@ where
             _ => DVector::zeros(x_test.nrows()),
         };
         prior.add_scalar_mut(self.constant);
+        Ok((jt, prior))
+    }
+
+    /// Predictive mean and full latent covariance at the rows of `x_test` (for small test
+    /// sets: the covariance is $m\times m$). Dense and parameter-space strategies only.
+    pub fn predict_cov(
+        &self,
+        x_test: &DMatrix<f64>,
+    ) -> Result<(DVector<f64>, DMatrix<f64>), GpError> {
+        let (jt, prior) = self.test_side(x_test)?;
+        let o = self.jac.n_outputs();
         match &self.posterior {
             Posterior::Function(gp) => {
                 let cross = mean_block(convert::to_dmatrix_f64(ntk_matrix(&self.jac, &jt)?), o, o);
@@ -518,21 +523,9 @@ where
 
     /// Predictive mean and latent variance at the rows of `x_test`.
     pub fn predict(&self, x_test: &DMatrix<f64>) -> Result<Prediction, GpError> {
-        let device = self.jac.mlp().device();
-        let jt = MlpJacobian::new(
-            self.jac.mlp().clone(),
-            convert::from_dmatrix_f64(x_test, &device),
-            self.config.jacobian,
-        )?;
+        let (jt, prior) = self.test_side(x_test)?;
         let m = x_test.nrows();
         let o = self.jac.n_outputs();
-        let mut prior = match self.config.mean {
-            MeanFunction::Network => convert::to_dmatrix_f64(jt.outputs()?)
-                .column(0)
-                .into_owned(),
-            _ => DVector::zeros(m),
-        };
-        prior.add_scalar_mut(self.constant);
         match &self.posterior {
             Posterior::Function(gp) => {
                 let cross = mean_block(convert::to_dmatrix_f64(ntk_matrix(&self.jac, &jt)?), o, o);
