@@ -61,6 +61,39 @@ impl SpatialProblem {
         })
     }
 
+    /// One seeded shuffle of the target split into `n_test` held-out test points (the same
+    /// for every `m`) and, from the rest, the first `m` of a fixed order for each size in
+    /// `sizes` (so the adaptation sets are nested: a larger `m` adds points). Fails if some
+    /// `m` exceeds the points left after the test set.
+    pub fn split_target_nested(
+        &self,
+        sizes: &[usize],
+        n_test: usize,
+        seed: u64,
+    ) -> Result<(Points, Vec<Points>), DataError> {
+        let n = self.target.1.len();
+        let pool = n.saturating_sub(n_test);
+        if n_test == 0 || n_test > n {
+            return Err(DataError::Invalid(format!(
+                "cannot hold out {n_test} test points from {n} target points"
+            )));
+        }
+        if let Some(&m) = sizes.iter().find(|&&m| m > pool) {
+            return Err(DataError::Invalid(format!(
+                "cannot take {m} adaptation points: {n} target points, {n_test} held out"
+            )));
+        }
+        let order = shuffled(n, seed);
+        let (test, rest) = order.split_at(n_test);
+        Ok((
+            select(&self.target, test),
+            sizes
+                .iter()
+                .map(|&m| select(&self.target, &rest[..m]))
+                .collect(),
+        ))
+    }
+
     /// `n` source points drawn without replacement with a seeded shuffle (the
     /// paper trains on 2000); all of them, shuffled, if there are fewer.
     pub fn subsample_source(&self, n: usize, seed: u64) -> Points {
@@ -150,6 +183,29 @@ pub(crate) mod tests {
         assert_eq!(all.test.1.len(), 25, "fewer than the cap: all the rest");
         assert!(p.split_target(30, 10, 7).is_err());
         assert_eq!(p.split_target(0, 10, 7).unwrap().adapt.1.len(), 0);
+    }
+
+    #[test]
+    fn nested_split_keeps_one_test_set_and_grows_the_adaptation_set() {
+        let p = toy();
+        let (test, adapt) = p.split_target_nested(&[2, 5, 20], 10, 3).unwrap();
+        assert_eq!(test.1.len(), 10);
+        let test_keys = row_keys(&test.0);
+        let target = row_keys(&p.target.0);
+        assert!(test_keys.is_subset(&target));
+        for (a, m) in adapt.iter().zip([2, 5, 20]) {
+            assert_eq!(a.1.len(), m);
+            assert!(row_keys(&a.0).is_subset(&target));
+            assert!(row_keys(&a.0).is_disjoint(&test_keys));
+            assert!(row_keys(&a.0).is_disjoint(&row_keys(&p.source.0)));
+        }
+        assert!(row_keys(&adapt[0].0).is_subset(&row_keys(&adapt[1].0)));
+        assert!(row_keys(&adapt[1].0).is_subset(&row_keys(&adapt[2].0)));
+        let (again, _) = p.split_target_nested(&[2], 10, 3).unwrap();
+        assert_eq!(again.0, test.0, "the test set does not depend on the sizes");
+        assert!(p.split_target_nested(&[21], 10, 3).is_err());
+        assert!(p.split_target_nested(&[1], 0, 3).is_err());
+        assert!(p.split_target_nested(&[1], 31, 3).is_err());
     }
 
     #[test]
