@@ -7,6 +7,8 @@
 //! - [`PanelGrid`]: a grid of panels, each with curves (a mean line and an optional shaded
 //!   band such as $\mu \pm 2\sigma$) and scatter points (context or training data).
 //! - [`ErrorBarChart`]: lines with error bars, e.g. a metric against the number of points $m$.
+//! - [`MapGrid`]: maps of values at scattered 2-D locations (grid cells), coloured with a
+//!   viridis-like scale and a colour bar per panel.
 
 use std::ops::Range;
 use std::path::{Path, PathBuf};
@@ -454,6 +456,229 @@ impl Figure for ErrorBarChart {
     }
 }
 
+/// One map of a [`MapGrid`]: a value at each location, drawn as a filled cell.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct MapPanel {
+    /// The panel's title.
+    pub title: String,
+    /// Horizontal coordinates.
+    pub x: Vec<f64>,
+    /// Vertical coordinates.
+    pub y: Vec<f64>,
+    /// The values, coloured from the low to the high end of `range`.
+    pub value: Vec<f64>,
+    /// The colour scale's range (`None`: the values' own range).
+    pub range: Option<(f64, f64)>,
+    /// Locations marked with black dots (e.g. the adaptation points).
+    pub marks: Vec<(f64, f64)>,
+}
+
+/// A grid of maps sharing axis labels, with a figure title.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MapGrid {
+    /// The figure's title.
+    pub title: String,
+    /// The x-axis label of every panel.
+    pub x_label: String,
+    /// The y-axis label of every panel.
+    pub y_label: String,
+    /// Panels per row (at least 1).
+    pub columns: usize,
+    /// Size of one panel in pixels (width, height).
+    pub panel_size: (u32, u32),
+    /// The maps, row by row.
+    pub panels: Vec<MapPanel>,
+}
+
+/// Anchors of the colour scale (viridis at 0, 1/4, 1/2, 3/4, 1).
+const VIRIDIS: [(u8, u8, u8); 5] = [
+    (68, 1, 84),
+    (59, 82, 139),
+    (33, 145, 140),
+    (94, 201, 98),
+    (253, 231, 37),
+];
+
+/// The colour of `t` in $[0, 1]$ (clamped) on the viridis-like scale, by linear interpolation
+/// between its anchors.
+pub fn viridis(t: f64) -> RGBColor {
+    let t = if t.is_finite() {
+        t.clamp(0.0, 1.0)
+    } else {
+        0.0
+    };
+    let pos = t * (VIRIDIS.len() - 1) as f64;
+    let i = (pos.floor() as usize).min(VIRIDIS.len() - 2);
+    let f = pos - i as f64;
+    let mix = |a: u8, b: u8| (f64::from(a) + f * (f64::from(b) - f64::from(a))).round() as u8;
+    let (a, b) = (VIRIDIS[i], VIRIDIS[i + 1]);
+    RGBColor(mix(a.0, b.0), mix(a.1, b.1), mix(a.2, b.2))
+}
+
+/// The smallest positive gap between sorted distinct values (the cell size of a regular grid);
+/// `fallback` if there is none.
+fn cell_size(values: &[f64], fallback: f64) -> f64 {
+    let mut v = values.to_vec();
+    v.sort_by(f64::total_cmp);
+    v.windows(2)
+        .map(|w| w[1] - w[0])
+        .filter(|d| *d > 1e-12)
+        .fold(f64::INFINITY, f64::min)
+        .min(fallback.max(f64::MIN_POSITIVE))
+}
+
+impl MapGrid {
+    /// A grid of `panels` in `columns` columns of 400 × 360 pixel panels.
+    pub fn new(
+        title: impl Into<String>,
+        x_label: impl Into<String>,
+        y_label: impl Into<String>,
+        columns: usize,
+        panels: Vec<MapPanel>,
+    ) -> Self {
+        Self {
+            title: title.into(),
+            x_label: x_label.into(),
+            y_label: y_label.into(),
+            columns,
+            panel_size: (400, 360),
+            panels,
+        }
+    }
+
+    /// The whole figure's size in pixels.
+    pub fn size(&self) -> (u32, u32) {
+        let cols = self.columns.clamp(1, self.panels.len().max(1));
+        let rows = self.panels.len().div_ceil(cols).max(1);
+        (
+            self.panel_size.0 * cols as u32,
+            self.panel_size.1 * rows as u32 + TITLE_HEIGHT,
+        )
+    }
+
+    /// Draws the figure to `<stem>.png` and `<stem>.svg` in the run's output folder.
+    pub fn write(&self, ctx: &mut RunContext, stem: &str) -> Result<FigureFiles, BenchError> {
+        if self.panels.is_empty() || self.columns == 0 {
+            return Err(BenchError::invalid(
+                "map grid",
+                "needs at least one panel and one column",
+            ));
+        }
+        for p in &self.panels {
+            check_series(&p.title, &p.x, &[&p.y, &p.value])?;
+            if let Some((lo, hi)) = p.range
+                && !(lo.is_finite() && hi.is_finite() && lo <= hi)
+            {
+                return Err(BenchError::invalid(
+                    "map grid",
+                    format!("`{}` has colour range {lo} … {hi}", p.title),
+                ));
+            }
+        }
+        write_both(ctx, stem, self)
+    }
+}
+
+impl Figure for MapGrid {
+    fn size(&self) -> (u32, u32) {
+        MapGrid::size(self)
+    }
+
+    fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> Result<(), String> {
+        let cols = self.columns.min(self.panels.len());
+        let rows = self.panels.len().div_ceil(cols);
+        let body = root
+            .titled(&self.title, (FAMILY, 22))
+            .map_err(|e| e.to_string())?;
+        // One extent for every panel, so maps of different sets line up.
+        let x_range = padded_range(self.panels.iter().map(|p| p.x.as_slice()), 0.02);
+        let y_range = padded_range(self.panels.iter().map(|p| p.y.as_slice()), 0.02);
+        for (panel, area) in self.panels.iter().zip(body.split_evenly((rows, cols))) {
+            draw_map(
+                panel,
+                &area,
+                (&self.x_label, &self.y_label),
+                (x_range.clone(), y_range.clone()),
+            )
+            .map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    }
+}
+
+fn draw_map<DB: DrawingBackend>(
+    panel: &MapPanel,
+    area: &DrawingArea<DB, Shift>,
+    labels: (&str, &str),
+    ranges: (Range<f64>, Range<f64>),
+) -> Result<(), DrawingAreaErrorKind<DB::ErrorType>> {
+    let (lo, hi) = panel.range.unwrap_or_else(|| {
+        let r = padded_range(std::iter::once(panel.value.as_slice()), 0.0);
+        (r.start, r.end)
+    });
+    let width = (hi - lo).max(f64::MIN_POSITIVE);
+    let (w, _) = area.dim_in_pixel();
+    let (map_area, bar_area) = area.split_horizontally(w.saturating_sub(66));
+    let (x_range, y_range) = ranges;
+    let dx = cell_size(&panel.x, 0.02 * (x_range.end - x_range.start));
+    let dy = cell_size(&panel.y, 0.02 * (y_range.end - y_range.start));
+    let mut chart = ChartBuilder::on(&map_area)
+        .caption(&panel.title, (FAMILY, 15))
+        .margin(8)
+        .x_label_area_size(34)
+        .y_label_area_size(44)
+        .build_cartesian_2d(x_range, y_range)?;
+    chart
+        .configure_mesh()
+        .x_desc(labels.0)
+        .y_desc(labels.1)
+        .label_style((FAMILY, 11))
+        .axis_desc_style((FAMILY, 12))
+        .disable_mesh()
+        .draw()?;
+    chart.draw_series(
+        panel
+            .x
+            .iter()
+            .zip(&panel.y)
+            .zip(&panel.value)
+            .map(|((x, y), v)| {
+                Rectangle::new(
+                    [(x - dx / 2.0, y - dy / 2.0), (x + dx / 2.0, y + dy / 2.0)],
+                    viridis((v - lo) / width).filled(),
+                )
+            }),
+    )?;
+    chart.draw_series(
+        panel
+            .marks
+            .iter()
+            .map(|&(x, y)| Circle::new((x, y), 2, BLACK.filled())),
+    )?;
+    // The colour bar: 64 steps from lo (bottom) to hi (top).
+    let mut bar = ChartBuilder::on(&bar_area)
+        .margin_top(30)
+        .margin_bottom(42)
+        .margin_left(2)
+        .right_y_label_area_size(46)
+        .build_cartesian_2d(0.0..1.0, lo..lo + width)?;
+    bar.configure_mesh()
+        .disable_mesh()
+        .disable_x_axis()
+        .y_labels(5)
+        .label_style((FAMILY, 10))
+        .draw()?;
+    let steps = 64;
+    bar.draw_series((0..steps).map(|k| {
+        let (a, b) = (k as f64 / steps as f64, (k + 1) as f64 / steps as f64);
+        Rectangle::new(
+            [(0.0, lo + a * width), (1.0, lo + b * width)],
+            viridis((a + b) / 2.0).filled(),
+        )
+    }))?;
+    Ok(())
+}
+
 /// Registers the embedded font with plotters, once per process.
 fn ensure_font() -> Result<(), BenchError> {
     static REGISTERED: OnceLock<bool> = OnceLock::new();
@@ -632,6 +857,52 @@ mod tests {
         assert!(png.len() > 10_000);
         let svg = std::fs::read_to_string(&files.svg).unwrap();
         assert!(svg.contains("k = 3") && svg.contains("<polygon"));
+    }
+
+    #[test]
+    fn map_grid_writes_png_and_svg_and_checks_its_data() {
+        let root = tempfile::tempdir().unwrap();
+        let mut ctx = ctx(root.path());
+        let (mut x, mut y, mut v) = (vec![], vec![], vec![]);
+        for i in 0..20 {
+            for j in 0..10 {
+                x.push(i as f64 * 0.05);
+                y.push(j as f64 * 0.1);
+                v.push((i * j) as f64);
+            }
+        }
+        let panel = |title: &str, range| MapPanel {
+            title: title.into(),
+            x: x.clone(),
+            y: y.clone(),
+            value: v.clone(),
+            range,
+            marks: vec![(0.5, 0.5)],
+        };
+        let grid = MapGrid::new(
+            "Maps",
+            "lon",
+            "lat",
+            2,
+            vec![panel("own range", None), panel("fixed", Some((0.0, 100.0)))],
+        );
+        let files = grid.write(&mut ctx, "maps").unwrap();
+        let png = std::fs::read(&files.png).unwrap();
+        assert_eq!(png_size(&png), (800, 360 + TITLE_HEIGHT));
+        let svg = std::fs::read_to_string(&files.svg).unwrap();
+        assert!(svg.contains("own range") && svg.contains("<rect"));
+        assert!((cell_size(&x, 1.0) - 0.05).abs() < 1e-12);
+        assert_eq!(viridis(0.0), RGBColor(68, 1, 84));
+        assert_eq!(viridis(2.0), RGBColor(253, 231, 37));
+        let bad = MapGrid::new("t", "x", "y", 1, vec![panel("r", Some((1.0, 0.0)))]);
+        assert!(bad.write(&mut ctx, "bad").is_err());
+        let mut short = panel("s", None);
+        short.value.pop();
+        assert!(
+            MapGrid::new("t", "x", "y", 1, vec![short])
+                .write(&mut ctx, "bad")
+                .is_err()
+        );
     }
 
     #[test]
