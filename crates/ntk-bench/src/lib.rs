@@ -8,6 +8,8 @@
 //! - [`report`]: the Markdown report of a run. [`plot`]: figures as PNG and SVG.
 //! - [`metrics`]: RMSE, NLPD and 95% coverage of Gaussian predictives; mean ± standard error.
 //! - [`sinusoid`]: the sinusoid task distribution; [`rbf_baseline`]: the RBF-GP baseline on it.
+//! - [`sinusoid_transfer`], [`spatial_transfer`]: the sinusoid and the spatial (malaria)
+//!   transfer experiments.
 //! - [`data`]: the precipitation and spatial data sets: parsers, downloads' readers, preprocessing.
 //!
 //! ```
@@ -51,6 +53,7 @@ pub mod rbf_baseline;
 pub mod report;
 pub mod sinusoid;
 pub mod sinusoid_transfer;
+pub mod spatial_transfer;
 
 pub use error::BenchError;
 
@@ -58,7 +61,7 @@ pub use error::BenchError;
 /// [`harness::REGISTRY`].
 ///
 /// Empty until the first experiment lands; `cargo xtask reproduce` reads it.
-pub const EXPERIMENTS: &[&str] = &["sinusoid"];
+pub const EXPERIMENTS: &[&str] = &["sinusoid", "malaria"];
 
 /// The experiments of the paper, in the order the paper presents them.
 pub const PAPER_EXPERIMENTS: &[&str] =
