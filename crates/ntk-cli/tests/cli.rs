@@ -302,3 +302,192 @@ fn every_bad_input_exits_2_with_one_line_and_no_output() {
         stderr(&o)
     );
 }
+
+/// The PyTorch round trip (`scripts/make_cli_fixture.py`): weights saved by
+/// `safetensors.torch.save_file(model.state_dict(), …)` and the posterior computed in f64 by
+/// numpy from a hand-written Jacobian.
+mod pytorch_fixture {
+    use super::*;
+
+    fn fixtures() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+    }
+
+    fn expected() -> serde_json::Value {
+        let text = std::fs::read_to_string(fixtures().join("expected.json")).unwrap();
+        serde_json::from_str(&text).unwrap()
+    }
+
+    fn floats(v: &serde_json::Value) -> Vec<f64> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_f64().unwrap())
+            .collect()
+    }
+
+    /// Largest relative error of `got` against `want`: $|g_i - w_i| / \max(|w_i|, 0.01\,\|w\|_\infty)$
+    /// (the floor keeps values near zero, e.g. an interval end, from dividing by almost nothing).
+    fn max_rel(got: &[f64], want: &[f64]) -> f64 {
+        assert_eq!(got.len(), want.len());
+        let floor = 0.01 * want.iter().fold(0.0_f64, |m, w| m.max(w.abs()));
+        got.iter()
+            .zip(want)
+            .map(|(g, w)| (g - w).abs() / w.abs().max(floor))
+            .fold(0.0, f64::max)
+    }
+
+    /// Runs `ntk adapt` on one fixture case; returns the prediction CSV and the JSON summary.
+    fn adapt(case: &serde_json::Value, strategy: &str) -> (String, serde_json::Value) {
+        let f = fixtures();
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("pred.csv");
+        let s = |p: PathBuf| p.to_string_lossy().into_owned();
+        let o = ntk(&[
+            "adapt",
+            "--model",
+            &s(f.join(case["model"].as_str().unwrap())),
+            "--arch",
+            case["arch"].as_str().unwrap(),
+            "--train",
+            &s(f.join("train.csv")),
+            "--test",
+            &s(f.join("test.csv")),
+            "--noise",
+            "0.05",
+            "--prior-scale",
+            "0.5",
+            "--mean",
+            case["mean_mode"].as_str().unwrap(),
+            "--strategy",
+            strategy,
+            "--output",
+            &s(out.clone()),
+            "--json",
+        ]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        let json = serde_json::from_slice(&o.stdout).unwrap();
+        (std::fs::read_to_string(&out).unwrap(), json)
+    }
+
+    /// How close a strategy must come to numpy (the tolerances documented in `ntk adapt --help`).
+    struct Tol {
+        /// `mean`, `lower`, `upper`: relative.
+        mean: f64,
+        /// `var`, `std`: relative.
+        var: f64,
+        /// `log_marginal_likelihood`: absolute, plus this many of its reported standard errors
+        /// (`log_marginal_likelihood_std_error`, the matrix-free SLQ estimate's).
+        lml: f64,
+        lml_std_errors: f64,
+        /// `mean`, `lower`, `upper` and the constant when `--mean constant` is fitted: relative.
+        fitted_constant: f64,
+    }
+
+    /// Checks one strategy on every case of the fixture.
+    fn check(strategy: &str, tol: Tol) {
+        let exp = expected();
+        let fixed = (exp["noise"].as_f64(), exp["prior_scale"].as_f64());
+        assert_eq!(fixed, (Some(0.05), Some(0.5)));
+        for case in exp["cases"].as_array().unwrap() {
+            let what = format!("{strategy} {} {}", case["arch"], case["mean_mode"]);
+            let (csv, json) = adapt(case, strategy);
+            assert!(
+                csv.starts_with("x1,x2,mean,var,std,lower,upper\n"),
+                "{what}"
+            );
+            assert_eq!(json["n_train"], exp["n_train"], "{what}");
+            assert_eq!(json["n_test"], exp["n_test"], "{what}");
+            assert_eq!(json["n_params"], case["n_params"], "{what}");
+            // Fixed values come back as given (the matrix-free fit of a constant mean passes
+            // them through exp(log(·)), hence the last-bit tolerance).
+            for (k, v) in [("noise", 0.05), ("prior_scale", 0.5)] {
+                let got = json[k].as_f64().unwrap();
+                assert!((got - v).abs() <= 1e-14 * v, "{what}: {k} {got}");
+            }
+            let c = case["constant_mean"].as_f64();
+            let mean_tol = if c.is_some() {
+                tol.fitted_constant
+            } else {
+                tol.mean
+            };
+            for (col, t) in [
+                ("mean", mean_tol),
+                ("var", tol.var),
+                ("std", tol.var),
+                ("lower", mean_tol),
+                ("upper", mean_tol),
+            ] {
+                let err = max_rel(&csv_column(&csv, col), &floats(&case[col]));
+                assert!(err <= t, "{what}: {col} off by {err:e} relative (> {t:e})");
+            }
+            let lml = json["log_marginal_likelihood"].as_f64().unwrap();
+            let want = case["log_marginal_likelihood"].as_f64().unwrap();
+            let se = json["log_marginal_likelihood_std_error"]
+                .as_f64()
+                .unwrap_or(0.0);
+            assert!(
+                (lml - want).abs() <= tol.lml + tol.lml_std_errors * se,
+                "{what}: lml {lml} vs {want} (numpy)"
+            );
+            match c {
+                Some(c) => {
+                    let got = json["constant_mean"].as_f64().unwrap();
+                    let err = (got - c).abs() / c.abs();
+                    assert!(err <= tol.fitted_constant, "{what}: c {got} vs {c}");
+                }
+                None => assert!(json["constant_mean"].is_null(), "{what}"),
+            }
+            for m in ["rmse", "nlpd", "coverage95"] {
+                let got = json["metrics"][m].as_f64().unwrap();
+                let want = case["metrics"][m].as_f64().unwrap();
+                let t = mean_tol.max(tol.var) * (1.0 + want.abs());
+                assert!((got - want).abs() <= t, "{what}: {m} {got} vs {want}");
+            }
+        }
+    }
+
+    #[test]
+    fn dense_matches_numpy_to_1e_8() {
+        let t = 1e-8;
+        check(
+            "dense",
+            Tol {
+                mean: t,
+                var: t,
+                lml: t,
+                lml_std_errors: 0.0,
+                fitted_constant: t,
+            },
+        );
+    }
+
+    #[test]
+    fn parameter_space_matches_numpy_to_1e_8() {
+        let t = 1e-8;
+        check(
+            "parameter",
+            Tol {
+                mean: t,
+                var: t,
+                lml: t,
+                lml_std_errors: 0.0,
+                fitted_constant: t,
+            },
+        );
+    }
+
+    #[test]
+    fn function_space_matches_numpy_to_its_tolerance() {
+        check(
+            "function",
+            Tol {
+                mean: 1e-7,
+                var: 1e-8,
+                lml: 1e-6,
+                lml_std_errors: 3.0,
+                fitted_constant: 1e-4,
+            },
+        );
+    }
+}
