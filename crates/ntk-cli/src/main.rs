@@ -487,28 +487,27 @@ fn tasks(args: &TasksArgs) -> Result<(), CliError> {
             args.dir.display()
         )));
     }
-    if let Some(out) = &args.out_dir {
-        std::fs::create_dir_all(out).map_err(|source| CliError::Io {
-            path: out.clone(),
-            source,
-        })?;
-    }
-    println!("task,n_train,noise,log_marginal_likelihood,rmse,nlpd,coverage95");
+    // Every task is adapted before anything is written, so that a bad task leaves neither
+    // prediction files nor a partial summary behind.
+    let bar = indicatif::ProgressBar::new(names.len() as u64).with_style(
+        indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} tasks, {elapsed} {msg}")
+            .expect("a valid template"),
+    );
+    let mut rows = Vec::with_capacity(names.len());
+    let mut predictions = Vec::with_capacity(names.len());
     for name in &names {
+        bar.set_message(name.clone());
         let train = args.dir.join(format!("{name}.train.csv"));
         let test = args.dir.join(format!("{name}.test.csv"));
         let test = if test.exists() { test } else { train.clone() };
-        let a = adapt_one(&mlp, &args.model, &train, &test)?;
-        if let Some(out) = &args.out_dir {
-            write_atomically(&out.join(format!("{name}.pred.csv")), a.csv.as_bytes())?;
-        }
+        let a = adapt_one(&mlp, &args.model, &train, &test).inspect_err(|_| bar.abandon())?;
         let m = |k: &str| {
             a.metrics
                 .as_ref()
                 .and_then(|m| m[k].as_f64())
                 .map_or(String::new(), |v| v.to_string())
         };
-        println!(
+        rows.push(format!(
             "{name},{},{},{},{},{},{}",
             a.gp.n_train(),
             a.gp.hyper().noise,
@@ -516,7 +515,23 @@ fn tasks(args: &TasksArgs) -> Result<(), CliError> {
             m("rmse"),
             m("nlpd"),
             m("coverage95")
-        );
+        ));
+        predictions.push(a.csv);
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    if let Some(out) = &args.out_dir {
+        std::fs::create_dir_all(out).map_err(|source| CliError::Io {
+            path: out.clone(),
+            source,
+        })?;
+        for (name, csv) in names.iter().zip(&predictions) {
+            write_atomically(&out.join(format!("{name}.pred.csv")), csv.as_bytes())?;
+        }
+    }
+    println!("task,n_train,noise,log_marginal_likelihood,rmse,nlpd,coverage95");
+    for row in rows {
+        println!("{row}");
     }
     Ok(())
 }

@@ -166,140 +166,165 @@ fn tasks_adapts_every_task_in_a_folder() {
     assert!(out.join("a.pred.csv").is_file() && out.join("b.pred.csv").is_file());
 }
 
+/// Runs `ntk` with `args` and checks the failure contract: exit code 2, exactly one line on
+/// standard error containing every needle, nothing on standard output, and no file at `out`.
+fn fails_cleanly(args: &[&str], needles: &[&str], out: &Path) {
+    let o = ntk(args);
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(2), "{args:?}: {err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "{args:?}: {err}");
+    assert!(err.starts_with("ntk: "), "{err}");
+    for needle in needles {
+        assert!(err.contains(needle), "{needle:?} not in {err}");
+    }
+    assert!(o.stdout.is_empty(), "{args:?} printed {:?}", o.stdout);
+    assert!(!out.exists(), "a partial output was left for {args:?}");
+    assert!(!err.contains("panicked"), "{err}");
+}
+
+/// One bad `ntk adapt` call: (model, arch, train, test, extra flags) and the needles of its error.
+type BadAdapt<'a> = (
+    &'a str,
+    &'a str,
+    &'a str,
+    &'a str,
+    Vec<&'a str>,
+    Vec<&'a str>,
+);
+
 #[test]
 fn every_bad_input_exits_2_with_one_line_and_no_output() {
     let (dir, model) = trained();
     let d = dir.path();
-    let good = write(d, "good.csv", &sine_csv(8, -1.0, 1.0, true));
+    let file = |name: &str, text: &str| write(d, name, text).to_string_lossy().into_owned();
+    let good = file("good.csv", &sine_csv(8, -1.0, 1.0, true));
+    let garbage = file("garbage.safetensors", "this is not a safetensors file");
     let out = d.join("never.csv");
-    let m = model.to_str().unwrap();
-    let g = good.to_str().unwrap();
-    let o_ = out.to_str().unwrap();
-    let cases: Vec<(Vec<String>, &str)> = vec![
-        (
-            vec![
-                "--train".into(),
-                "/nonexistent/t.csv".into(),
-                "--test".into(),
-                g.into(),
-            ],
-            "/nonexistent/t.csv",
-        ),
-        (
-            vec![
-                "--train".into(),
-                g.into(),
-                "--test".into(),
-                write(d, "z.csv", "z\n1\n").to_string_lossy().into(),
-            ],
-            "differ from the training file",
-        ),
-        (
-            vec![
-                "--train".into(),
-                write(d, "bad.csv", "x,y\n1,2\n2,oops\n")
-                    .to_string_lossy()
-                    .into(),
-                "--test".into(),
-                g.into(),
-            ],
-            "line 3, column `y`: `oops` is not a number",
-        ),
-        (
-            vec![
-                "--train".into(),
-                write(d, "nan.csv", "x,y\nNaN,2\n").to_string_lossy().into(),
-                "--test".into(),
-                g.into(),
-            ],
-            "not finite",
-        ),
-        (
-            vec![
-                "--train".into(),
-                write(d, "empty.csv", "").to_string_lossy().into(),
-                "--test".into(),
-                g.into(),
-            ],
-            "empty",
-        ),
-        (
-            vec![
-                "--train".into(),
-                g.into(),
-                "--test".into(),
-                g.into(),
-                "--noise".into(),
-                "0".into(),
-            ],
-            "--noise must be a positive number",
-        ),
-        (
-            vec![
-                "--train".into(),
-                g.into(),
-                "--test".into(),
-                g.into(),
-                "--device".into(),
-                "cuda".into(),
-            ],
-            "no CUDA support",
-        ),
+    let (m, g, o_) = (
+        model.to_str().unwrap(),
+        good.as_str(),
+        out.to_str().unwrap(),
+    );
+    let z = file("z.csv", "z\n1\n");
+    let two_inputs = file("two.csv", "x1,x2,y\n1,2,3\n");
+    let no_target = file("notarget.csv", "x,t\n1,2\n");
+    let oops = file("oops.csv", "x,y\n1,2\n2,oops\n");
+    let nan = file("nan.csv", "x,y\nNaN,2\n");
+    let inf = file("inf.csv", "x,y\n0.5,1\n1,-inf\n");
+    let ragged = file("ragged.csv", "x,y\n1,2\n3,4,5\n");
+    let empty = file("empty.csv", "");
+    let header_only = file("header.csv", "x,y\n");
+    // (model, arch, train, test, extra flags) → needles of the one line on standard error.
+    #[rustfmt::skip]
+    let cases: Vec<BadAdapt> = vec![
+        // Missing files: the data, the test file, the weights.
+        (m, "1-16-1:tanh", "/nonexistent/t.csv", g, vec![], vec!["/nonexistent/t.csv", "No such file"]),
+        (m, "1-16-1:tanh", g, "/nonexistent/q.csv", vec![], vec!["/nonexistent/q.csv"]),
+        ("/nonexistent/m.safetensors", "1-16-1:tanh", g, g, vec![], vec!["/nonexistent/m.safetensors"]),
+        (&garbage, "1-16-1:tanh", g, g, vec![], vec!["garbage.safetensors"]),
+        // Headers that do not match: the test inputs, the target, the architecture's inputs.
+        (m, "1-16-1:tanh", g, &z, vec![], vec!["z.csv", "input columns (z) differ from the training file's (x)"]),
+        (m, "1-16-1:tanh", &no_target, g, vec![], vec!["notarget.csv", "no target column `y`"]),
+        (m, "1-16-1:tanh", &two_inputs, g, vec![], vec!["two.csv", "2 input columns (x1,x2)", "takes 1"]),
+        (m, "1-16-1:tanh", g, g, vec!["--target", "temp"], vec!["no target column `temp`"]),
+        // Cells: non-numeric, NaN, Inf (in the test file), a ragged row; with line and column.
+        (m, "1-16-1:tanh", &oops, g, vec![], vec!["oops.csv", "line 3, column `y`: `oops` is not a number"]),
+        (m, "1-16-1:tanh", &nan, g, vec![], vec!["nan.csv", "line 2, column `x`: NaN is not finite"]),
+        (m, "1-16-1:tanh", g, &inf, vec![], vec!["inf.csv", "line 3, column `y`: -inf is not finite"]),
+        (m, "1-16-1:tanh", &ragged, g, vec![], vec!["ragged.csv", "line 3"]),
+        // Empty files.
+        (m, "1-16-1:tanh", &empty, g, vec![], vec!["empty.csv", "the file is empty"]),
+        (m, "1-16-1:tanh", g, &header_only, vec![], vec!["header.csv", "no data rows"]),
+        // The architecture does not fit the weights: the tensor and both shapes.
+        (m, "1-8-1:tanh", g, g, vec![], vec!["0.weight", "[8, 1]", "[16, 1]"]),
+        (m, "1-16-16-1:tanh", g, g, vec![], vec!["2.weight", "[16, 16]", "[1, 16]"]),
+        // Bad specs: unknown activation, malformed widths.
+        (m, "1-16-1:swish", g, g, vec![], vec!["unknown activation `swish`", "tanh, relu"]),
+        (m, "1-x-1:tanh", g, g, vec![], vec!["width `x` is not a positive integer"]),
+        // σ² ≤ 0 (and s² ≤ 0, and non-numbers).
+        (m, "1-16-1:tanh", g, g, vec!["--noise", "0"], vec!["--noise must be a positive number or `fit`, got `0`"]),
+        (m, "1-16-1:tanh", g, g, vec!["--noise=-0.5"], vec!["--noise must be a positive number", "`-0.5`"]),
+        (m, "1-16-1:tanh", g, g, vec!["--noise", "NaN"], vec!["--noise must be a positive number", "`NaN`"]),
+        (m, "1-16-1:tanh", g, g, vec!["--prior-scale", "0"], vec!["--prior-scale must be a positive number"]),
+        // Unknown enum values and devices.
+        (m, "1-16-1:tanh", g, g, vec!["--strategy", "magic"], vec!["magic"]),
+        (m, "1-16-1:tanh", g, g, vec!["--device", "cuda"], vec!["no CUDA support"]),
     ];
-    for (extra, needle) in cases {
+    for (model, arch, train, test, extra, needles) in &cases {
         let mut args = vec![
+            "adapt", "--model", model, "--arch", arch, "--train", train, "--test", test,
+            "--output", o_,
+        ];
+        args.extend(extra);
+        fails_cleanly(&args, needles, &out);
+        // Also with --json: still nothing on standard output.
+        args.push("--json");
+        fails_cleanly(&args, needles, &out);
+    }
+    // --json needs the CSV in a file.
+    fails_cleanly(
+        &[
             "adapt",
             "--model",
             m,
             "--arch",
             "1-16-1:tanh",
-            "--output",
-            o_,
-        ];
-        args.extend(extra.iter().map(String::as_str));
-        let o = ntk(&args);
-        assert_eq!(o.status.code(), Some(2), "{args:?}: {}", stderr(&o));
-        let err = stderr(&o);
-        assert_eq!(err.trim_end().lines().count(), 1, "{err}");
-        assert!(err.contains(needle), "{needle:?} not in {err}");
-        assert!(!out.exists(), "a partial output was left for {args:?}");
-    }
-    // The architecture does not match the weights: the tensor and both shapes are named.
-    let o = ntk(&[
-        "adapt",
-        "--model",
-        m,
-        "--arch",
-        "1-8-1:tanh",
-        "--train",
-        g,
-        "--test",
-        g,
-    ]);
-    assert_eq!(o.status.code(), Some(2));
-    assert!(
-        stderr(&o).contains("0.weight")
-            && stderr(&o).contains("[8, 1]")
-            && stderr(&o).contains("[16, 1]"),
-        "{}",
-        stderr(&o)
+            "--train",
+            g,
+            "--test",
+            g,
+            "--json",
+        ],
+        &["--json prints JSON on standard output"],
+        &out,
     );
-    let o = ntk(&[
-        "adapt",
+    // `ntk train`: no weights file is left behind.
+    let weights = d.join("never.safetensors");
+    let w = weights.to_str().unwrap();
+    #[rustfmt::skip]
+    let train_cases: Vec<(Vec<&str>, Vec<&str>)> = vec![
+        (vec!["--arch", "1-4-1:tanh", "--data", "/nonexistent/s.csv"], vec!["/nonexistent/s.csv"]),
+        (vec!["--arch", "1-4-1:tanh", "--data", &oops], vec!["line 3, column `y`"]),
+        (vec!["--arch", "1-4-1:tanh", "--data", &empty], vec!["the file is empty"]),
+        (vec!["--arch", "2-4-1:tanh", "--data", g], vec!["1 input columns (x)", "takes 2"]),
+        (vec!["--arch", "1-4-2:tanh", "--data", g], vec!["the last width must be 1"]),
+        (vec!["--arch", "1-4-1:softsign", "--data", g], vec!["unknown activation `softsign`"]),
+        (vec!["--arch", "1-4-1:tanh", "--data", g, "--epochs", "0"], vec!["must be positive"]),
+    ];
+    for (extra, needles) in &train_cases {
+        let mut args = vec!["train", "--out", w];
+        args.extend(extra);
+        fails_cleanly(&args, needles, &weights);
+    }
+    // `ntk tasks`: a folder without tasks, and a task with a bad file.
+    let tasks = d.join("tasks");
+    std::fs::create_dir_all(&tasks).unwrap();
+    let t = tasks.to_str().unwrap();
+    let preds = d.join("preds");
+    let p = preds.to_str().unwrap();
+    let tasks_args = [
+        "tasks",
         "--model",
         m,
         "--arch",
-        "1-16-1:swish",
-        "--train",
-        g,
-        "--test",
-        g,
-    ]);
-    assert_eq!(o.status.code(), Some(2));
-    assert!(
-        stderr(&o).contains("unknown activation `swish`"),
-        "{}",
-        stderr(&o)
+        "1-16-1:tanh",
+        "--dir",
+        t,
+        "--out-dir",
+        p,
+    ];
+    fails_cleanly(
+        &tasks_args,
+        &["no NAME.train.csv files"],
+        &preds.join("a.pred.csv"),
+    );
+    // A good task first, then a bad one: neither predictions nor a partial summary are left.
+    write(&tasks, "a.train.csv", &sine_csv(10, -1.0, 1.0, true));
+    write(&tasks, "b.train.csv", "x,y\n1,NaN\n");
+    fails_cleanly(
+        &tasks_args,
+        &["b.train.csv", "not finite"],
+        &preds.join("a.pred.csv"),
     );
 }
 
