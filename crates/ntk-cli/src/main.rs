@@ -85,7 +85,8 @@ struct ModelArgs {
     /// Name of the target column.
     #[arg(long, default_value = "y")]
     target: String,
-    /// Noise variance σ² > 0, or `fit` to maximize the marginal likelihood.
+    /// Noise variance σ² > 0, or `fit` to maximize the marginal likelihood (L-BFGS from half
+    /// the targets' sample variance, within [1e-6, 1e6]; --json reports how the fit ended).
     #[arg(long, default_value = "fit")]
     noise: String,
     /// Prior scale s² > 0 of θ′ ~ N(0, s²I), or `fit`.
@@ -230,14 +231,10 @@ fn check_device(device: &str) -> Result<(), CliError> {
     }
 }
 
-/// `FLOAT` (positive) or `fit`.
-fn param(name: &str, text: &str) -> Result<Param, CliError> {
+/// `FLOAT` (positive) or `fit`, a fit starting from `init`.
+fn param(name: &str, text: &str, init: f64) -> Result<Param, CliError> {
     if text == "fit" {
-        return Ok(Param::fit_variance(if name == "--noise" {
-            0.1
-        } else {
-            1.0
-        }));
+        return Ok(Param::fit_variance(init));
     }
     match text.parse::<f64>() {
         Ok(v) if v > 0.0 && v.is_finite() => Ok(Param::Fixed(v)),
@@ -245,6 +242,17 @@ fn param(name: &str, text: &str) -> Result<Param, CliError> {
             "{name} must be a positive number or `fit`, got `{text}`"
         ))),
     }
+}
+
+/// Where a fitted σ² starts: half the sample variance of the targets, within $[10^{-4}, 10^4]$.
+///
+/// A start far below the optimum (say 0.1 for targets of variance 7) gives a first gradient
+/// step so large that L-BFGS lands on the upper bound $10^6$ and stops there.
+fn noise_init(y: &DVector<f64>) -> f64 {
+    let n = y.len() as f64;
+    let mean = y.mean();
+    let var = y.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / n;
+    (0.5 * var).clamp(1e-4, 1e4)
 }
 
 fn load(model: &ModelArgs) -> Result<Mlp<B>, CliError> {
@@ -259,7 +267,7 @@ fn load(model: &ModelArgs) -> Result<Mlp<B>, CliError> {
     })
 }
 
-fn gp_config(model: &ModelArgs) -> Result<NtkGpConfig, CliError> {
+fn gp_config(model: &ModelArgs, y: &DVector<f64>) -> Result<NtkGpConfig, CliError> {
     Ok(NtkGpConfig {
         strategy: match model.strategy {
             StrategyArg::Auto => Strategy::Auto,
@@ -267,8 +275,8 @@ fn gp_config(model: &ModelArgs) -> Result<NtkGpConfig, CliError> {
             StrategyArg::Function => Strategy::FunctionSpace,
             StrategyArg::Parameter => Strategy::ParameterSpace,
         },
-        noise: param("--noise", &model.noise)?,
-        prior_scale: param("--prior-scale", &model.prior_scale)?,
+        noise: param("--noise", &model.noise, noise_init(y))?,
+        prior_scale: param("--prior-scale", &model.prior_scale, 1.0)?,
         mean: match model.mean {
             MeanArg::Zero => MeanFunction::Zero,
             MeanArg::Constant => MeanFunction::Constant(Param::Fit {
@@ -328,7 +336,7 @@ fn adapt_one(
     }
     let y = train_t.target.expect("required above");
     let t0 = Instant::now();
-    let gp = NtkGp::new(mlp.clone(), &train_t.inputs, &y, gp_config(model)?)?;
+    let gp = NtkGp::new(mlp.clone(), &train_t.inputs, &y, gp_config(model, &y)?)?;
     let seconds_fit = t0.elapsed().as_secs_f64();
     let t1 = Instant::now();
     let pred = gp.predict(&test_t.inputs)?;
@@ -400,6 +408,7 @@ fn adapt(args: &AdaptArgs) -> Result<(), CliError> {
             "log_marginal_likelihood": a.gp.log_marginal_likelihood(),
             // Matrix-free: the SLQ log-determinant's standard error, halved as in the lml.
             "log_marginal_likelihood_std_error": a.gp.matrix_free_state().map(|st| 0.5 * st.logdet.std_error),
+            "fit": a.gp.fit_report().map(|f| json!({ "iterations": f.iterations, "termination": f.termination })),
             "n_train": a.gp.n_train(),
             "n_test": a.csv.lines().count() - 1,
             "n_params": a.gp.n_params(),

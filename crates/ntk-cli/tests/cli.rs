@@ -103,6 +103,7 @@ fn adapt_writes_predictions_and_json_and_the_strategies_agree() {
     assert_eq!(json["n_test"], 9);
     assert_eq!(json["n_params"], 49);
     assert!(json["noise"].as_f64().unwrap() > 0.0);
+    assert!(json["fit"]["iterations"].as_u64().unwrap() > 0, "{json}");
     assert!(json["metrics"]["rmse"].as_f64().unwrap() < 0.5, "{json}");
     assert!(json["log_marginal_likelihood"].is_number());
     let text = std::fs::read_to_string(&out).unwrap();
@@ -135,6 +136,71 @@ fn adapt_writes_predictions_and_json_and_the_strategies_agree() {
                 "{strategy} var {i}"
             );
         }
+    }
+}
+
+#[test]
+fn a_fitted_noise_starts_from_the_data_and_does_not_run_to_the_bound() {
+    // Targets of variance ≈ 5000: a fixed start at σ² = 0.1 sent L-BFGS to the bound 10⁶ in one
+    // step, reported as converged.
+    let (dir, model) = trained();
+    let d = dir.path();
+    let scaled: String = sine_csv(40, -2.0, 2.0, true)
+        .lines()
+        .enumerate()
+        .map(|(i, l)| match (i, l.split_once(',')) {
+            (0, _) | (_, None) => format!("{l}\n"),
+            (_, Some((x, y))) => format!("{x},{}\n", 100.0 * y.parse::<f64>().unwrap() + 3.0),
+        })
+        .collect();
+    let train = write(d, "scaled.csv", &scaled);
+    let out = d.join("p.csv");
+    let o = ntk(&[
+        "adapt",
+        "--model",
+        model.to_str().unwrap(),
+        "--arch",
+        "1-16-1:tanh",
+        "--train",
+        train.to_str().unwrap(),
+        "--test",
+        train.to_str().unwrap(),
+        "--strategy",
+        "dense",
+        "--output",
+        out.to_str().unwrap(),
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let json: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let noise = json["noise"].as_f64().unwrap();
+    assert!(noise > 1e-6 && noise < 1e5, "{json}");
+    // A stationary point: σ² × 1.1 or ÷ 1.1 gives no better marginal likelihood.
+    let lml = json["log_marginal_likelihood"].as_f64().unwrap();
+    for f in [1.1, 1.0 / 1.1] {
+        let o = ntk(&[
+            "adapt",
+            "--model",
+            model.to_str().unwrap(),
+            "--arch",
+            "1-16-1:tanh",
+            "--train",
+            train.to_str().unwrap(),
+            "--test",
+            train.to_str().unwrap(),
+            "--strategy",
+            "dense",
+            "--noise",
+            &(noise * f).to_string(),
+            "--output",
+            out.to_str().unwrap(),
+            "--json",
+        ]);
+        let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        assert!(
+            j["log_marginal_likelihood"].as_f64().unwrap() <= lml + 1e-9,
+            "{j} vs {json}"
+        );
     }
 }
 
