@@ -44,17 +44,17 @@ struct Cli {
 enum Command {
     /// Condition the network's finite-NTK GP on TRAIN.csv and predict TEST.csv.
     #[command(
-        after_help = "Example:\n  ntk adapt --model net.safetensors --arch 1-40-40-1:tanh \\\n      --train seattle-2013.csv --test seattle-2013-test.csv --noise fit --output pred.csv"
+        after_help = "Example (the weather tasks of `ntk-bench export weather`, docs/src/cli.md):\n  ntk adapt --model seattle-2012.safetensors --arch 1-40-40-1:tanh \\\n      --train new-york-2013.train.csv --test new-york-2013.test.csv \\\n      --noise fit --prior-scale fit --output new-york-2013.pred.csv --json"
     )]
     Adapt(AdaptArgs),
     /// Train a network on SOURCE.csv (Gaussian loss) and save it in PyTorch's layout.
     #[command(
-        after_help = "Example:\n  ntk train --arch 1-40-40-1:tanh --data seattle-2012.csv --epochs 1000 --out net.safetensors"
+        after_help = "Example:\n  ntk train --arch 1-40-40-1:tanh --data seattle-2012.train.csv --epochs 500 --lr 0.01 \\\n      --out seattle-2012.safetensors"
     )]
     Train(TrainArgs),
     /// Adapt to every task in DIR (NAME.train.csv, optional NAME.test.csv) sharing one network.
     #[command(
-        after_help = "Example:\n  ntk tasks --model net.safetensors --arch 1-40-40-1:tanh --dir tasks/ --out-dir predictions/"
+        after_help = "Example:\n  ntk tasks --model seattle-2012.safetensors --arch 1-40-40-1:tanh --dir weather-tasks/ \\\n      --prior-scale fit --out-dir predictions/"
     )]
     Tasks(TasksArgs),
 }

@@ -205,6 +205,20 @@ fn a_fitted_noise_starts_from_the_data_and_does_not_run_to_the_bound() {
 }
 
 #[test]
+fn every_subcommand_has_help_with_an_example() {
+    for sub in ["adapt", "train", "tasks"] {
+        let o = ntk(&[sub, "--help"]);
+        assert!(o.status.success(), "{sub}");
+        let text = String::from_utf8(o.stdout).unwrap();
+        assert!(text.contains("Example"), "{sub}: {text}");
+        assert!(text.contains(&format!("ntk {sub} --")), "{sub}: {text}");
+    }
+    let o = ntk(&["--help"]);
+    let text = String::from_utf8(o.stdout).unwrap();
+    assert!(["adapt", "train", "tasks"].iter().all(|s| text.contains(s)));
+}
+
+#[test]
 fn tasks_adapts_every_task_in_a_folder() {
     let (dir, model) = trained();
     let tasks = dir.path().join("tasks");
