@@ -5,6 +5,9 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use ntk_bench::PAPER_EXPERIMENTS;
+use ntk_bench::data::data_dir;
+use ntk_bench::data::precip::MeanFrom;
+use ntk_bench::data::weather::{WEATHER_CSV, export_weather_csvs};
 use ntk_bench::harness::{self, DEFAULT_SEED, Entry, Profile, RunContext};
 
 #[derive(Parser)]
@@ -30,15 +33,50 @@ enum Cmd {
         #[arg(long, default_value = "results")]
         out: PathBuf,
     },
+    /// Write a shipped data set as the CSV files the `ntk` command reads.
+    #[command(
+        after_help = "Example:\n  ntk-bench export weather --out weather-tasks/\n  (writes seattle-2012.train.csv, seattle-2012.test.csv, …, new-york-2015.test.csv)"
+    )]
+    Export {
+        /// The data set: `weather` (data/weather.csv, Seattle and New York 2012–2015; one
+        /// task per city-year, header `day,y`, 300 training and 65 test days).
+        #[arg(value_parser = ["weather"])]
+        dataset: String,
+        /// The folder to write into (created if needed).
+        #[arg(long)]
+        out: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
-    let Cmd::Reproduce {
-        name,
-        quick,
-        seed,
-        out,
-    } = Cli::parse().command;
+    match Cli::parse().command {
+        Cmd::Reproduce {
+            name,
+            quick,
+            seed,
+            out,
+        } => reproduce(name, quick, seed, out),
+        Cmd::Export { dataset: _, out } => {
+            let path = data_dir().join(WEATHER_CSV);
+            match export_weather_csvs(&path, &out, MeanFrom::AllDays) {
+                Ok(files) => {
+                    eprintln!(
+                        "ntk-bench: wrote {} files (NAME.train.csv, NAME.test.csv) to {}",
+                        files.len(),
+                        out.display()
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("ntk-bench: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+fn reproduce(name: Option<String>, quick: bool, seed: u64, out: PathBuf) -> ExitCode {
     let profile = if quick { Profile::Quick } else { Profile::Full };
     let available: Vec<&str> = harness::REGISTRY.iter().map(|e| e.name).collect();
     let available_list = if available.is_empty() {

@@ -103,6 +103,7 @@ fn adapt_writes_predictions_and_json_and_the_strategies_agree() {
     assert_eq!(json["n_test"], 9);
     assert_eq!(json["n_params"], 49);
     assert!(json["noise"].as_f64().unwrap() > 0.0);
+    assert!(json["fit"]["iterations"].as_u64().unwrap() > 0, "{json}");
     assert!(json["metrics"]["rmse"].as_f64().unwrap() < 0.5, "{json}");
     assert!(json["log_marginal_likelihood"].is_number());
     let text = std::fs::read_to_string(&out).unwrap();
@@ -139,6 +140,85 @@ fn adapt_writes_predictions_and_json_and_the_strategies_agree() {
 }
 
 #[test]
+fn a_fitted_noise_starts_from_the_data_and_does_not_run_to_the_bound() {
+    // Targets of variance ≈ 5000: a fixed start at σ² = 0.1 sent L-BFGS to the bound 10⁶ in one
+    // step, reported as converged.
+    let (dir, model) = trained();
+    let d = dir.path();
+    let scaled: String = sine_csv(40, -2.0, 2.0, true)
+        .lines()
+        .enumerate()
+        .map(|(i, l)| match (i, l.split_once(',')) {
+            (0, _) | (_, None) => format!("{l}\n"),
+            (_, Some((x, y))) => format!("{x},{}\n", 100.0 * y.parse::<f64>().unwrap() + 3.0),
+        })
+        .collect();
+    let train = write(d, "scaled.csv", &scaled);
+    let out = d.join("p.csv");
+    let o = ntk(&[
+        "adapt",
+        "--model",
+        model.to_str().unwrap(),
+        "--arch",
+        "1-16-1:tanh",
+        "--train",
+        train.to_str().unwrap(),
+        "--test",
+        train.to_str().unwrap(),
+        "--strategy",
+        "dense",
+        "--output",
+        out.to_str().unwrap(),
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let json: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let noise = json["noise"].as_f64().unwrap();
+    assert!(noise > 1e-6 && noise < 1e5, "{json}");
+    // A stationary point: σ² × 1.1 or ÷ 1.1 gives no better marginal likelihood.
+    let lml = json["log_marginal_likelihood"].as_f64().unwrap();
+    for f in [1.1, 1.0 / 1.1] {
+        let o = ntk(&[
+            "adapt",
+            "--model",
+            model.to_str().unwrap(),
+            "--arch",
+            "1-16-1:tanh",
+            "--train",
+            train.to_str().unwrap(),
+            "--test",
+            train.to_str().unwrap(),
+            "--strategy",
+            "dense",
+            "--noise",
+            &(noise * f).to_string(),
+            "--output",
+            out.to_str().unwrap(),
+            "--json",
+        ]);
+        let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        assert!(
+            j["log_marginal_likelihood"].as_f64().unwrap() <= lml + 1e-9,
+            "{j} vs {json}"
+        );
+    }
+}
+
+#[test]
+fn every_subcommand_has_help_with_an_example() {
+    for sub in ["adapt", "train", "tasks"] {
+        let o = ntk(&[sub, "--help"]);
+        assert!(o.status.success(), "{sub}");
+        let text = String::from_utf8(o.stdout).unwrap();
+        assert!(text.contains("Example"), "{sub}: {text}");
+        assert!(text.contains(&format!("ntk {sub} --")), "{sub}: {text}");
+    }
+    let o = ntk(&["--help"]);
+    let text = String::from_utf8(o.stdout).unwrap();
+    assert!(["adapt", "train", "tasks"].iter().all(|s| text.contains(s)));
+}
+
+#[test]
 fn tasks_adapts_every_task_in_a_folder() {
     let (dir, model) = trained();
     let tasks = dir.path().join("tasks");
@@ -166,139 +246,353 @@ fn tasks_adapts_every_task_in_a_folder() {
     assert!(out.join("a.pred.csv").is_file() && out.join("b.pred.csv").is_file());
 }
 
+/// Runs `ntk` with `args` and checks the failure contract: exit code 2, exactly one line on
+/// standard error containing every needle, nothing on standard output, and no file at `out`.
+fn fails_cleanly(args: &[&str], needles: &[&str], out: &Path) {
+    let o = ntk(args);
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(2), "{args:?}: {err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "{args:?}: {err}");
+    assert!(err.starts_with("ntk: "), "{err}");
+    for needle in needles {
+        assert!(err.contains(needle), "{needle:?} not in {err}");
+    }
+    assert!(o.stdout.is_empty(), "{args:?} printed {:?}", o.stdout);
+    assert!(!out.exists(), "a partial output was left for {args:?}");
+    assert!(!err.contains("panicked"), "{err}");
+}
+
+/// One bad `ntk adapt` call: (model, arch, train, test, extra flags) and the needles of its error.
+type BadAdapt<'a> = (
+    &'a str,
+    &'a str,
+    &'a str,
+    &'a str,
+    Vec<&'a str>,
+    Vec<&'a str>,
+);
+
 #[test]
 fn every_bad_input_exits_2_with_one_line_and_no_output() {
     let (dir, model) = trained();
     let d = dir.path();
-    let good = write(d, "good.csv", &sine_csv(8, -1.0, 1.0, true));
+    let file = |name: &str, text: &str| write(d, name, text).to_string_lossy().into_owned();
+    let good = file("good.csv", &sine_csv(8, -1.0, 1.0, true));
+    let garbage = file("garbage.safetensors", "this is not a safetensors file");
     let out = d.join("never.csv");
-    let m = model.to_str().unwrap();
-    let g = good.to_str().unwrap();
-    let o_ = out.to_str().unwrap();
-    let cases: Vec<(Vec<String>, &str)> = vec![
-        (
-            vec![
-                "--train".into(),
-                "/nonexistent/t.csv".into(),
-                "--test".into(),
-                g.into(),
-            ],
-            "/nonexistent/t.csv",
-        ),
-        (
-            vec![
-                "--train".into(),
-                g.into(),
-                "--test".into(),
-                write(d, "z.csv", "z\n1\n").to_string_lossy().into(),
-            ],
-            "differ from the training file",
-        ),
-        (
-            vec![
-                "--train".into(),
-                write(d, "bad.csv", "x,y\n1,2\n2,oops\n")
-                    .to_string_lossy()
-                    .into(),
-                "--test".into(),
-                g.into(),
-            ],
-            "line 3, column `y`: `oops` is not a number",
-        ),
-        (
-            vec![
-                "--train".into(),
-                write(d, "nan.csv", "x,y\nNaN,2\n").to_string_lossy().into(),
-                "--test".into(),
-                g.into(),
-            ],
-            "not finite",
-        ),
-        (
-            vec![
-                "--train".into(),
-                write(d, "empty.csv", "").to_string_lossy().into(),
-                "--test".into(),
-                g.into(),
-            ],
-            "empty",
-        ),
-        (
-            vec![
-                "--train".into(),
-                g.into(),
-                "--test".into(),
-                g.into(),
-                "--noise".into(),
-                "0".into(),
-            ],
-            "--noise must be a positive number",
-        ),
-        (
-            vec![
-                "--train".into(),
-                g.into(),
-                "--test".into(),
-                g.into(),
-                "--device".into(),
-                "cuda".into(),
-            ],
-            "no CUDA support",
-        ),
+    let (m, g, o_) = (
+        model.to_str().unwrap(),
+        good.as_str(),
+        out.to_str().unwrap(),
+    );
+    let z = file("z.csv", "z\n1\n");
+    let two_inputs = file("two.csv", "x1,x2,y\n1,2,3\n");
+    let no_target = file("notarget.csv", "x,t\n1,2\n");
+    let oops = file("oops.csv", "x,y\n1,2\n2,oops\n");
+    let nan = file("nan.csv", "x,y\nNaN,2\n");
+    let inf = file("inf.csv", "x,y\n0.5,1\n1,-inf\n");
+    let ragged = file("ragged.csv", "x,y\n1,2\n3,4,5\n");
+    let empty = file("empty.csv", "");
+    let header_only = file("header.csv", "x,y\n");
+    // (model, arch, train, test, extra flags) → needles of the one line on standard error.
+    #[rustfmt::skip]
+    let cases: Vec<BadAdapt> = vec![
+        // Missing files: the data, the test file, the weights.
+        (m, "1-16-1:tanh", "/nonexistent/t.csv", g, vec![], vec!["/nonexistent/t.csv", "No such file"]),
+        (m, "1-16-1:tanh", g, "/nonexistent/q.csv", vec![], vec!["/nonexistent/q.csv"]),
+        ("/nonexistent/m.safetensors", "1-16-1:tanh", g, g, vec![], vec!["/nonexistent/m.safetensors"]),
+        (&garbage, "1-16-1:tanh", g, g, vec![], vec!["garbage.safetensors"]),
+        // Headers that do not match: the test inputs, the target, the architecture's inputs.
+        (m, "1-16-1:tanh", g, &z, vec![], vec!["z.csv", "input columns (z) differ from the training file's (x)"]),
+        (m, "1-16-1:tanh", &no_target, g, vec![], vec!["notarget.csv", "no target column `y`"]),
+        (m, "1-16-1:tanh", &two_inputs, g, vec![], vec!["two.csv", "2 input columns (x1,x2)", "takes 1"]),
+        (m, "1-16-1:tanh", g, g, vec!["--target", "temp"], vec!["no target column `temp`"]),
+        // Cells: non-numeric, NaN, Inf (in the test file), a ragged row; with line and column.
+        (m, "1-16-1:tanh", &oops, g, vec![], vec!["oops.csv", "line 3, column `y`: `oops` is not a number"]),
+        (m, "1-16-1:tanh", &nan, g, vec![], vec!["nan.csv", "line 2, column `x`: NaN is not finite"]),
+        (m, "1-16-1:tanh", g, &inf, vec![], vec!["inf.csv", "line 3, column `y`: -inf is not finite"]),
+        (m, "1-16-1:tanh", &ragged, g, vec![], vec!["ragged.csv", "line 3"]),
+        // Empty files.
+        (m, "1-16-1:tanh", &empty, g, vec![], vec!["empty.csv", "the file is empty"]),
+        (m, "1-16-1:tanh", g, &header_only, vec![], vec!["header.csv", "no data rows"]),
+        // The architecture does not fit the weights: the tensor and both shapes.
+        (m, "1-8-1:tanh", g, g, vec![], vec!["0.weight", "[8, 1]", "[16, 1]"]),
+        (m, "1-16-16-1:tanh", g, g, vec![], vec!["2.weight", "[16, 16]", "[1, 16]"]),
+        // Bad specs: unknown activation, malformed widths.
+        (m, "1-16-1:swish", g, g, vec![], vec!["unknown activation `swish`", "tanh, relu"]),
+        (m, "1-x-1:tanh", g, g, vec![], vec!["width `x` is not a positive integer"]),
+        // σ² ≤ 0 (and s² ≤ 0, and non-numbers).
+        (m, "1-16-1:tanh", g, g, vec!["--noise", "0"], vec!["--noise must be a positive number or `fit`, got `0`"]),
+        (m, "1-16-1:tanh", g, g, vec!["--noise=-0.5"], vec!["--noise must be a positive number", "`-0.5`"]),
+        (m, "1-16-1:tanh", g, g, vec!["--noise", "NaN"], vec!["--noise must be a positive number", "`NaN`"]),
+        (m, "1-16-1:tanh", g, g, vec!["--prior-scale", "0"], vec!["--prior-scale must be a positive number"]),
+        // Unknown enum values and devices.
+        (m, "1-16-1:tanh", g, g, vec!["--strategy", "magic"], vec!["magic"]),
+        (m, "1-16-1:tanh", g, g, vec!["--device", "cuda"], vec!["no CUDA support"]),
     ];
-    for (extra, needle) in cases {
+    for (model, arch, train, test, extra, needles) in &cases {
         let mut args = vec![
+            "adapt", "--model", model, "--arch", arch, "--train", train, "--test", test,
+            "--output", o_,
+        ];
+        args.extend(extra);
+        fails_cleanly(&args, needles, &out);
+        // Also with --json: still nothing on standard output.
+        args.push("--json");
+        fails_cleanly(&args, needles, &out);
+    }
+    // --json needs the CSV in a file.
+    fails_cleanly(
+        &[
             "adapt",
             "--model",
             m,
             "--arch",
             "1-16-1:tanh",
-            "--output",
-            o_,
-        ];
-        args.extend(extra.iter().map(String::as_str));
-        let o = ntk(&args);
-        assert_eq!(o.status.code(), Some(2), "{args:?}: {}", stderr(&o));
-        let err = stderr(&o);
-        assert_eq!(err.trim_end().lines().count(), 1, "{err}");
-        assert!(err.contains(needle), "{needle:?} not in {err}");
-        assert!(!out.exists(), "a partial output was left for {args:?}");
+            "--train",
+            g,
+            "--test",
+            g,
+            "--json",
+        ],
+        &["--json prints JSON on standard output"],
+        &out,
+    );
+    // `ntk train`: no weights file is left behind.
+    let weights = d.join("never.safetensors");
+    let w = weights.to_str().unwrap();
+    #[rustfmt::skip]
+    let train_cases: Vec<(Vec<&str>, Vec<&str>)> = vec![
+        (vec!["--arch", "1-4-1:tanh", "--data", "/nonexistent/s.csv"], vec!["/nonexistent/s.csv"]),
+        (vec!["--arch", "1-4-1:tanh", "--data", &oops], vec!["line 3, column `y`"]),
+        (vec!["--arch", "1-4-1:tanh", "--data", &empty], vec!["the file is empty"]),
+        (vec!["--arch", "2-4-1:tanh", "--data", g], vec!["1 input columns (x)", "takes 2"]),
+        (vec!["--arch", "1-4-2:tanh", "--data", g], vec!["the last width must be 1"]),
+        (vec!["--arch", "1-4-1:softsign", "--data", g], vec!["unknown activation `softsign`"]),
+        (vec!["--arch", "1-4-1:tanh", "--data", g, "--epochs", "0"], vec!["must be positive"]),
+    ];
+    for (extra, needles) in &train_cases {
+        let mut args = vec!["train", "--out", w];
+        args.extend(extra);
+        fails_cleanly(&args, needles, &weights);
     }
-    // The architecture does not match the weights: the tensor and both shapes are named.
-    let o = ntk(&[
-        "adapt",
+    // `ntk tasks`: a folder without tasks, and a task with a bad file.
+    let tasks = d.join("tasks");
+    std::fs::create_dir_all(&tasks).unwrap();
+    let t = tasks.to_str().unwrap();
+    let preds = d.join("preds");
+    let p = preds.to_str().unwrap();
+    let tasks_args = [
+        "tasks",
         "--model",
         m,
         "--arch",
-        "1-8-1:tanh",
-        "--train",
-        g,
-        "--test",
-        g,
-    ]);
-    assert_eq!(o.status.code(), Some(2));
-    assert!(
-        stderr(&o).contains("0.weight")
-            && stderr(&o).contains("[8, 1]")
-            && stderr(&o).contains("[16, 1]"),
-        "{}",
-        stderr(&o)
+        "1-16-1:tanh",
+        "--dir",
+        t,
+        "--out-dir",
+        p,
+    ];
+    fails_cleanly(
+        &tasks_args,
+        &["no NAME.train.csv files"],
+        &preds.join("a.pred.csv"),
     );
-    let o = ntk(&[
-        "adapt",
-        "--model",
-        m,
-        "--arch",
-        "1-16-1:swish",
-        "--train",
-        g,
-        "--test",
-        g,
-    ]);
-    assert_eq!(o.status.code(), Some(2));
-    assert!(
-        stderr(&o).contains("unknown activation `swish`"),
-        "{}",
-        stderr(&o)
+    // A good task first, then a bad one: neither predictions nor a partial summary are left.
+    write(&tasks, "a.train.csv", &sine_csv(10, -1.0, 1.0, true));
+    write(&tasks, "b.train.csv", "x,y\n1,NaN\n");
+    fails_cleanly(
+        &tasks_args,
+        &["b.train.csv", "not finite"],
+        &preds.join("a.pred.csv"),
     );
+}
+
+/// The PyTorch round trip (`scripts/make_cli_fixture.py`): weights saved by
+/// `safetensors.torch.save_file(model.state_dict(), …)` and the posterior computed in f64 by
+/// numpy from a hand-written Jacobian.
+mod pytorch_fixture {
+    use super::*;
+
+    fn fixtures() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+    }
+
+    fn expected() -> serde_json::Value {
+        let text = std::fs::read_to_string(fixtures().join("expected.json")).unwrap();
+        serde_json::from_str(&text).unwrap()
+    }
+
+    fn floats(v: &serde_json::Value) -> Vec<f64> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_f64().unwrap())
+            .collect()
+    }
+
+    /// Largest relative error of `got` against `want`: $|g_i - w_i| / \max(|w_i|, 0.01\,\|w\|_\infty)$
+    /// (the floor keeps values near zero, e.g. an interval end, from dividing by almost nothing).
+    fn max_rel(got: &[f64], want: &[f64]) -> f64 {
+        assert_eq!(got.len(), want.len());
+        let floor = 0.01 * want.iter().fold(0.0_f64, |m, w| m.max(w.abs()));
+        got.iter()
+            .zip(want)
+            .map(|(g, w)| (g - w).abs() / w.abs().max(floor))
+            .fold(0.0, f64::max)
+    }
+
+    /// Runs `ntk adapt` on one fixture case; returns the prediction CSV and the JSON summary.
+    fn adapt(case: &serde_json::Value, strategy: &str) -> (String, serde_json::Value) {
+        let f = fixtures();
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("pred.csv");
+        let s = |p: PathBuf| p.to_string_lossy().into_owned();
+        let o = ntk(&[
+            "adapt",
+            "--model",
+            &s(f.join(case["model"].as_str().unwrap())),
+            "--arch",
+            case["arch"].as_str().unwrap(),
+            "--train",
+            &s(f.join("train.csv")),
+            "--test",
+            &s(f.join("test.csv")),
+            "--noise",
+            "0.05",
+            "--prior-scale",
+            "0.5",
+            "--mean",
+            case["mean_mode"].as_str().unwrap(),
+            "--strategy",
+            strategy,
+            "--output",
+            &s(out.clone()),
+            "--json",
+        ]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        let json = serde_json::from_slice(&o.stdout).unwrap();
+        (std::fs::read_to_string(&out).unwrap(), json)
+    }
+
+    /// How close a strategy must come to numpy (the tolerances documented in `ntk adapt --help`).
+    struct Tol {
+        /// `mean`, `lower`, `upper`: relative.
+        mean: f64,
+        /// `var`, `std`: relative.
+        var: f64,
+        /// `log_marginal_likelihood`: absolute, plus this many of its reported standard errors
+        /// (`log_marginal_likelihood_std_error`, the matrix-free SLQ estimate's).
+        lml: f64,
+        lml_std_errors: f64,
+        /// `mean`, `lower`, `upper` and the constant when `--mean constant` is fitted: relative.
+        fitted_constant: f64,
+    }
+
+    /// Checks one strategy on every case of the fixture.
+    fn check(strategy: &str, tol: Tol) {
+        let exp = expected();
+        let fixed = (exp["noise"].as_f64(), exp["prior_scale"].as_f64());
+        assert_eq!(fixed, (Some(0.05), Some(0.5)));
+        for case in exp["cases"].as_array().unwrap() {
+            let what = format!("{strategy} {} {}", case["arch"], case["mean_mode"]);
+            let (csv, json) = adapt(case, strategy);
+            assert!(
+                csv.starts_with("x1,x2,mean,var,std,lower,upper\n"),
+                "{what}"
+            );
+            assert_eq!(json["n_train"], exp["n_train"], "{what}");
+            assert_eq!(json["n_test"], exp["n_test"], "{what}");
+            assert_eq!(json["n_params"], case["n_params"], "{what}");
+            // Fixed values come back as given (the matrix-free fit of a constant mean passes
+            // them through exp(log(·)), hence the last-bit tolerance).
+            for (k, v) in [("noise", 0.05), ("prior_scale", 0.5)] {
+                let got = json[k].as_f64().unwrap();
+                assert!((got - v).abs() <= 1e-14 * v, "{what}: {k} {got}");
+            }
+            let c = case["constant_mean"].as_f64();
+            let mean_tol = if c.is_some() {
+                tol.fitted_constant
+            } else {
+                tol.mean
+            };
+            for (col, t) in [
+                ("mean", mean_tol),
+                ("var", tol.var),
+                ("std", tol.var),
+                ("lower", mean_tol),
+                ("upper", mean_tol),
+            ] {
+                let err = max_rel(&csv_column(&csv, col), &floats(&case[col]));
+                assert!(err <= t, "{what}: {col} off by {err:e} relative (> {t:e})");
+            }
+            let lml = json["log_marginal_likelihood"].as_f64().unwrap();
+            let want = case["log_marginal_likelihood"].as_f64().unwrap();
+            let se = json["log_marginal_likelihood_std_error"]
+                .as_f64()
+                .unwrap_or(0.0);
+            assert!(
+                (lml - want).abs() <= tol.lml + tol.lml_std_errors * se,
+                "{what}: lml {lml} vs {want} (numpy)"
+            );
+            match c {
+                Some(c) => {
+                    let got = json["constant_mean"].as_f64().unwrap();
+                    let err = (got - c).abs() / c.abs();
+                    assert!(err <= tol.fitted_constant, "{what}: c {got} vs {c}");
+                }
+                None => assert!(json["constant_mean"].is_null(), "{what}"),
+            }
+            for m in ["rmse", "nlpd", "coverage95"] {
+                let got = json["metrics"][m].as_f64().unwrap();
+                let want = case["metrics"][m].as_f64().unwrap();
+                let t = mean_tol.max(tol.var) * (1.0 + want.abs());
+                assert!((got - want).abs() <= t, "{what}: {m} {got} vs {want}");
+            }
+        }
+    }
+
+    #[test]
+    fn dense_matches_numpy_to_1e_8() {
+        let t = 1e-8;
+        check(
+            "dense",
+            Tol {
+                mean: t,
+                var: t,
+                lml: t,
+                lml_std_errors: 0.0,
+                fitted_constant: t,
+            },
+        );
+    }
+
+    #[test]
+    fn parameter_space_matches_numpy_to_1e_8() {
+        let t = 1e-8;
+        check(
+            "parameter",
+            Tol {
+                mean: t,
+                var: t,
+                lml: t,
+                lml_std_errors: 0.0,
+                fitted_constant: t,
+            },
+        );
+    }
+
+    #[test]
+    fn function_space_matches_numpy_to_its_tolerance() {
+        check(
+            "function",
+            Tol {
+                mean: 1e-7,
+                var: 1e-8,
+                lml: 1e-6,
+                lml_std_errors: 3.0,
+                fitted_constant: 1e-4,
+            },
+        );
+    }
 }

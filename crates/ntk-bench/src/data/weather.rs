@@ -102,6 +102,44 @@ pub fn weather_tasks_from(path: &Path, mean_from: MeanFrom) -> Result<Vec<Precip
         .collect()
 }
 
+/// A task name as a file stem: `Seattle 2012` → `seattle-2012`, `New York 2013` → `new-york-2013`.
+pub fn task_slug(name: &str) -> String {
+    name.split_whitespace()
+        .map(str::to_lowercase)
+        .collect::<Vec<_>>()
+        .join("-")
+}
+
+/// Writes every task of [`weather_tasks_from`]`(path, mean_from)` as the CSV files the `ntk`
+/// command reads: `DIR/<slug>.train.csv` (300 days) and `DIR/<slug>.test.csv` (65 days), each
+/// with the header `day,y`: `day` the standardized day index
+/// ([`crate::data::precip::standardize_day`]) and `y` the centred smoothed profile (mm).
+/// Returns the written files, train then test per task. The folder is created if needed.
+pub fn export_weather_csvs(
+    path: &Path,
+    dir: &Path,
+    mean_from: MeanFrom,
+) -> Result<Vec<std::path::PathBuf>, DataError> {
+    let tasks = weather_tasks_from(path, mean_from)?;
+    std::fs::create_dir_all(dir).map_err(|e| DataError::io(dir, e))?;
+    let mut written = Vec::new();
+    for t in &tasks {
+        for (split, x, y) in [
+            ("train", &t.x_train, &t.y_train),
+            ("test", &t.x_test, &t.y_test),
+        ] {
+            let mut text = String::from("day,y\n");
+            for i in 0..y.len() {
+                text.push_str(&format!("{},{}\n", x[(i, 0)], y[i]));
+            }
+            let file = dir.join(format!("{}.{split}.csv", task_slug(&t.name)));
+            std::fs::write(&file, text).map_err(|e| DataError::io(&file, e))?;
+            written.push(file);
+        }
+    }
+    Ok(written)
+}
+
 /// `YYYY-MM-DD` → (year, month, day), without validating the day.
 fn parse_date(s: &str) -> Option<(i32, u8, u8)> {
     let mut parts = s.trim().splitn(3, '-');
@@ -114,6 +152,32 @@ fn parse_date(s: &str) -> Option<(i32, u8, u8)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn export_writes_the_tasks_as_cli_csvs() {
+        assert_eq!(task_slug("New York 2013"), "new-york-2013");
+        let dir = std::env::temp_dir().join(format!("ntk-weather-export-{}", std::process::id()));
+        let files =
+            export_weather_csvs(&data_dir().join(WEATHER_CSV), &dir, MeanFrom::AllDays).unwrap();
+        assert_eq!(files.len(), 16);
+        let tasks = weather_tasks(MeanFrom::AllDays).unwrap();
+        let seattle = tasks.iter().find(|t| t.name == "Seattle 2012").unwrap();
+        let text = std::fs::read_to_string(dir.join("seattle-2012.test.csv")).unwrap();
+        let mut lines = text.lines();
+        assert_eq!(lines.next(), Some("day,y"));
+        let rows: Vec<(f64, f64)> = lines
+            .map(|l| {
+                let (a, b) = l.split_once(',').unwrap();
+                (a.parse().unwrap(), b.parse().unwrap())
+            })
+            .collect();
+        assert_eq!(rows.len(), 65);
+        for (i, (x, y)) in rows.iter().enumerate() {
+            // Written with round-trip precision.
+            assert_eq!((*x, *y), (seattle.x_test[(i, 0)], seattle.y_test[i]));
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn shipped_weather_gives_eight_tasks() {
