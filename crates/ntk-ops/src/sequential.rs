@@ -48,7 +48,7 @@
 
 use burn::module::{Module, Param};
 use burn::prelude::Backend;
-use burn::tensor::ops::{ConvOptions, ConvTransposeOptions};
+use burn::tensor::ops::ConvOptions;
 use burn::tensor::{IndexingUpdateOp, Int, Tensor, TensorPrimitive};
 
 use crate::activation::Activation;
@@ -84,7 +84,7 @@ pub enum Layer {
         kernel: [usize; 2],
         /// Stride `[s_h, s_w]`.
         stride: [usize; 2],
-        /// Zero padding `[p_h, p_w]` on both sides.
+        /// Zero padding `[p_h, p_w]` on both sides, smaller than the kernel.
         padding: [usize; 2],
     },
     /// An elementwise activation.
@@ -280,6 +280,11 @@ impl Builder {
                     };
                     if *out_channels == 0 {
                         return Err(invalid(format!("{name}: Conv2d with no output channels")));
+                    }
+                    if padding[0] >= kernel[0] || padding[1] >= kernel[1] {
+                        return Err(invalid(format!(
+                            "{name}: padding {padding:?} must be smaller than the kernel {kernel:?}"
+                        )));
                     }
                     self.push_affine(
                         &name,
@@ -1191,31 +1196,54 @@ impl<B: Backend> Sequential<B> {
     }
 }
 
-/// $\bar x$ of a convolution: the transposed convolution of $\bar y$ with $W$,
-/// its output padding chosen to restore the input size.
+/// $\bar x$ of a convolution, the transposed convolution of $\bar y$ with $W$,
+/// written as a plain convolution: $\bar y$ dilated by the stride (zeros
+/// between entries), zero-padded by $k - 1 - p$ in front and up to the input
+/// size behind, correlated with $W$ flipped in space and with its channel axes
+/// swapped. burn-ndarray 0.21's own `conv_transpose2d` is 30–50× slower than
+/// its `conv2d` at LeNet sizes, which made $J^\top u$ cost as much as the
+/// generic path.
 fn conv_input_grad<B: Backend>(
     ybar: Tensor<B, 4>,
     w: Tensor<B, 4>,
     opts: &ConvOptions<2>,
     input: Shape,
 ) -> Tensor<B, 4> {
-    let [_, _, ho, wo] = ybar.dims();
     let [kh, kw] = [w.dims()[2], w.dims()[3]];
-    let pad_out = |size_in: usize, size_out: usize, kernel: usize, d: usize| {
-        let covered = (size_out - 1) * opts.stride[d] + kernel;
-        (size_in + 2 * opts.padding[d]).saturating_sub(covered)
+    let mut y = ybar;
+    for (axis, s) in [(2, opts.stride[0]), (3, opts.stride[1])] {
+        if s > 1 {
+            y = dilate(y, axis, s);
+        }
+    }
+    let [_, _, lh, lw] = y.dims();
+    let [_, h, w_in] = input.dims;
+    // front k-1-p, back to a correlation output of the input size
+    let (fh, fw) = (kh - 1 - opts.padding[0], kw - 1 - opts.padding[1]);
+    let (bh, bw) = (h + kh - 1 - fh - lh, w_in + kw - 1 - fw - lw);
+    let y = y.pad((fw, bw, fh, bh), 0.0);
+    let wt = w.flip([2, 3]).swap_dims(0, 1);
+    burn::tensor::module::conv2d(y, wt, None, ConvOptions::new([1, 1], [0, 0], [1, 1], 1))
+}
+
+/// Inserts $s - 1$ zeros between consecutive entries along `axis` (2 or 3).
+fn dilate<B: Backend>(y: Tensor<B, 4>, axis: usize, s: usize) -> Tensor<B, 4> {
+    let [b, c, h, w] = y.dims();
+    let (y5, len) = if axis == 2 {
+        (y.reshape([b, c, h, 1, w]), h)
+    } else {
+        (y.reshape([b, c * h, w, 1, 1]), w)
     };
-    let t_opts = ConvTransposeOptions::new(
-        opts.stride,
-        opts.padding,
-        [
-            pad_out(input.dims[1], ho, kh, 0),
-            pad_out(input.dims[2], wo, kw, 1),
-        ],
-        [1, 1],
-        1,
-    );
-    burn::tensor::module::conv_transpose2d(ybar, w, None, t_opts)
+    let mut zdims = y5.dims();
+    zdims[3] = s - 1;
+    let z = zeros::<B, 5>(zdims, &y5.device());
+    let spread = Tensor::cat(vec![y5, z], 3);
+    let out = (len - 1) * s + 1;
+    if axis == 2 {
+        spread.reshape([b, c, h * s, w]).narrow(2, 0, out)
+    } else {
+        spread.reshape([b, c, h, w * s]).narrow(3, 0, out)
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -1569,6 +1597,22 @@ mod tests {
             ],
         );
         check_against_generic(&cfg, 3, 10);
+        let uneven = SequentialConfig::new(
+            &[1, 9, 7],
+            vec![
+                Layer::Conv2d {
+                    in_channels: 1,
+                    out_channels: 2,
+                    kernel: [3, 2],
+                    stride: [3, 2],
+                    padding: [2, 1],
+                },
+                Layer::Act(Activation::Sigmoid),
+                Layer::Flatten,
+                Layer::linear(2 * 4 * 4, 1),
+            ],
+        );
+        check_against_generic(&uneven, 2, 11);
     }
 
     #[test]
@@ -1781,6 +1825,7 @@ mod tests {
                     Layer::Act(Activation::Softplus),
                 ]));
             }
+            prop_assume!(pad < kern);
             let side = (hw + 2 * pad - kern) / stride + 1;
             let side = match pool {
                 1 => { layers.push(Layer::AvgPool2d { kernel: [2, 2] }); side / 2 }
@@ -1912,6 +1957,7 @@ mod tests {
             SequentialConfig::new(&[4], vec![Layer::conv2d(1, 1, 1)]),
             SequentialConfig::new(&[1, 4, 4], vec![Layer::conv2d(2, 1, 1)]),
             SequentialConfig::new(&[1, 4, 4], vec![Layer::conv2d(1, 1, 5)]),
+            SequentialConfig::new(&[1, 4, 4], vec![conv(1, 1, 2, 1, 2)]),
             SequentialConfig::new(&[1, 2, 2], vec![Layer::MaxPool2d { kernel: [3, 3] }]),
             SequentialConfig::new(&[2, 3], vec![Layer::linear(6, 1)]),
             SequentialConfig::new(&[3], vec![Layer::Act(Activation::Tanh)]),
