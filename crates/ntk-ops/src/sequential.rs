@@ -26,8 +26,8 @@
 //! - Linear $y = x W^\top + b$: $\dot y = \dot x W^\top + x \dot W^\top + \dot b$;
 //!   $\bar x = \bar y W$, $\bar W = \bar y^\top x$, $\bar b = \sum \bar y$.
 //! - Conv2d $y = W \star x + b$: $\dot y = W \star \dot x + \dot W \star x + \dot b$;
-//!   $\bar x$ by the transposed convolution, $\bar W$ by burn's
-//!   `conv2d_weight_backward` (correlation of $x$ with $\bar y$).
+//!   $\bar x$ by the transposed convolution (written as a convolution),
+//!   $\bar W$ as one matrix product of $\bar y$ with the input patches (im2col).
 //! - Activations: $\dot y = \sigma'(z) \odot \dot z$, $\bar z = \sigma'(z) \odot \bar y$.
 //! - Pooling: average pooling is linear; max pooling gathers $\dot x$ at the
 //!   arg-max of each window and scatters $\bar y$ back there.
@@ -49,7 +49,7 @@
 use burn::module::{Module, Param};
 use burn::prelude::Backend;
 use burn::tensor::ops::ConvOptions;
-use burn::tensor::{IndexingUpdateOp, Int, Tensor, TensorPrimitive};
+use burn::tensor::{IndexingUpdateOp, Int, Tensor};
 
 use crate::activation::Activation;
 use crate::autodiff::{AutodiffJacobian, Nested};
@@ -1113,16 +1113,9 @@ impl<B: Backend> Sequential<B> {
                         i + 1,
                         y5.clone().sum_dim(3).sum_dim(1).reshape([k, co]),
                     );
-                    // all columns as one convolution with k·c_out output channels
-                    let yk = y5.swap_dims(0, 1).reshape([m, k * co, ho, wo]);
-                    let shape = [k * co, ws[1], ws[2], ws[3]];
-                    let gw = B::conv2d_weight_backward(
-                        a.clone().into_primitive().tensor(),
-                        zeros::<B, 4>(shape, &a.device()).into_primitive().tensor(),
-                        yk.into_primitive().tensor(),
-                        opts.clone(),
-                    );
-                    let gw = Tensor::<B, 4>::from_primitive(TensorPrimitive::Float(gw));
+                    // W̄_c = Σ_points ȳ_c × patches(a), all columns in one matrix product
+                    let yt = y5.permute([0, 2, 1, 3]).reshape([k * co, m * ho * wo]);
+                    let gw = yt.matmul(patches(a.clone(), [ws[2], ws[3]], opts, node.output));
                     add(grads, i, gw.reshape([k, co * ws[1] * ws[2] * ws[3]]));
                     if !input_needed {
                         return None;
@@ -1194,6 +1187,46 @@ impl<B: Backend> Sequential<B> {
         }
         Some(ybar)
     }
+}
+
+/// im2col: the input patches a convolution with `kernel` and `opts` reads, as
+/// `[m·h_o·w_o, c·k_h·k_w]` (row: point, then output position; column: the
+/// weight's `[c, k_h, k_w]` order), so that the weight gradient of all $k$
+/// columns is one matrix product. burn-ndarray 0.21's `conv2d_weight_backward`
+/// is a convolution whose kernel is the whole output map, several times slower.
+fn patches<B: Backend>(
+    x: Tensor<B, 4>,
+    kernel: [usize; 2],
+    opts: &ConvOptions<2>,
+    out: Shape,
+) -> Tensor<B, 2> {
+    let [m, c, h, w] = x.dims();
+    let [_, ho, wo] = out.dims;
+    let [kh, kw] = kernel;
+    let [sh, sw] = opts.stride;
+    let [ph, pw] = opts.padding;
+    // room for a full stride block after every window start i + s·o
+    let (nh, nw) = (kh - 1 + ho * sh, kw - 1 + wo * sw);
+    let xp = x.pad((pw, nw - w - pw, ph, nh - h - ph), 0.0);
+    let mut cols = Vec::with_capacity(kh * kw);
+    for i in 0..kh {
+        for j in 0..kw {
+            let p = xp.clone().narrow(2, i, ho * sh).narrow(3, j, wo * sw);
+            let p = if sh * sw > 1 {
+                p.reshape([m, c, ho, sh, wo, sw])
+                    .narrow(3, 0, 1)
+                    .narrow(5, 0, 1)
+                    .reshape([m, c, ho * wo])
+            } else {
+                p.reshape([m, c, ho * wo])
+            };
+            cols.push(p);
+        }
+    }
+    Tensor::stack::<4>(cols, 2)
+        .reshape([m, c * kh * kw, ho * wo])
+        .swap_dims(1, 2)
+        .reshape([m * ho * wo, c * kh * kw])
 }
 
 /// $\bar x$ of a convolution, the transposed convolution of $\bar y$ with $W$,
