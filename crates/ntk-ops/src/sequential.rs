@@ -754,10 +754,26 @@ fn unwindows<B: Backend>(
     let [_, h, w] = input.dims;
     let [_, ho, wo] = out.dims;
     let [kh, kw] = kernel;
-    t.reshape([m, c, ho, wo, kh, kw])
+    let t = t
+        .reshape([m, c, ho, wo, kh, kw])
         .permute([0, 1, 2, 4, 3, 5])
-        .reshape([m, c, ho * kh, wo * kw])
-        .pad((0, w - wo * kw, 0, h - ho * kh), 0.0)
+        .reshape([m, c, ho * kh, wo * kw]);
+    pad_zeros(t, (0, w - wo * kw, 0, h - ho * kh))
+}
+
+/// Zero padding of the last two axes by `(left, right, top, bottom)`, in the
+/// backend's float type (burn 0.21's `Tensor::pad` creates its fill with the
+/// device's default dtype, which leaks `f64` into an `f32` run).
+fn pad_zeros<B: Backend>(
+    t: Tensor<B, 4>,
+    (left, right, top, bottom): (usize, usize, usize, usize),
+) -> Tensor<B, 4> {
+    if left + right + top + bottom == 0 {
+        return t;
+    }
+    let [a, b, h, w] = t.dims();
+    zeros::<B, 4>([a, b, h + top + bottom, w + left + right], &t.device())
+        .slice_assign([0..a, 0..b, top..top + h, left..left + w], t)
 }
 
 fn avg_pool<B: Backend>(x: Tensor<B, 4>, kernel: [usize; 2], out: Shape) -> Tensor<B, 4> {
@@ -1207,7 +1223,7 @@ fn patches<B: Backend>(
     let [ph, pw] = opts.padding;
     // room for a full stride block after every window start i + s·o
     let (nh, nw) = (kh - 1 + ho * sh, kw - 1 + wo * sw);
-    let xp = x.pad((pw, nw - w - pw, ph, nh - h - ph), 0.0);
+    let xp = pad_zeros(x, (pw, nw - w - pw, ph, nh - h - ph));
     let mut cols = Vec::with_capacity(kh * kw);
     for i in 0..kh {
         for j in 0..kw {
@@ -1254,7 +1270,7 @@ fn conv_input_grad<B: Backend>(
     // front k-1-p, back to a correlation output of the input size
     let (fh, fw) = (kh - 1 - opts.padding[0], kw - 1 - opts.padding[1]);
     let (bh, bw) = (h + kh - 1 - fh - lh, w_in + kw - 1 - fw - lw);
-    let y = y.pad((fw, bw, fh, bh), 0.0);
+    let y = pad_zeros(y, (fw, bw, fh, bh));
     let wt = w.flip([2, 3]).swap_dims(0, 1);
     burn::tensor::module::conv2d(y, wt, None, ConvOptions::new([1, 1], [0, 0], [1, 1], 1))
 }
@@ -1981,6 +1997,30 @@ mod tests {
             let e = rel_err(&to_vec_f64(got), want);
             assert!(e < 1e-12, "{e}");
         }
+    }
+
+    #[test]
+    fn f32_backend_computes_in_f32() {
+        type B32 = burn_ndarray::NdArray<f32>;
+        let cfg = small_resnet();
+        let dev = Default::default();
+        let net = cfg.init::<B32>(3, &dev).unwrap();
+        let x = tensor_from_f64(SplitMix64::new(4).normal_vec(2 * 128), 2, 128, &dev);
+        let jac = net.jacobian(x, Default::default()).unwrap();
+        let (p, r) = (jac.n_params(), jac.n_rows());
+        let mut rng = SplitMix64::new(5);
+        let v = tensor_from_f64(rng.normal_vec(p), p, 1, &dev);
+        let u = tensor_from_f64(rng.normal_vec(r), r, 1, &dev);
+        let jv = jac.jvp(v.clone()).unwrap();
+        let jtu = jac.vjp(u.clone()).unwrap();
+        assert_eq!(jv.dtype(), burn::tensor::DType::F32);
+        assert_eq!(jtu.dtype(), burn::tensor::DType::F32);
+        let lhs: f64 = to_vec_f64(jv * u).iter().sum();
+        let rhs: f64 = to_vec_f64(v * jtu).iter().sum();
+        assert!(
+            (lhs - rhs).abs() < 1e-4 * (1.0 + lhs.abs()),
+            "{lhs} vs {rhs}"
+        );
     }
 
     #[test]
