@@ -15,8 +15,9 @@ use burn_ndarray::NdArray;
 use divan::{Bencher, counter::ItemsCount};
 use ntk_ops::convert::float_opts;
 use ntk_ops::{
-    AutodiffJacobian, FiniteDifferenceFisher, GgnOperator, JacobianOperator, JacobianOptions,
-    Likelihood, MlpConfig, MlpJacobian, MlpModule, Nested, NtkOperator, ntk_matrix,
+    Activation, AutodiffJacobian, CnnConfig, FiniteDifferenceFisher, GgnOperator, JacobianOperator,
+    JacobianOptions, Likelihood, MlpConfig, MlpJacobian, MlpModule, Nested, NtkOperator,
+    ntk_matrix,
 };
 
 fn main() {
@@ -232,4 +233,80 @@ fn generic_jvp<B: Backend>(bencher: Bencher, n: usize) {
     bencher
         .counter(ItemsCount::new(2 * n as u64 * P_FIG4))
         .bench(|| sync(generic.jvp(v.clone()).unwrap()));
+}
+
+/// LeNet-style CNN on 1×28×28 inputs: conv 5×5 (6) → tanh → avg-pool 2 →
+/// conv 5×5 (16) → tanh → avg-pool 2 → linear (10); p = 5 142.
+fn lenet() -> CnnConfig {
+    CnnConfig {
+        input: [1, 28, 28],
+        channels: [6, 16],
+        kernel: 5,
+        outputs: 10,
+        activation: Activation::Tanh,
+    }
+}
+
+const CNN_N: usize = 128;
+
+fn lenet_inputs<B: Backend>() -> (Vec<f64>, Tensor<B, 2>) {
+    let dev = Default::default();
+    let theta =
+        ntk_ops::convert::to_vec_f64(ntk_ops::flat_params(&lenet().init::<B>(0, &dev).unwrap()));
+    let x = Tensor::<B, 2>::random(
+        [CNN_N, 784],
+        Distribution::Normal(0.0, 1.0),
+        float_opts::<B>(&dev),
+    );
+    (theta, x)
+}
+
+fn random_block<B: Backend>(rows: usize, k: usize) -> Tensor<B, 2> {
+    Tensor::<B, 2>::random(
+        [rows, k],
+        Distribution::Normal(0.0, 1.0),
+        float_opts::<B>(&Default::default()),
+    )
+}
+
+/// CNN $J V$ (n = 128, saved factors cached), tape-free fast path, k columns.
+#[divan::bench(types = [NdArray<f64>], args = [1, 8], sample_count = 5, sample_size = 1)]
+fn cnn_jvp_fast<B: Backend>(bencher: Bencher, k: usize) {
+    let (theta, x) = lenet_inputs::<B>();
+    let jac = lenet()
+        .jacobian(&theta, x, JacobianOptions::default())
+        .unwrap();
+    let v = random_block::<B>(jac.n_params(), k);
+    bencher.bench(|| sync(jac.jvp(v.clone()).unwrap()));
+}
+
+/// CNN $J V$ on the generic path (nested autodiff, column by column, so k
+/// columns cost k times one).
+#[divan::bench(types = [NdArray<f64>], args = [1], sample_count = 3, sample_size = 1)]
+fn cnn_jvp_generic<B: Backend>(bencher: Bencher, k: usize) {
+    let (theta, x) = lenet_inputs::<B>();
+    let jac = lenet().generic_jacobian(&theta, x).unwrap();
+    let v = random_block::<B>(jac.n_params(), k);
+    bencher.bench(|| sync(jac.jvp(v.clone()).unwrap()));
+}
+
+/// CNN $J^\top U$ (n = 128, o = 10, saved factors cached), fast path.
+#[divan::bench(types = [NdArray<f64>], args = [1, 8], sample_count = 5, sample_size = 1)]
+fn cnn_vjp_fast<B: Backend>(bencher: Bencher, k: usize) {
+    let (theta, x) = lenet_inputs::<B>();
+    let jac = lenet()
+        .jacobian(&theta, x, JacobianOptions::default())
+        .unwrap();
+    let u = random_block::<B>(jac.n_rows(), k);
+    bencher.bench(|| sync(jac.vjp(u.clone()).unwrap()));
+}
+
+/// CNN $J^\top U$ on the generic path (one autodiff backward per column,
+/// forward included; k columns cost k times one).
+#[divan::bench(types = [NdArray<f64>], args = [1], sample_count = 3, sample_size = 1)]
+fn cnn_vjp_generic<B: Backend>(bencher: Bencher, k: usize) {
+    let (theta, x) = lenet_inputs::<B>();
+    let jac = lenet().generic_jacobian(&theta, x).unwrap();
+    let u = random_block::<B>(jac.n_rows(), k);
+    bencher.bench(|| sync(jac.vjp(u.clone()).unwrap()));
 }

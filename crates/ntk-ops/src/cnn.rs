@@ -1,12 +1,15 @@
-//! A small LeNet-style convolutional network, served by the generic
-//! (autodiff) Jacobian path.
+//! A small LeNet-style convolutional network. Its Jacobian products run on
+//! the tape-free fast path ([`SequentialJacobian`], via
+//! [`CnnConfig::sequential`]); the burn [`Module`] here serves the generic
+//! autodiff path ([`CnnConfig::generic_jacobian`]), kept as the oracle.
 //!
 //! Architecture, as the PyTorch `nn.Sequential` whose `state_dict` it reads:
 //! `0: Conv2d(c, c1, k)`, `1: act`, `2: AvgPool2d(2)`, `3: Conv2d(c1, c2, k)`,
 //! `4: act`, `5: AvgPool2d(2)`, `6: Flatten`, `7: Linear(c2·h2·w2, o)`. The flat
 //! parameters follow that order (`0.weight` `[c1, c, k, k]`, `0.bias`, `3.weight`,
 //! `3.bias`, `7.weight` `[o, in]`, `7.bias`), which is also the order in which the
-//! module visits them, so [`AutodiffJacobian`] products use the same layout.
+//! module visits them, so [`AutodiffJacobian`] products use the same layout as
+//! the fast path.
 //! Inputs are rows of $X$ holding the image flattened as `[c, h, w]`.
 
 use burn::module::{Module, Param};
@@ -19,8 +22,10 @@ use crate::activation::Activation;
 use crate::autodiff::{AutodiffJacobian, Nested};
 use crate::convert::tensor1_from_f64;
 use crate::error::{OpsError, Result};
+use crate::jacobian::JacobianOptions;
 use crate::params::ParamLayout;
 use crate::rng::SplitMix64;
+use crate::sequential::{Layer, Sequential, SequentialConfig, SequentialJacobian};
 
 /// Shape of a [`Cnn`].
 #[derive(Clone, Debug, PartialEq)]
@@ -111,10 +116,54 @@ impl CnnConfig {
         })
     }
 
-    /// The generic-path Jacobian of the CNN with parameters `theta` at `x`
+    /// The same network as a [`SequentialConfig`] (identical layer indices,
+    /// hence identical flat-parameter layout).
+    pub fn sequential(&self) -> Result<SequentialConfig> {
+        let [c, _, _] = self.input;
+        let [c1, c2] = self.channels;
+        let [h, w] = self.final_hw().ok_or_else(|| {
+            OpsError::InvalidConfig(format!(
+                "input {:?} too small for kernel {}",
+                self.input, self.kernel
+            ))
+        })?;
+        let pool = Layer::AvgPool2d { kernel: [2, 2] };
+        Ok(SequentialConfig::new(
+            &self.input,
+            vec![
+                Layer::conv2d(c, c1, self.kernel),
+                Layer::Act(self.activation),
+                pool.clone(),
+                Layer::conv2d(c1, c2, self.kernel),
+                Layer::Act(self.activation),
+                pool,
+                Layer::Flatten,
+                Layer::linear(c2 * h * w, self.outputs),
+            ],
+        ))
+    }
+
+    /// The CNN with parameters `theta` as a [`Sequential`] network (fast path).
+    pub fn network<B: Backend>(&self, theta: &[f64], device: &B::Device) -> Result<Sequential<B>> {
+        self.layout()?;
+        self.sequential()?.with_params(theta, &[], device)
+    }
+
+    /// The tape-free Jacobian of the CNN with parameters `theta` at `x`
     /// (`[n, c·h·w]`).
-    #[allow(clippy::type_complexity)]
     pub fn jacobian<B: Backend>(
+        &self,
+        theta: &[f64],
+        x: Tensor<B, 2>,
+        options: JacobianOptions,
+    ) -> Result<SequentialJacobian<B>> {
+        self.network::<B>(theta, &x.device())?.jacobian(x, options)
+    }
+
+    /// The generic-path (autodiff) Jacobian of the CNN with parameters `theta`
+    /// at `x` (`[n, c·h·w]`): slower, the oracle for [`jacobian`](Self::jacobian).
+    #[allow(clippy::type_complexity)]
+    pub fn generic_jacobian<B: Backend>(
         &self,
         theta: &[f64],
         x: Tensor<B, 2>,
@@ -241,7 +290,9 @@ mod tests {
         let mut rng = SplitMix64::new(2);
         let n = 3;
         let x = tensor_from_f64(rng.normal_vec(n * 100), n, 100, &dev);
-        let jac = cfg.jacobian::<TestBackend>(&theta, x.clone()).unwrap();
+        let jac = cfg
+            .generic_jacobian::<TestBackend>(&theta, x.clone())
+            .unwrap();
         let p = theta.len();
         assert_eq!((jac.n_params(), jac.n_outputs()), (p, 2));
         let v = rng.normal_vec(p);
@@ -260,5 +311,54 @@ mod tests {
         let lhs = dot(&jac.jvp(vt.clone()).unwrap(), &u);
         let rhs = dot(&vt, &jac.vjp(u).unwrap());
         assert!((lhs - rhs).abs() < 1e-10 * (1.0 + lhs.abs()));
+    }
+
+    #[test]
+    fn fast_path_matches_generic_path_for_every_activation() {
+        let dev = Default::default();
+        for (i, act) in [
+            Activation::Tanh,
+            Activation::Relu,
+            Activation::Elu,
+            Activation::Gelu,
+            Activation::Sigmoid,
+            Activation::Softplus,
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let cfg = CnnConfig {
+                input: [2, 11, 10],
+                activation: act,
+                ..config()
+            };
+            let theta = to_vec_f64(crate::autodiff::flat_params(
+                &cfg.init::<TestBackend>(i as u64, &dev).unwrap(),
+            ));
+            let mut rng = SplitMix64::new(10 + i as u64);
+            let n = 4;
+            let x = tensor_from_f64(rng.normal_vec(n * 220), n, 220, &dev);
+            let fast = cfg
+                .jacobian::<TestBackend>(&theta, x.clone(), Default::default())
+                .unwrap();
+            let generic = cfg.generic_jacobian::<TestBackend>(&theta, x).unwrap();
+            let (p, r) = (fast.n_params(), fast.n_rows());
+            assert_eq!((generic.n_params(), generic.n_rows()), (p, r));
+            assert_eq!(fast.network().layout(), &cfg.layout().unwrap());
+            let v = tensor_from_f64(rng.normal_vec(p * 2), p, 2, &dev);
+            let u = tensor_from_f64(rng.normal_vec(r * 2), r, 2, &dev);
+            for (what, a, b) in [
+                (
+                    "outputs",
+                    fast.outputs().unwrap(),
+                    generic.outputs().unwrap(),
+                ),
+                ("jvp", fast.jvp(v.clone()).unwrap(), generic.jvp(v).unwrap()),
+                ("vjp", fast.vjp(u.clone()).unwrap(), generic.vjp(u).unwrap()),
+            ] {
+                let e = rel_err(&to_vec_f64(a), &to_vec_f64(b));
+                assert!(e < 1e-10, "{act:?} {what}: {e}");
+            }
+        }
     }
 }

@@ -9,9 +9,11 @@
 //! structured per-layer products, and the exact diagonal of $K$.
 //!
 //! - [`JacobianOperator`]: `jvp` / `vjp` on blocks; [`MlpJacobian`] is the
-//!   hand-written, tape-free implementation for [`Mlp`]s, [`AutodiffJacobian`]
-//!   the generic one for any burn `Module` (autodiff for $J^\top u$, nested
-//!   autodiff for $J v$), which also serves the small [`Cnn`].
+//!   hand-written, tape-free implementation for [`Mlp`]s, [`SequentialJacobian`]
+//!   the same for [`Sequential`] networks of Linear, Conv2d, pooling, norm,
+//!   activation and residual layers (the small [`Cnn`] among them), and
+//!   [`AutodiffJacobian`] the generic one for any burn `Module` (autodiff for
+//!   $J^\top u$, nested autodiff for $J v$), the test oracle of both.
 //! - [`ntk_matrix`], [`ntk_diagonal`], [`NtkOperator`]: the kernel.
 //! - [`GramOperator`], [`GgnOperator`], [`FiniteDifferenceFisher`]: parameter space.
 //! - [`MlpConfig`] / [`Mlp`]: models whose flat parameters follow PyTorch's
@@ -52,6 +54,7 @@ pub mod mlp;
 pub mod ntk;
 pub mod params;
 pub mod rng;
+pub mod sequential;
 
 #[cfg(test)]
 mod testing;
@@ -67,6 +70,10 @@ pub use jacobian::{JacobianOperator, JacobianOptions, MlpJacobian};
 pub use mlp::{Dense, Factors, Head, Mlp, MlpConfig};
 pub use ntk::{NtkOperator, ntk_diagonal, ntk_matrix};
 pub use params::{ParamLayout, ParamSpec};
+pub use sequential::{
+    GenericSequentialJacobian, Layer, Sequential, SequentialConfig, SequentialJacobian,
+    SequentialModule,
+};
 
 /// The default backend: burn-ndarray in `f64`.
 pub type DefaultBackend = burn_ndarray::NdArray<f64>;
