@@ -8,6 +8,7 @@
 //! - [`report`]: the Markdown report of a run. [`plot`]: figures as PNG and SVG.
 //! - [`metrics`]: RMSE, NLPD and 95% coverage of Gaussian predictives; mean ± standard error.
 //! - [`sinusoid`]: the sinusoid task distribution; [`rbf_baseline`]: the RBF-GP baseline on it.
+//! - [`sinusoid_transfer`] and [`precipitation`]: the paper's experiments (registered).
 //! - [`data`]: the precipitation and spatial data sets: parsers, downloads' readers, preprocessing.
 //!
 //! ```
@@ -47,6 +48,7 @@ pub mod error;
 pub mod harness;
 pub mod metrics;
 pub mod plot;
+pub mod precipitation;
 pub mod rbf_baseline;
 pub mod report;
 pub mod sinusoid;
@@ -58,7 +60,7 @@ pub use error::BenchError;
 /// [`harness::REGISTRY`].
 ///
 /// Empty until the first experiment lands; `cargo xtask reproduce` reads it.
-pub const EXPERIMENTS: &[&str] = &["sinusoid"];
+pub const EXPERIMENTS: &[&str] = &["sinusoid", "precipitation"];
 
 /// The experiments of the paper, in the order the paper presents them.
 pub const PAPER_EXPERIMENTS: &[&str] =
