@@ -181,13 +181,13 @@ impl ExperimentConfig for PrecipitationConfig {
                 "need input width 1 and a feature layer",
             ));
         }
-        if self.rbf_starts.is_empty() || self.rbf_starts.iter().any(|&l| !(l > 0.0)) {
+        if self.rbf_starts.is_empty() || self.rbf_starts.iter().any(|&l| l.is_nan() || l <= 0.0) {
             return Err(BenchError::invalid(
                 "rbf_starts",
                 "need ≥ 1 positive length scale",
             ));
         }
-        if !(self.ablr_lr > 0.0) {
+        if self.ablr_lr.is_nan() || self.ablr_lr <= 0.0 {
             return Err(BenchError::invalid("ablr_lr", "must be positive"));
         }
         Ok(())
@@ -256,7 +256,7 @@ pub fn train_ablr_features(
     steps: usize,
     lr: f64,
     seed: u64,
-    mut on_step: impl FnMut(usize, f64),
+    on_step: impl FnMut(usize, f64),
 ) -> Result<Mlp<B>, BenchError> {
     let dev = Default::default();
     let net_config = MlpConfig::new(widths).with_activation(Activation::Tanh);
@@ -304,7 +304,7 @@ pub fn train_ablr_features(
             grad.extend([-obj.d_log_noise, -obj.d_log_prior_scale]);
             Ok((-obj.lml, grad))
         },
-        |e, l| on_step(e, l),
+        on_step,
     )?;
     Ok(net_config
         .with_params::<B>(&theta[..p], &dev)
@@ -586,8 +586,8 @@ impl Precipitation {
                 .chain(task.y_test.iter())
                 .map(|v| v + task.mean)
                 .collect();
-            for d in 0..DAYS_PER_YEAR {
-                let mut row = vec![(t + 1).to_string(), d.to_string(), observed[d].to_string()];
+            for (d, obs) in observed.iter().enumerate() {
+                let mut row = vec![(t + 1).to_string(), d.to_string(), obs.to_string()];
                 for p in &r.predictions {
                     row.push((p.mean[d] * scale + task.mean).to_string());
                     row.push((p.var[d] * scale * scale).to_string());
