@@ -628,8 +628,8 @@ impl Precipitation {
                 "Source task: {} (task {} of {}). A 1-{}-1 tanh network is trained on its first \
                  {TRAIN_DAYS} days (SGD, lr {}, momentum 0.9, batch {}, {} epochs; {:.1} s; \
                  training MSE {:.3e} in units of the target scale {:.3} mm). Each of the {} \
-                 targets conditions the NTK GP ({:?} strategy, prior mean {:?}, $\\sigma^2$ and \
-                 $s^2$ fitted by marginal likelihood) on its first {TRAIN_DAYS} days and \
+                 targets conditions the NTK GP ({:?} strategy, prior mean {:?}, noise \
+                 $\\sigma^2$ {}, prior scale $s^2$ {}) on its first {TRAIN_DAYS} days and \
                  predicts the last {}. Metrics on the test days in mm; mean ± standard error \
                  over targets; time per target in milliseconds (adaptation and prediction on \
                  all 365 days).",
@@ -646,6 +646,8 @@ impl Precipitation {
                 targets.len(),
                 cfg.strategy,
                 cfg.mean,
+                describe(cfg.noise),
+                describe(cfg.prior_scale),
                 DAYS_PER_YEAR - TRAIN_DAYS,
             ))
             .table(
@@ -842,6 +844,14 @@ impl Precipitation {
             ntk_hyper,
             check,
         })
+    }
+}
+
+/// How a hyper-parameter is set, for the report.
+fn describe(p: Param) -> String {
+    match p {
+        Param::Fixed(v) => format!("fixed at {v}"),
+        Param::Fit { .. } => "fitted by marginal likelihood".into(),
     }
 }
 
