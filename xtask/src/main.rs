@@ -167,12 +167,59 @@ fn smoke() -> Result<(), String> {
     match (metric("rmse/ntk_gp"), metric("rmse/network")) {
         (Some(ntk), Some(net)) if ntk < net => {
             eprintln!("smoke: sinusoid RMSE {ntk:.3} (NTK GP) < {net:.3} (network): ok");
-            Ok(())
         }
-        (ntk, net) => Err(format!(
-            "smoke test: the NTK GP must beat the unchanged network on RMSE, got {ntk:?} vs {net:?}"
-        )),
+        (ntk, net) => {
+            return Err(format!(
+                "smoke test: the NTK GP must beat the unchanged network on RMSE, got {ntk:?} vs {net:?}"
+            ));
+        }
     }
+    smoke_precipitation(&out.join("precipitation"))
+}
+
+/// The precipitation quick run: its outputs exist, every method's RMSE is finite, coverages
+/// are fractions, and the two exact NTK-GP posteriors agree to round-off. (Whether the NTK GP
+/// beats a baseline on 3 targets is not a robust check.)
+fn smoke_precipitation(dir: &Path) -> Result<(), String> {
+    for file in ["report.md", "tasks.png", "metrics.csv", "run.json"] {
+        if !dir.join(file).is_file() {
+            return Err(format!(
+                "smoke test: {} is missing",
+                dir.join(file).display()
+            ));
+        }
+    }
+    let run: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(dir.join("run.json")).map_err(|e| format!("smoke test: {e}"))?,
+    )
+    .map_err(|e| format!("smoke test: run.json: {e}"))?;
+    let metrics = &run["summary"]["metrics"];
+    let metric = |k: &str| {
+        metrics[k]
+            .as_f64()
+            .ok_or_else(|| format!("smoke test: precipitation metric {k} missing"))
+    };
+    for m in ["ntk_gp", "network", "transfer_rbf_gp", "rbf_gp", "ablr"] {
+        let rmse = metric(&format!("rmse/{m}"))?;
+        let cover = metric(&format!("coverage95/{m}"))?;
+        if !rmse.is_finite() || !(0.0..=1.0).contains(&cover) {
+            return Err(format!(
+                "smoke test: precipitation {m}: RMSE {rmse}, coverage {cover}"
+            ));
+        }
+    }
+    let agree = metric("agreement/parameter_mean")?;
+    if agree >= 1e-6 {
+        return Err(format!(
+            "smoke test: precipitation strategies differ by {agree:e}"
+        ));
+    }
+    eprintln!(
+        "smoke: precipitation NTK GP RMSE {:.3} mm, coverage {:.2}: ok",
+        metric("rmse/ntk_gp")?,
+        metric("coverage95/ntk_gp")?
+    );
+    Ok(())
 }
 
 fn docs() -> Result<(), String> {

@@ -51,6 +51,9 @@ pub enum BenchError {
         /// Why it is rejected.
         reason: String,
     },
+    /// Reading or preprocessing a data set failed.
+    #[error(transparent)]
+    Data(#[from] crate::data::DataError),
     /// A Gaussian-process computation failed.
     #[error(transparent)]
     Gp(#[from] ntk_gp::GpError),

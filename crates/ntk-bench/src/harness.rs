@@ -391,12 +391,14 @@ impl Entry {
     }
 }
 
-/// The experiments `ntk-bench reproduce` can run, in the paper's order. Empty until the first
-/// experiment lands (the sinusoid needs the NTK GP of `ntk-ops`); names must match
+/// The experiments `ntk-bench reproduce` can run, in the paper's order; names must match
 /// [`crate::EXPERIMENTS`].
 pub const REGISTRY: &[Entry] = &[
     Entry::of::<crate::sinusoid_transfer::Sinusoid>(
         "sinusoid few-shot transfer (Figures 1, 7, 8, 9)",
+    ),
+    Entry::of::<crate::precipitation::Precipitation>(
+        "precipitation transfer across weather stations (Figures 2, 10, 11)",
     ),
     Entry::of::<crate::spatial_transfer::SpatialTransfer>(
         "spatial transfer across maps: malaria 2012 -> 2016, offline precipitation stand-in (Figure 3)",

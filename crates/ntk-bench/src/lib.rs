@@ -8,8 +8,8 @@
 //! - [`report`]: the Markdown report of a run. [`plot`]: figures as PNG and SVG.
 //! - [`metrics`]: RMSE, NLPD and 95% coverage of Gaussian predictives; mean ± standard error.
 //! - [`sinusoid`]: the sinusoid task distribution; [`rbf_baseline`]: the RBF-GP baseline on it.
-//! - [`sinusoid_transfer`], [`spatial_transfer`]: the sinusoid and the spatial (malaria)
-//!   transfer experiments.
+//! - [`sinusoid_transfer`], [`precipitation`], [`spatial_transfer`]: the paper's experiments
+//!   (registered): sinusoid, precipitation and spatial (malaria) transfer.
 //! - [`data`]: the precipitation and spatial data sets: parsers, downloads' readers, preprocessing.
 //!
 //! ```
@@ -49,6 +49,7 @@ pub mod error;
 pub mod harness;
 pub mod metrics;
 pub mod plot;
+pub mod precipitation;
 pub mod rbf_baseline;
 pub mod report;
 pub mod sinusoid;
@@ -60,8 +61,8 @@ pub use error::BenchError;
 /// The experiments this harness knows how to run, by name: the names of
 /// [`harness::REGISTRY`].
 ///
-/// Empty until the first experiment lands; `cargo xtask reproduce` reads it.
-pub const EXPERIMENTS: &[&str] = &["sinusoid", "malaria"];
+/// `cargo xtask reproduce` reads it.
+pub const EXPERIMENTS: &[&str] = &["sinusoid", "precipitation", "malaria"];
 
 /// The experiments of the paper, in the order the paper presents them.
 pub const PAPER_EXPERIMENTS: &[&str] =

@@ -86,16 +86,28 @@ const START_LENGTHSCALES: [f64; 3] = [0.5, 1.0, 2.0];
 pub(crate) fn fit_restarts(task: &SineTask, opt: MaximizeParams) -> Result<RbfGp, BenchError> {
     let x = DMatrix::from_column_slice(task.x.len(), 1, &task.x);
     let y = DVector::from_column_slice(&task.y);
+    fit_from_starts(&x, &y, &START_LENGTHSCALES, opt)
+}
+
+/// Fits an RBF GP to $(X, y)$ from each length scale in `starts` (the same for every input
+/// dimension; signal variance $\operatorname{var} y$, noise $10^{-2}\operatorname{var} y$,
+/// mean $\bar y$) and keeps the fit with the largest marginal likelihood.
+pub(crate) fn fit_from_starts(
+    x: &DMatrix<f64>,
+    y: &DVector<f64>,
+    starts: &[f64],
+    opt: MaximizeParams,
+) -> Result<RbfGp, BenchError> {
     let var = y.variance().max(1e-6);
     let mut best: Option<RbfGp> = None;
-    for l in START_LENGTHSCALES {
+    for &l in starts {
         let init = RbfParams {
-            lengthscales: vec![l],
+            lengthscales: vec![l; x.ncols()],
             signal: var,
             noise: 1e-2 * var,
             mean: y.mean(),
         };
-        let (gp, _) = RbfGp::fit(x.clone(), &y, init, opt)?;
+        let (gp, _) = RbfGp::fit(x.clone(), y, init, opt)?;
         if best
             .as_ref()
             .is_none_or(|b| gp.log_marginal_likelihood() > b.log_marginal_likelihood())
@@ -103,7 +115,7 @@ pub(crate) fn fit_restarts(task: &SineTask, opt: MaximizeParams) -> Result<RbfGp
             best = Some(gp);
         }
     }
-    best.ok_or_else(|| BenchError::invalid("RBF fit", "no start"))
+    best.ok_or_else(|| BenchError::invalid("RBF fit", "no start length scale"))
 }
 
 /// One task's result.
