@@ -28,6 +28,11 @@ pub type CpuBackend = burn_ndarray::NdArray<f64>;
 #[cfg(feature = "cuda")]
 pub type CudaBackend = burn_cuda::Cuda<f32, i32>;
 
+/// burn-cuda in `f64`: slower, but its matmuls do not go through TF32 tensor cores (see the
+/// conformance tests in ntk-gp).
+#[cfg(feature = "cuda")]
+pub type CudaBackendF64 = burn_cuda::Cuda<f64, i32>;
+
 /// A CUDA device handle (re-exported from burn-cuda).
 #[cfg(feature = "cuda")]
 pub use burn_cuda::CudaDevice;
