@@ -43,6 +43,7 @@
 //! ```
 
 pub mod data;
+pub mod device_bench;
 pub mod error;
 pub mod harness;
 pub mod metrics;
