@@ -192,7 +192,7 @@ mod tests {
             e.to_string(),
             "device `cuda:1`: built without the `cuda` feature; rebuild with --features cuda"
         );
-        assert!(!CUDA_COMPILED);
+        const { assert!(!CUDA_COMPILED) };
     }
 
     /// With the feature but no usable GPU (set `NTK_TEST_CUDA=1` on a GPU machine instead), the
@@ -225,6 +225,6 @@ mod tests {
             Device::Cuda(4096).check().is_err(),
             "no machine has 4097 GPUs"
         );
-        assert!(CUDA_COMPILED);
+        const { assert!(CUDA_COMPILED) };
     }
 }
