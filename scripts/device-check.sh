@@ -96,10 +96,12 @@ step "build (${DEVICE%%:*})" \
     cargo build -p ntk-bench --bins "${FEATURES[@]}" \
 && step "build tests" \
     cargo test -p ntk-ops -p ntk-gp --lib "${FEATURES[@]}" --no-run
+# The same package set as the build above: another set unifies features differently and
+# recompiles.
 step "probe + device tests" \
-    cargo test -p ntk-ops --lib "${FEATURES[@]}" device -- --nocapture
+    cargo test -p ntk-ops -p ntk-gp --lib "${FEATURES[@]}" device -- --nocapture
 step "conformance tests" \
-    cargo test -p ntk-gp --lib "${FEATURES[@]}" conformance -- --nocapture --test-threads=1
+    cargo test -p ntk-ops -p ntk-gp --lib "${FEATURES[@]}" conformance -- --nocapture --test-threads=1
 BENCH_OUT=$(mktemp)
 step "scaling bench n=$SIZES" \
     bash -c 'set -o pipefail; cargo run -q -p ntk-bench "$@" | tee '"$BENCH_OUT" _ \
