@@ -45,6 +45,12 @@ enum Cmd {
         /// The quick profile of every experiment (a CI smoke test).
         #[arg(long)]
         quick: bool,
+        /// Build with the `cuda` feature (burn-cuda); implied by `--device cuda[:i]`.
+        #[arg(long)]
+        cuda: bool,
+        /// Device passed to `ntk-bench reproduce`: `cpu` or `cuda[:i]`.
+        #[arg(long)]
+        device: Option<String>,
     },
     /// Dataset management: verify the shipped data, download the full sets.
     Data {
@@ -71,7 +77,12 @@ fn main() -> ExitCode {
         Cmd::Ci => ci(),
         Cmd::CheckLayers => layers::check_workspace(),
         Cmd::Docs => docs(),
-        Cmd::Reproduce { name, quick } => reproduce(name.as_deref(), quick),
+        Cmd::Reproduce {
+            name,
+            quick,
+            cuda,
+            device,
+        } => reproduce(name.as_deref(), quick, cuda, device.as_deref()),
         Cmd::Data { command } => data::run(command),
     };
     match result {
@@ -117,6 +128,18 @@ fn ci() -> Result<(), String> {
         "clippy",
         "--workspace",
         "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ])?;
+    // The CUDA backend must keep compiling on machines without a GPU or CUDA toolkit (cudarc
+    // loads the driver at run time); clippy also lints the cuda-only code.
+    cargo(&[
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--features",
+        "cuda",
         "--",
         "-D",
         "warnings",
@@ -252,14 +275,72 @@ fn docs() -> Result<(), String> {
     Ok(())
 }
 
-fn reproduce(name: Option<&str>, quick: bool) -> Result<(), String> {
-    let mut args = vec!["run", "--release", "--package", "ntk-bench", "--"];
-    args.push("reproduce");
+fn reproduce(
+    name: Option<&str>,
+    quick: bool,
+    cuda: bool,
+    device: Option<&str>,
+) -> Result<(), String> {
+    cargo(&reproduce_args(name, quick, cuda, device))
+}
+
+/// The `cargo` arguments of `cargo xtask reproduce`: `--cuda`, or a CUDA `--device`, builds
+/// with `--features cuda`.
+fn reproduce_args<'a>(
+    name: Option<&'a str>,
+    quick: bool,
+    cuda: bool,
+    device: Option<&'a str>,
+) -> Vec<&'a str> {
+    let mut args = vec!["run", "--release", "--package", "ntk-bench"];
+    if cuda || device.is_some_and(|d| d.trim().to_ascii_lowercase().starts_with("cuda")) {
+        args.extend(["--features", "cuda"]);
+    }
+    args.extend(["--", "reproduce"]);
     if let Some(name) = name {
         args.push(name);
     }
     if quick {
         args.push("--quick");
     }
-    cargo(&args)
+    if let Some(device) = device {
+        args.extend(["--device", device]);
+    }
+    args
+}
+
+#[cfg(test)]
+mod tests {
+    use super::reproduce_args;
+
+    #[test]
+    fn reproduce_builds_with_cuda_when_asked() {
+        assert_eq!(
+            reproduce_args(Some("sinusoid"), true, false, None),
+            [
+                "run",
+                "--release",
+                "--package",
+                "ntk-bench",
+                "--",
+                "reproduce",
+                "sinusoid",
+                "--quick"
+            ]
+        );
+        let cuda = [
+            "run",
+            "--release",
+            "--package",
+            "ntk-bench",
+            "--features",
+            "cuda",
+            "--",
+        ];
+        assert_eq!(reproduce_args(None, false, true, None)[..7], cuda);
+        let with_device = reproduce_args(None, false, false, Some("cuda:1"));
+        assert_eq!(with_device[..7], cuda);
+        assert_eq!(with_device[8..], ["--device", "cuda:1"]);
+        assert!(!reproduce_args(None, false, false, Some("cpu")).contains(&"--features"));
+    }
 }

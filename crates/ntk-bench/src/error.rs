@@ -57,6 +57,9 @@ pub enum BenchError {
     /// A Gaussian-process computation failed.
     #[error(transparent)]
     Gp(#[from] ntk_gp::GpError),
+    /// The requested device cannot be used (unknown, not compiled in, or not available).
+    #[error(transparent)]
+    Device(#[from] ntk_ops::DeviceError),
 }
 
 impl BenchError {

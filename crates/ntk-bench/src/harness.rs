@@ -20,6 +20,8 @@ use rand::rngs::StdRng;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+use ntk_ops::Device;
+
 use crate::error::BenchError;
 
 /// The seed `ntk-bench reproduce` uses unless told otherwise.
@@ -131,6 +133,7 @@ pub struct RunContext {
     profile: Profile,
     progress: MultiProgress,
     outputs: Vec<PathBuf>,
+    device: Device,
 }
 
 impl RunContext {
@@ -158,7 +161,20 @@ impl RunContext {
             profile,
             progress: MultiProgress::with_draw_target(target),
             outputs: Vec::new(),
+            device: Device::Cpu,
         })
+    }
+
+    /// The same context on `device` (default [`Device::Cpu`]); the caller checks the device
+    /// with [`Device::check`] first.
+    pub fn with_device(mut self, device: Device) -> Self {
+        self.device = device;
+        self
+    }
+
+    /// The device experiments should run their operators on.
+    pub fn device(&self) -> Device {
+        self.device
     }
 
     /// Hides all progress bars (for tests and scripted runs).

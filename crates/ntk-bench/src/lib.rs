@@ -45,6 +45,7 @@
 //! ```
 
 pub mod data;
+pub mod device_bench;
 pub mod error;
 pub mod harness;
 pub mod metrics;

@@ -8,7 +8,10 @@ use ntk_bench::PAPER_EXPERIMENTS;
 use ntk_bench::data::data_dir;
 use ntk_bench::data::precip::MeanFrom;
 use ntk_bench::data::weather::{WEATHER_CSV, export_weather_csvs};
+use ntk_bench::device_bench::{DeviceBenchConfig, run_device_bench, table};
 use ntk_bench::harness::{self, DEFAULT_SEED, Entry, Profile, RunContext};
+use ntk_gp::ntk::MatrixFreeSettings;
+use ntk_ops::Device;
 
 #[derive(Parser)]
 #[command(name = "ntk-bench", about = "The ntk-rs experiment harness", version)]
@@ -32,6 +35,29 @@ enum Cmd {
         /// Where `<experiment>/` output folders go.
         #[arg(long, default_value = "results")]
         out: PathBuf,
+        /// Device: `cpu`, or `cuda` / `cuda:INDEX` (needs the `cuda` feature). Checked before
+        /// anything runs; experiments read it from `RunContext::device`.
+        #[arg(long, default_value = "cpu")]
+        device: String,
+    },
+    /// Time the matrix-free log marginal likelihood of the 803k-parameter scaling MLP
+    /// (5-200-2000-200-1 tanh) on a device and print a table.
+    DeviceBench {
+        /// Device: `cpu`, or `cuda` / `cuda:INDEX` (needs the `cuda` feature).
+        #[arg(long, default_value = "cpu")]
+        device: String,
+        /// Training-set sizes, comma-separated.
+        #[arg(long, value_delimiter = ',', default_values_t = [1_000usize, 10_000, 100_000])]
+        n: Vec<usize>,
+        /// Layer widths, dash-separated (default: the 803k scaling MLP).
+        #[arg(long, default_value = "5-200-2000-200-1")]
+        widths: String,
+        /// Relative CG tolerance.
+        #[arg(long, default_value_t = 1e-2)]
+        cg_tolerance: f64,
+        /// SLQ probes.
+        #[arg(long, default_value_t = 4)]
+        probes: usize,
     },
     /// Write a shipped data set as the CSV files the `ntk` command reads.
     #[command(
@@ -48,6 +74,61 @@ enum Cmd {
     },
 }
 
+fn parse_device(text: &str) -> Result<Device, ExitCode> {
+    let device = text.parse::<Device>().and_then(|d| d.check().map(|()| d));
+    device.map_err(|e| {
+        eprintln!("ntk-bench: {e}");
+        ExitCode::from(2)
+    })
+}
+
+fn device_bench(
+    device: &str,
+    n: Vec<usize>,
+    widths: &str,
+    cg_tolerance: f64,
+    probes: usize,
+) -> ExitCode {
+    let device = match parse_device(device) {
+        Ok(d) => d,
+        Err(code) => return code,
+    };
+    let Ok(widths) = widths
+        .split('-')
+        .map(str::parse::<usize>)
+        .collect::<Result<Vec<_>, _>>()
+    else {
+        eprintln!("ntk-bench: --widths must look like 5-200-2000-200-1, got `{widths}`");
+        return ExitCode::from(2);
+    };
+    let defaults = DeviceBenchConfig::default();
+    let config = DeviceBenchConfig {
+        widths,
+        sizes: n,
+        settings: MatrixFreeSettings {
+            cg_tolerance,
+            probes,
+            ..defaults.settings
+        },
+        ..defaults
+    };
+    let params = ntk_ops::MlpConfig::new(&config.widths).layout().n_params();
+    match run_device_bench(device, &config) {
+        Ok(rows) => {
+            print!("{}", table(device, params, &rows));
+            if rows.iter().any(|r| r.failure.is_some()) {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            }
+        }
+        Err(e) => {
+            eprintln!("ntk-bench: device-bench failed: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 fn main() -> ExitCode {
     match Cli::parse().command {
         Cmd::Reproduce {
@@ -55,7 +136,15 @@ fn main() -> ExitCode {
             quick,
             seed,
             out,
-        } => reproduce(name, quick, seed, out),
+            device,
+        } => reproduce(name, quick, seed, out, &device),
+        Cmd::DeviceBench {
+            device,
+            n,
+            widths,
+            cg_tolerance,
+            probes,
+        } => device_bench(&device, n, &widths, cg_tolerance, probes),
         Cmd::Export { dataset: _, out } => {
             let path = data_dir().join(WEATHER_CSV);
             match export_weather_csvs(&path, &out, MeanFrom::AllDays) {
@@ -76,7 +165,11 @@ fn main() -> ExitCode {
     }
 }
 
-fn reproduce(name: Option<String>, quick: bool, seed: u64, out: PathBuf) -> ExitCode {
+fn reproduce(name: Option<String>, quick: bool, seed: u64, out: PathBuf, device: &str) -> ExitCode {
+    let device = match parse_device(device) {
+        Ok(d) => d,
+        Err(code) => return code,
+    };
     let profile = if quick { Profile::Quick } else { Profile::Full };
     let available: Vec<&str> = harness::REGISTRY.iter().map(|e| e.name).collect();
     let available_list = if available.is_empty() {
@@ -114,7 +207,8 @@ fn reproduce(name: Option<String>, quick: bool, seed: u64, out: PathBuf) -> Exit
             "ntk-bench: running {} ({profile} profile, seed {seed})",
             entry.name
         );
-        let result = RunContext::new(&out, entry.name, seed, profile).and_then(|mut ctx| {
+        let result = RunContext::new(&out, entry.name, seed, profile).and_then(|ctx| {
+            let mut ctx = ctx.with_device(device);
             let record = (entry.run)(&mut ctx)?;
             Ok((ctx.dir().to_path_buf(), record))
         });

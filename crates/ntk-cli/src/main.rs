@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
 
+use burn::prelude::Backend;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use nalgebra::DVector;
 use ntk_gp::fit::Param;
@@ -19,7 +20,7 @@ use ntk_gp::ntk::{MeanFunction, NtkGp, NtkGpConfig};
 use ntk_gp::strategy::Strategy;
 use ntk_gp::train::{Loss, Optimizer, TrainConfig, train_mlp};
 use ntk_ops::checkpoint::{DiskDtype, load_mlp, params_to_bytes};
-use ntk_ops::{Activation, Mlp, MlpConfig};
+use ntk_ops::{Activation, Device, DeviceError, Mlp, MlpConfig};
 use serde_json::json;
 
 use crate::error::CliError;
@@ -27,7 +28,8 @@ use crate::output::{Z95, prediction_csv, write_atomically};
 use crate::spec::{ActivationName, ArchSpec};
 use crate::table::{Table, read_table};
 
-type B = ntk_ops::DefaultBackend;
+/// The backend of `ntk train` (the CPU, in `f64`).
+type TrainBackend = ntk_ops::DefaultBackend;
 
 #[derive(Parser)]
 #[command(
@@ -219,16 +221,36 @@ fn mlp_config(arch: &ArchSpec) -> MlpConfig {
     MlpConfig::new(&arch.widths).with_activation(activation(arch.activation))
 }
 
-fn check_device(device: &str) -> Result<(), CliError> {
-    match device {
-        "cpu" => Ok(()),
-        d if d == "cuda" || d.starts_with("cuda:") => Err(CliError::Usage(format!(
-            "device `{d}`: this build has no CUDA support (rebuild with `--features cuda`)"
-        ))),
-        d => Err(CliError::Usage(format!(
-            "unknown device `{d}`; use cpu or cuda[:i]"
-        ))),
-    }
+/// The `--device` value, parsed and checked (compiled in, and usable at run time).
+fn device(model: &ModelArgs) -> Result<Device, CliError> {
+    let device: Device = model
+        .device
+        .parse()
+        .map_err(|e: DeviceError| CliError::Usage(e.to_string()))?;
+    device.check().map_err(|e| CliError::Usage(e.to_string()))?;
+    Ok(device)
+}
+
+/// Runs `$body` with `B` the backend of `$device` and `$dev` its device handle: burn-ndarray
+/// in `f64` on the CPU, burn-cuda in `f32` on `cuda:i` (with the `cuda` feature).
+macro_rules! on_device {
+    ($device:expr, |$dev:ident: B| $body:expr) => {
+        match $device {
+            Device::Cpu => {
+                type B = ntk_ops::device::CpuBackend;
+                let $dev = Default::default();
+                $body
+            }
+            #[cfg(feature = "cuda")]
+            Device::Cuda(i) => {
+                type B = ntk_ops::device::CudaBackend;
+                let $dev = ntk_ops::device::CudaDevice::new(i);
+                $body
+            }
+            #[cfg(not(feature = "cuda"))]
+            d @ Device::Cuda(_) => Err(CliError::Usage(DeviceError::NotCompiled(d).to_string())),
+        }
+    };
 }
 
 /// `FLOAT` (positive) or `fit`, a fit starting from `init`.
@@ -255,10 +277,9 @@ fn noise_init(y: &DVector<f64>) -> f64 {
     (0.5 * var).clamp(1e-4, 1e4)
 }
 
-fn load(model: &ModelArgs) -> Result<Mlp<B>, CliError> {
-    check_device(&model.device)?;
+fn load<B: Backend>(model: &ModelArgs, device: &B::Device) -> Result<Mlp<B>, CliError> {
     let config = mlp_config(&model.arch);
-    load_mlp::<B>(&config, &model.model, &Default::default()).map_err(|e| {
+    load_mlp::<B>(&config, &model.model, device).map_err(|e| {
         CliError::Model(format!(
             "{}: {e} (architecture {})",
             model.model.display(),
@@ -307,7 +328,7 @@ fn check_inputs(arch: &ArchSpec, table: &Table, path: &Path) -> Result<(), CliEr
 }
 
 /// The outcome of adapting to one task.
-struct Adapted {
+struct Adapted<B: Backend> {
     gp: NtkGp<B>,
     csv: String,
     metrics: Option<serde_json::Value>,
@@ -315,12 +336,15 @@ struct Adapted {
     seconds_predict: f64,
 }
 
-fn adapt_one(
+fn adapt_one<B: Backend>(
     mlp: &Mlp<B>,
     model: &ModelArgs,
     train: &Path,
     test: &Path,
-) -> Result<Adapted, CliError> {
+) -> Result<Adapted<B>, CliError>
+where
+    B::FloatElem: krylov::Scalar,
+{
     let train_t = read_table(train, &model.target, true)?;
     let test_t = read_table(test, &model.target, false)?;
     check_inputs(&model.arch, &train_t, train)?;
@@ -384,6 +408,13 @@ fn metrics(
 }
 
 fn adapt(args: &AdaptArgs) -> Result<(), CliError> {
+    on_device!(device(&args.model)?, |dev: B| adapt_on::<B>(args, &dev))
+}
+
+fn adapt_on<B: Backend>(args: &AdaptArgs, dev: &B::Device) -> Result<(), CliError>
+where
+    B::FloatElem: krylov::Scalar,
+{
     if args.json && args.output.is_none() {
         return Err(CliError::Usage(
             "--json prints JSON on standard output: give the predictions a file with --output"
@@ -391,7 +422,7 @@ fn adapt(args: &AdaptArgs) -> Result<(), CliError> {
         ));
     }
     let t0 = Instant::now();
-    let mlp = load(&args.model)?;
+    let mlp = load::<B>(&args.model, dev)?;
     let a = adapt_one(&mlp, &args.model, &args.train, &args.test)?;
     match &args.output {
         Some(path) => write_atomically(path, a.csv.as_bytes())?,
@@ -438,7 +469,7 @@ fn train(args: &TrainArgs) -> Result<(), CliError> {
     }
     let config = mlp_config(&args.arch);
     let init = config
-        .init::<B>(args.seed, &Default::default())
+        .init::<TrainBackend>(args.seed, &Default::default())
         .map_err(|e| CliError::Model(e.to_string()))?;
     let schedule = TrainConfig {
         optimizer: Optimizer::Sgd {
@@ -475,7 +506,14 @@ fn train(args: &TrainArgs) -> Result<(), CliError> {
 }
 
 fn tasks(args: &TasksArgs) -> Result<(), CliError> {
-    let mlp = load(&args.model)?;
+    on_device!(device(&args.model)?, |dev: B| tasks_on::<B>(args, &dev))
+}
+
+fn tasks_on<B: Backend>(args: &TasksArgs, dev: &B::Device) -> Result<(), CliError>
+where
+    B::FloatElem: krylov::Scalar,
+{
+    let mlp = load::<B>(&args.model, dev)?;
     let entries = std::fs::read_dir(&args.dir).map_err(|source| CliError::Io {
         path: args.dir.clone(),
         source,

@@ -244,6 +244,29 @@ fn tasks_adapts_every_task_in_a_folder() {
     assert_eq!(lines.len(), 3, "{table}");
     assert!(lines[1].starts_with("a,10,") && lines[2].starts_with("b,12,"));
     assert!(out.join("a.pred.csv").is_file() && out.join("b.pred.csv").is_file());
+    // `--device cpu` is the default; an unusable CUDA device is one line, exit code 2.
+    let args = |device: &'static str| {
+        [
+            "tasks",
+            "--model",
+            model.to_str().unwrap(),
+            "--arch",
+            "1-16-1:tanh",
+            "--dir",
+            tasks.to_str().unwrap(),
+            "--device",
+            device,
+        ]
+        .map(String::from)
+    };
+    let o = ntk(&args("cpu").each_ref().map(String::as_str));
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(String::from_utf8(o.stdout).unwrap().lines().count(), 3);
+    let o = ntk(&args("cuda:4096").each_ref().map(String::as_str));
+    assert_eq!(o.status.code(), Some(2));
+    let err = stderr(&o);
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    assert!(err.contains("device `cuda:4096`"), "{err}");
 }
 
 /// Runs `ntk` with `args` and checks the failure contract: exit code 2, exactly one line on
@@ -328,7 +351,10 @@ fn every_bad_input_exits_2_with_one_line_and_no_output() {
         (m, "1-16-1:tanh", g, g, vec!["--prior-scale", "0"], vec!["--prior-scale must be a positive number"]),
         // Unknown enum values and devices.
         (m, "1-16-1:tanh", g, g, vec!["--strategy", "magic"], vec!["magic"]),
-        (m, "1-16-1:tanh", g, g, vec!["--device", "cuda"], vec!["no CUDA support"]),
+        // Devices: CUDA without the feature (or, with it, an index no machine has), unknown names.
+        (m, "1-16-1:tanh", g, g, vec!["--device", if cfg!(feature = "cuda") { "cuda:4096" } else { "cuda" }],
+            vec![if cfg!(feature = "cuda") { "device `cuda:4096`: CUDA is not available (" } else { "device `cuda:0`: built without the `cuda` feature; rebuild with --features cuda" }]),
+        (m, "1-16-1:tanh", g, g, vec!["--device", "gpu"], vec!["unknown device `gpu`; use cpu or cuda[:i]"]),
     ];
     for (model, arch, train, test, extra, needles) in &cases {
         let mut args = vec![

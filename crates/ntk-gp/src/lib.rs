@@ -27,6 +27,8 @@
 //! ```
 
 pub mod ablr;
+#[cfg(test)]
+mod conformance;
 pub mod error;
 pub mod exact;
 pub mod fit;

@@ -669,48 +669,56 @@ where
             z[2],
         )
     };
-    let rhs_host = {
-        let mut b = DMatrix::zeros(n, 1 + probes.ncols());
-        b.columns_mut(1, probes.ncols()).copy_from(&probes);
-        b
+    // The probes go to the device once; each step uploads the residual (one column) and reads
+    // back only the five scalars of the gradient: the Krylov vectors stay on the device.
+    let dev = jac.device();
+    let probes_dev = TensorBlock::<B>::new(convert::from_dmatrix_f64(&probes, &dev));
+    let ones = TensorBlock::<B>::new(convert::from_dmatrix_f64(
+        &DMatrix::from_element(n, 1, 1.0),
+        &dev,
+    ));
+    let trace_div = if settings.exact_trace {
+        1.0
+    } else {
+        probes.ncols() as f64
     };
     for step in 1..=settings.fit_steps {
         let (hyper, c) = unpack(&z);
         hyper.check()?;
         let r = r0.add_scalar(-c);
-        let mut b = rhs_host.clone();
-        b.column_mut(0).copy_from(&r);
+        let r_dev = TensorBlock::<B>::new(convert::from_dmatrix_f64(
+            &DMatrix::from_column_slice(n, 1, r.as_slice()),
+            &dev,
+        ));
         let a = system(jac, hyper)?;
-        let rhs = TensorBlock::new(convert::from_dmatrix_f64(&b, &jac.device()));
+        let rhs = r_dev.hcat(&probes_dev);
         let precond = PivotedCholesky::new(&a.inner, hyper.noise, settings.precond_rank, &rhs)?;
         let params = CgParams {
             rel_tolerance: settings.cg_tolerance.max(1e-10),
             max_iters: settings.max_iters,
             ..CgParams::default()
         };
-        let x = convert::to_dmatrix_f64(
-            pcg(&a, &precond, &rhs, None, &params)?
-                .solution
-                .into_tensor(),
-        );
-        let alpha = x.column(0).into_owned();
-        let tr_inv = (1..x.ncols())
-            .map(|j| x.column(j).dot(&b.column(j)))
+        let x = pcg(&a, &precond, &rhs, None, &params)?.solution;
+        let alpha = x.columns(0, 1);
+        let tr_inv = x
+            .columns(1, probes.ncols())
+            .col_dots(&probes_dev)
+            .into_iter()
+            .map(Scalar::to_f64)
             .sum::<f64>()
-            / if settings.exact_trace {
-                1.0
-            } else {
-                probes.ncols() as f64
-            };
+            / trace_div;
+        let dot = |a: &TensorBlock<B>, b: &TensorBlock<B>| a.col_dots(b)[0].to_f64();
+        let a2 = dot(&alpha, &alpha);
+        let alpha_r = dot(&alpha, &r_dev);
+        let alpha_sum = dot(&alpha, &ones);
         let (s2n, s2) = (hyper.noise, hyper.prior_scale);
-        let a2 = alpha.norm_squared();
-        let aka = (alpha.dot(&r) - s2n * a2) / s2;
+        let aka = (alpha_r - s2n * a2) / s2;
         let tr_inv_k = (n as f64 - s2n * tr_inv) / s2;
         // Gradient of log p in (log σ², log s², c).
         let grad = [
             s2n * 0.5 * (a2 - tr_inv),
             s2 * 0.5 * (aka - tr_inv_k),
-            alpha.sum(),
+            alpha_sum,
         ];
         let (b1, b2) = (0.9f64, 0.999f64);
         for i in 0..3 {

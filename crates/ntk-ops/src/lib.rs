@@ -47,6 +47,7 @@ pub mod block;
 pub mod checkpoint;
 pub mod cnn;
 pub mod convert;
+pub mod device;
 pub mod error;
 pub mod fisher;
 pub mod jacobian;
@@ -64,6 +65,7 @@ pub use autodiff::{AutodiffJacobian, MlpModule, Nested, TorchLinear, flat_params
 pub use block::TensorBlock;
 pub use checkpoint::{DiskDtype, load_mlp, save_mlp};
 pub use cnn::{Cnn, CnnConfig};
+pub use device::{Device, DeviceError};
 pub use error::{OpsError, Result};
 pub use fisher::{FdScheme, FiniteDifferenceFisher, GgnOperator, GramOperator, Likelihood};
 pub use jacobian::{JacobianOperator, JacobianOptions, MlpJacobian};
