@@ -8,6 +8,10 @@
 //! - [`report`]: the Markdown report of a run. [`plot`]: figures as PNG and SVG.
 //! - [`metrics`]: RMSE, NLPD and 95% coverage of Gaussian predictives; mean ± standard error.
 //! - [`sinusoid`]: the sinusoid task distribution; [`rbf_baseline`]: the RBF-GP baseline on it.
+//! - [`scaling`]: time of the log marginal likelihood against n and width (Figure 4);
+//!   [`fisher`]: finite-difference vs exact Fisher-vector products (Figures 5, 6);
+//!   [`perf`]: peak memory, load, GEMM peak, power-law fits.
+//! - [`compare`]: the Python anchors' problems solved by ntk-rs (`ntk-bench compare`).
 //! - [`data`]: the precipitation and spatial data sets: parsers, downloads' readers, preprocessing.
 //!
 //! ```
@@ -42,13 +46,17 @@
 //! # Ok::<(), BenchError>(())
 //! ```
 
+pub mod compare;
 pub mod data;
 pub mod error;
+pub mod fisher;
 pub mod harness;
 pub mod metrics;
+pub mod perf;
 pub mod plot;
 pub mod rbf_baseline;
 pub mod report;
+pub mod scaling;
 pub mod sinusoid;
 pub mod sinusoid_transfer;
 
@@ -58,7 +66,7 @@ pub use error::BenchError;
 /// [`harness::REGISTRY`].
 ///
 /// Empty until the first experiment lands; `cargo xtask reproduce` reads it.
-pub const EXPERIMENTS: &[&str] = &["sinusoid"];
+pub const EXPERIMENTS: &[&str] = &["sinusoid", "scaling", "fisher"];
 
 /// The experiments of the paper, in the order the paper presents them.
 pub const PAPER_EXPERIMENTS: &[&str] =
