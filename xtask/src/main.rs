@@ -4,6 +4,7 @@
 //! crate, so it starts without building burn; the heavy work is delegated to
 //! `cargo` invocations.
 
+mod bench;
 mod data;
 mod download;
 mod geotiff;
@@ -46,6 +47,11 @@ enum Cmd {
         #[arg(long)]
         quick: bool,
     },
+    /// Performance comparisons (ntk-rs against the Python anchors).
+    Bench {
+        #[command(subcommand)]
+        command: bench::BenchCmd,
+    },
     /// Dataset management: verify the shipped data, download the full sets.
     Data {
         #[command(subcommand)]
@@ -72,6 +78,7 @@ fn main() -> ExitCode {
         Cmd::CheckLayers => layers::check_workspace(),
         Cmd::Docs => docs(),
         Cmd::Reproduce { name, quick } => reproduce(name.as_deref(), quick),
+        Cmd::Bench { command } => bench::run_bench(command),
         Cmd::Data { command } => data::run(command),
     };
     match result {
