@@ -1,7 +1,7 @@
 //! The scaling experiment (the paper's Figure 4): the time of one log marginal likelihood
 //! $\log p(y) = -\tfrac12 y^\top (K + \sigma^2 I)^{-1} y - \tfrac12 \log\lvert K + \sigma^2 I\rvert
-//! - \tfrac n2 \log 2\pi$ of the 5-200-2000-200-1 MLP's NTK GP ($p$ = 803,601) against $n$, and
-//! against the width $W$ of a 5-W-W-W-W-1 MLP at fixed $n$.
+//! \,-\, \tfrac n2 \log 2\pi$ of the 5-200-2000-200-1 MLP's NTK GP ($p$ = 803,601) against $n$,
+//! and against the width $W$ of a 5-W-W-W-W-1 MLP at fixed $n$.
 //!
 //! Three ways to compute it, each timed from the inputs to the number (forward pass included):
 //!
