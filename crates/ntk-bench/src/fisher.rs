@@ -528,11 +528,13 @@ impl Fisher {
             }),
         );
         report.heading("Relative error of the finite difference against the exact GGN product");
-        let models: Vec<String> = {
-            let mut m: Vec<String> = acc.iter().map(|a| a.model.clone()).collect();
-            m.dedup();
-            m
-        };
+        // Model names in order of first appearance (the stages interleave them).
+        let mut models: Vec<String> = Vec::new();
+        for a in acc {
+            if !models.contains(&a.model) {
+                models.push(a.model.clone());
+            }
+        }
         let stages = ["init", "mid", "end"];
         let mut headers = vec!["ε".to_string()];
         for m in &models {
