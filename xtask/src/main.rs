@@ -4,6 +4,7 @@
 //! crate, so it starts without building burn; the heavy work is delegated to
 //! `cargo` invocations.
 
+mod bench;
 mod data;
 mod download;
 mod geotiff;
@@ -52,6 +53,11 @@ enum Cmd {
         #[arg(long)]
         device: Option<String>,
     },
+    /// Performance comparisons (ntk-rs against the Python anchors).
+    Bench {
+        #[command(subcommand)]
+        command: bench::BenchCmd,
+    },
     /// Dataset management: verify the shipped data, download the full sets.
     Data {
         #[command(subcommand)]
@@ -83,6 +89,7 @@ fn main() -> ExitCode {
             cuda,
             device,
         } => reproduce(name.as_deref(), quick, cuda, device.as_deref()),
+        Cmd::Bench { command } => bench::run_bench(command),
         Cmd::Data { command } => data::run(command),
     };
     match result {

@@ -376,6 +376,34 @@ pub fn run<E: Experiment>(ctx: &mut RunContext) -> Result<RunRecord, BenchError>
     run_with::<E>(ctx, E::Config::for_profile(ctx.profile()))
 }
 
+/// Runs experiment `E` with the profile's configuration overridden by the fields of `overrides`
+/// (a JSON object; see [`run_with`]). An unknown field or a wrong type is [`BenchError::Invalid`].
+pub fn run_json<E: Experiment>(
+    ctx: &mut RunContext,
+    overrides: serde_json::Value,
+) -> Result<RunRecord, BenchError> {
+    let mut base = serde_json::to_value(E::Config::for_profile(ctx.profile()))
+        .map_err(|e| BenchError::invalid("configuration", e.to_string()))?;
+    let (Some(obj), serde_json::Value::Object(over)) = (base.as_object_mut(), overrides) else {
+        return Err(BenchError::invalid(
+            "configuration",
+            "must be a JSON object",
+        ));
+    };
+    for (k, v) in over {
+        if !obj.contains_key(&k) {
+            return Err(BenchError::invalid(
+                "configuration",
+                format!("unknown field `{k}`"),
+            ));
+        }
+        obj.insert(k, v);
+    }
+    let config: E::Config = serde_json::from_value(base)
+        .map_err(|e| BenchError::invalid("configuration", e.to_string()))?;
+    run_with::<E>(ctx, config)
+}
+
 /// An experiment in the registry: its name, a one-line description and how to run it.
 #[derive(Clone, Copy)]
 pub struct Entry {
@@ -385,6 +413,8 @@ pub struct Entry {
     pub about: &'static str,
     /// Runs it with the configuration of the context's profile.
     pub run: fn(&mut RunContext) -> Result<RunRecord, BenchError>,
+    /// Runs it with a configuration read from JSON (fields left out keep the profile's value).
+    pub run_json: fn(&mut RunContext, serde_json::Value) -> Result<RunRecord, BenchError>,
 }
 
 impl fmt::Debug for Entry {
@@ -403,6 +433,7 @@ impl Entry {
             name: E::NAME,
             about,
             run: run::<E>,
+            run_json: run_json::<E>,
         }
     }
 }
@@ -418,6 +449,12 @@ pub const REGISTRY: &[Entry] = &[
     ),
     Entry::of::<crate::spatial_transfer::SpatialTransfer>(
         "spatial transfer across maps: malaria 2012 -> 2016, offline precipitation stand-in (Figure 3)",
+    ),
+    Entry::of::<crate::scaling::Scaling>(
+        "time of the log marginal likelihood against n and width (Figure 4)",
+    ),
+    Entry::of::<crate::fisher::Fisher>(
+        "finite-difference vs exact Fisher-vector products: accuracy and speed (Figures 5, 6)",
     ),
 ];
 

@@ -10,6 +10,10 @@
 //! - [`sinusoid`]: the sinusoid task distribution; [`rbf_baseline`]: the RBF-GP baseline on it.
 //! - [`sinusoid_transfer`], [`precipitation`], [`spatial_transfer`]: the paper's experiments
 //!   (registered): sinusoid, precipitation and spatial (malaria) transfer.
+//! - [`scaling`]: time of the log marginal likelihood against n and width (Figure 4);
+//!   [`fisher`]: finite-difference vs exact Fisher-vector products (Figures 5, 6);
+//!   [`perf`]: peak memory, load, GEMM peak, power-law fits.
+//! - [`compare`]: the Python anchors' problems solved by ntk-rs (`ntk-bench compare`).
 //! - [`data`]: the precipitation and spatial data sets: parsers, downloads' readers, preprocessing.
 //!
 //! ```
@@ -44,15 +48,19 @@
 //! # Ok::<(), BenchError>(())
 //! ```
 
+pub mod compare;
 pub mod data;
 pub mod device_bench;
 pub mod error;
+pub mod fisher;
 pub mod harness;
 pub mod metrics;
+pub mod perf;
 pub mod plot;
 pub mod precipitation;
 pub mod rbf_baseline;
 pub mod report;
+pub mod scaling;
 pub mod sinusoid;
 pub mod sinusoid_transfer;
 pub mod spatial_transfer;
@@ -63,7 +71,7 @@ pub use error::BenchError;
 /// [`harness::REGISTRY`].
 ///
 /// `cargo xtask reproduce` reads it.
-pub const EXPERIMENTS: &[&str] = &["sinusoid", "precipitation", "malaria"];
+pub const EXPERIMENTS: &[&str] = &["sinusoid", "precipitation", "malaria", "scaling", "fisher"];
 
 /// The experiments of the paper, in the order the paper presents them.
 pub const PAPER_EXPERIMENTS: &[&str] =

@@ -39,6 +39,9 @@ enum Cmd {
         /// anything runs; experiments read it from `RunContext::device`.
         #[arg(long, default_value = "cpu")]
         device: String,
+        /// A JSON object whose fields override the profile's configuration (one experiment only).
+        #[arg(long)]
+        config: Option<PathBuf>,
     },
     /// Time the matrix-free log marginal likelihood of the 803k-parameter scaling MLP
     /// (5-200-2000-200-1 tanh) on a device and print a table.
@@ -71,6 +74,24 @@ enum Cmd {
         /// The folder to write into (created if needed).
         #[arg(long)]
         out: PathBuf,
+    },
+    /// Solve one problem dumped by `cargo xtask bench compare` (the Python anchors' parameters
+    /// and data) and print the result as one JSON line.
+    Compare {
+        /// The problem directory (meta.json, theta.bin, X.bin, y.bin, Xs.bin).
+        problem: PathBuf,
+        /// Precision (default: f32 for networks over 100k parameters, else f64).
+        #[arg(long, value_parser = ["f32", "f64"])]
+        dtype: Option<String>,
+        /// Timed repetitions after the first run.
+        #[arg(long, default_value_t = 3)]
+        reps: usize,
+        /// Also compute the f64 log marginal likelihood (untimed) for the agreement check.
+        #[arg(long)]
+        reference: bool,
+        /// Size of a square GEMM timed first, for the matrix-product peak (0: skip).
+        #[arg(long, default_value_t = 2048)]
+        gemm: usize,
     },
 }
 
@@ -129,6 +150,39 @@ fn device_bench(
     }
 }
 
+fn compare_main(
+    problem: PathBuf,
+    dtype: Option<String>,
+    reps: usize,
+    reference: bool,
+    gemm: usize,
+) -> ExitCode {
+    use ntk_bench::compare::{Precision, compare};
+    let dtype = dtype.map(|d| {
+        if d == "f32" {
+            Precision::F32
+        } else {
+            Precision::F64
+        }
+    });
+    match compare(&problem, dtype, reps, reference, gemm) {
+        Ok(rec) => match serde_json::to_string(&rec) {
+            Ok(line) => {
+                println!("{line}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("ntk-bench compare: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        Err(e) => {
+            eprintln!("ntk-bench compare: {}: {e}", problem.display());
+            ExitCode::FAILURE
+        }
+    }
+}
+
 fn main() -> ExitCode {
     match Cli::parse().command {
         Cmd::Reproduce {
@@ -137,7 +191,15 @@ fn main() -> ExitCode {
             seed,
             out,
             device,
-        } => reproduce(name, quick, seed, out, &device),
+            config,
+        } => reproduce(name, quick, seed, out, &device, config),
+        Cmd::Compare {
+            problem,
+            dtype,
+            reps,
+            reference,
+            gemm,
+        } => compare_main(problem, dtype, reps, reference, gemm),
         Cmd::DeviceBench {
             device,
             n,
@@ -165,11 +227,36 @@ fn main() -> ExitCode {
     }
 }
 
-fn reproduce(name: Option<String>, quick: bool, seed: u64, out: PathBuf, device: &str) -> ExitCode {
+fn reproduce(
+    name: Option<String>,
+    quick: bool,
+    seed: u64,
+    out: PathBuf,
+    device: &str,
+    config: Option<PathBuf>,
+) -> ExitCode {
     let device = match parse_device(device) {
         Ok(d) => d,
         Err(code) => return code,
     };
+    let overrides = match config.as_deref().map(std::fs::read_to_string) {
+        None => None,
+        Some(Ok(text)) => match serde_json::from_str::<serde_json::Value>(&text) {
+            Ok(v) => Some(v),
+            Err(e) => {
+                eprintln!("ntk-bench: --config: {e}");
+                return ExitCode::from(2);
+            }
+        },
+        Some(Err(e)) => {
+            eprintln!("ntk-bench: --config: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if overrides.is_some() && name.is_none() {
+        eprintln!("ntk-bench: --config needs an experiment name");
+        return ExitCode::from(2);
+    }
     let profile = if quick { Profile::Quick } else { Profile::Full };
     let available: Vec<&str> = harness::REGISTRY.iter().map(|e| e.name).collect();
     let available_list = if available.is_empty() {
@@ -209,7 +296,10 @@ fn reproduce(name: Option<String>, quick: bool, seed: u64, out: PathBuf, device:
         );
         let result = RunContext::new(&out, entry.name, seed, profile).and_then(|ctx| {
             let mut ctx = ctx.with_device(device);
-            let record = (entry.run)(&mut ctx)?;
+            let record = match &overrides {
+                Some(v) => (entry.run_json)(&mut ctx, v.clone())?,
+                None => (entry.run)(&mut ctx)?,
+            };
             Ok((ctx.dir().to_path_buf(), record))
         });
         match result {

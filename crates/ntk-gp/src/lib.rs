@@ -7,6 +7,7 @@
 //!
 //! - [`ntk::NtkGp`]: the finite-NTK GP of a trained network on one task, by any strategy.
 //! - [`multitask::MultiTask`]: many tasks sharing one network (Algorithm 1), serializable.
+//! - [`chol`]: a blocked, GEMM-based Cholesky and the dense log marginal likelihood on it.
 //! - [`exact::ExactGp`]: dense inference on a precomputed kernel matrix (Cholesky).
 //! - [`weight_space::WeightSpaceGp`]: the same posterior from the $p\times p$ matrix
 //!   $\Phi^\top\Phi + (\sigma^2/s^2)I$ (parameter space, Woodbury).
@@ -27,6 +28,7 @@
 //! ```
 
 pub mod ablr;
+pub mod chol;
 #[cfg(test)]
 mod conformance;
 pub mod error;

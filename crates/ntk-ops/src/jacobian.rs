@@ -37,6 +37,12 @@ pub trait JacobianOperator<B: Backend> {
     fn ntk_diagonal(&self) -> Option<Tensor<B, 1>> {
         None
     }
+    /// Row `i` of $K = J J^\top$ ($n o$ entries), when cheap (structured models with cached
+    /// factors): what a pivoted-Cholesky preconditioner asks for, `rank` times.
+    fn ntk_row(&self, i: usize) -> Option<Tensor<B, 1>> {
+        let _ = i;
+        None
+    }
     /// The diagonal of the Gram matrix $J^\top J$ ($p$ entries), when cheap.
     fn gram_diagonal(&self) -> Option<Tensor<B, 1>> {
         None
@@ -405,6 +411,14 @@ fn jvp_chunk<B: Backend>(fac: &Factors<B>, split: &[LayerTangent<B>]) -> Tensor<
 impl<B: Backend> JacobianOperator<B> for MlpJacobian<B> {
     fn n_points(&self) -> usize {
         self.x.dims()[0]
+    }
+
+    fn ntk_row(&self, i: usize) -> Option<Tensor<B, 1>> {
+        if self.is_cached() {
+            crate::ntk::structured_row(self, i).ok()
+        } else {
+            None
+        }
     }
 
     fn n_outputs(&self) -> usize {

@@ -70,7 +70,7 @@ pub use error::{OpsError, Result};
 pub use fisher::{FdScheme, FiniteDifferenceFisher, GgnOperator, GramOperator, Likelihood};
 pub use jacobian::{JacobianOperator, JacobianOptions, MlpJacobian};
 pub use mlp::{Dense, Factors, Head, Mlp, MlpConfig};
-pub use ntk::{NtkOperator, ntk_diagonal, ntk_matrix};
+pub use ntk::{NtkOperator, ntk_diagonal, ntk_lower_blocks, ntk_matrix};
 pub use params::{ParamLayout, ParamSpec};
 pub use sequential::{
     GenericSequentialJacobian, Layer, Sequential, SequentialConfig, SequentialJacobian,

@@ -76,6 +76,65 @@ pub fn ntk_matrix<B: Backend>(j1: &MlpJacobian<B>, j2: &MlpJacobian<B>) -> Resul
     Ok(Tensor::cat(rows, 0))
 }
 
+/// The blocks on and below the diagonal of $K(X, X)$ by structured products, for callers that
+/// assemble (half of) the symmetric matrix themselves, e.g. straight into a Cholesky
+/// factorization's storage: `sink(row0, col0, block)` receives $K$ rows
+/// `row0..row0 + r`, columns `col0..col0 + c` (`[r, c]`, $r, c \le$ `block_rows`·$o$) for every
+/// pair of row blocks with `row0 >= col0`. Half the flops of [`ntk_matrix`] and no $n\times n$
+/// device tensor. Holds the factors of all of $X$ (cached or computed once here).
+pub fn ntk_lower_blocks<B: Backend>(
+    j: &MlpJacobian<B>,
+    block_rows: usize,
+    mut sink: impl FnMut(usize, usize, Tensor<B, 2>) -> Result<()>,
+) -> Result<()> {
+    let o = j.n_outputs();
+    let step = block_rows.max(1);
+    let mut blocks: Vec<(usize, Factors<B>)> = Vec::new();
+    j.for_each_chunk(1, |start, f| {
+        let m = f.n_points();
+        for s in (0..m).step_by(step) {
+            blocks.push((start + s, f.narrow(s, step.min(m - s))));
+        }
+        Ok(())
+    })?;
+    for (bi, (si, fi)) in blocks.iter().enumerate() {
+        for (sj, fj) in &blocks[..=bi] {
+            sink(si * o, sj * o, ntk_block(fi, fj))?;
+        }
+    }
+    Ok(())
+}
+
+/// Row `i` of $K(X, X)$ (row order of $J$: point $i / o$, output $i \bmod o$) from the
+/// structured factors, $K_{i\cdot} = \sum_l (\Delta_l\[i\] \Delta_l^\top) \odot (a_{l-1}\[i\] A_{l-1}^\top + 1)$:
+/// $O(n o \sum_l (h_{l-1} + o h_l))$ flops instead of the $\approx 4 n p$ of $K e_i$.
+pub(crate) fn structured_row<B: Backend>(j: &MlpJacobian<B>, i: usize) -> Result<Tensor<B, 1>> {
+    let o = j.n_outputs();
+    let rows = j.n_points() * o;
+    if i >= rows {
+        return Err(OpsError::ShapeMismatch {
+            what: "NTK row index".into(),
+            expected: vec![rows],
+            found: vec![i],
+        });
+    }
+    let (point, out) = (i / o, i % o);
+    let mut own = None;
+    j.for_each_chunk(1, |start, f| {
+        if (start..start + f.n_points()).contains(&point) {
+            own = Some(f.narrow(point - start, 1));
+        }
+        Ok(())
+    })?;
+    let own = own.expect("every point lies in a chunk");
+    let mut parts = Vec::new();
+    j.for_each_chunk(1, |_, f| {
+        parts.push(ntk_block(&own, f).narrow(0, out, 1));
+        Ok(())
+    })?;
+    Ok(Tensor::cat(parts, 1).reshape([rows]))
+}
+
 /// The exact diagonal of $K(X, X)$ ($n o$ entries, row order of $J$):
 /// $K_{(i,j),(i,j)} = \sum_l \lVert \Delta_l\[i,j\] \rVert^2 (\lVert a_{l-1}\[i\] \rVert^2 + 1)$,
 /// in $O(n o \sum_l h_l + n \sum_l h_{l-1})$.
@@ -181,6 +240,11 @@ where
         if i >= self.nrows() {
             return None;
         }
+        if self.right.is_none()
+            && let Some(row) = self.left.ntk_row(i)
+        {
+            return Some(to_vec_elem(row));
+        }
         let mut e = crate::convert::zeros::<B, 2>([self.nrows(), 1], &self.left.device());
         e = e.slice_fill([i..i + 1, 0..1], 1.0);
         let g = self.left.vjp(e).ok()?;
@@ -216,6 +280,63 @@ mod tests {
         let mut rng = SplitMix64::new(seed);
         let x = tensor_from_f64(rng.normal_vec(n * widths[0]), n, widths[0], &dev);
         MlpJacobian::new(mlp, x, opts).unwrap()
+    }
+
+    #[test]
+    fn lower_blocks_tile_the_lower_triangle() {
+        let jac = jac_at(
+            &[3, 9, 7, 2],
+            Activation::Tanh,
+            Head::Plain,
+            11,
+            4,
+            JacobianOptions::default(),
+        );
+        let k = crate::convert::to_dmatrix_f64(ntk_matrix(&jac, &jac).unwrap());
+        let mut seen = nalgebra::DMatrix::<f64>::zeros(22, 22);
+        ntk_lower_blocks(&jac, 4, |r, c, b| {
+            assert!(r >= c);
+            let b = crate::convert::to_dmatrix_f64(b);
+            for i in 0..b.nrows() {
+                for j in 0..b.ncols() {
+                    assert!((b[(i, j)] - k[(r + i, c + j)]).abs() < 1e-13);
+                    seen[(r + i, c + j)] += 1.0;
+                }
+            }
+            Ok(())
+        })
+        .unwrap();
+        for i in 0..22 {
+            for j in 0..=i {
+                assert_eq!(seen[(i, j)], 1.0, "({i}, {j})");
+            }
+        }
+    }
+
+    #[test]
+    fn structured_rows_equal_products_with_unit_vectors() {
+        for (widths, head) in [
+            (vec![3, 9, 7, 1], Head::Plain),
+            (vec![2, 8, 2], Head::Heteroscedastic { min_scale: 1e-5 }),
+        ] {
+            let opts = JacobianOptions {
+                max_chunk_rows: 4,
+                ..Default::default()
+            };
+            let jac = jac_at(&widths, Activation::Tanh, head, 13, 5, opts);
+            assert!(jac.is_cached());
+            let k = crate::convert::to_dmatrix_f64(ntk_matrix(&jac, &jac).unwrap());
+            let op = NtkOperator::new(jac.clone());
+            for i in [0, 5, k.nrows() - 1] {
+                let row = to_vec_f64(jac.ntk_row(i).expect("cached factors give rows"));
+                let via_op: Vec<f64> = op.row(i).unwrap().into_iter().collect();
+                for (c, v) in row.iter().enumerate() {
+                    assert!((v - k[(i, c)]).abs() < 1e-12 * (1.0 + k[(i, c)].abs()));
+                    assert!((via_op[c] - v).abs() < 1e-15 * (1.0 + v.abs()));
+                }
+            }
+            assert!(structured_row(&jac, k.nrows()).is_err());
+        }
     }
 
     #[test]

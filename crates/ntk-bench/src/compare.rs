@@ -1,0 +1,479 @@
+//! `ntk-bench compare`: the problems of the Python anchors (`../shared/anchors`), read from the
+//! files `xtask/compare/compare.py` dumps (the anchors' own parameters and data, bit for bit),
+//! solved by ntk-rs, timed and printed as one JSON line.
+//!
+//! A problem directory holds `meta.json` (`widths`, `n`, `n_test`, `sigma2`, `task`) and raw
+//! little-endian f64 arrays: `X.bin` ($n\times d$, row-major), `y.bin`, `Xs.bin`
+//! ($n_*\times d$) and `theta.bin` (PyTorch `state_dict` order: per layer $W$ `[out, in]`,
+//! then $b$). The anchors' GP: zero mean, prior scale 1, noise $\sigma^2$, latent variances.
+//!
+//! Strategy: dense function space — the structured NTK, only its lower triangle
+//! ([`ntk_lower_blocks`]), written straight into the storage of a blocked Cholesky
+//! ([`cholesky_blocked`]) — in f64 for the small sine MLP and in f32 (the anchors' precision) for
+//! the 803k-parameter MLP, where $n \le 10^4$ keeps $4n^2$ bytes and $n^3/3$ flops affordable
+//! (see `DESIGN-NOTES`).
+
+use std::path::{Path, PathBuf};
+
+use burn::prelude::Backend;
+use nalgebra::{DMatrix, DVector, RealField};
+use ntk_gp::GpError;
+use ntk_gp::chol::{DenseLml, cholesky_blocked, solve_lower_blocked, solve_vector};
+use ntk_ops::{
+    JacobianOperator, JacobianOptions, Mlp, MlpConfig, MlpJacobian, convert, ntk_diagonal,
+    ntk_lower_blocks, ntk_matrix,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::error::BenchError;
+use crate::perf;
+
+/// What a problem directory's `meta.json` says.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProblemMeta {
+    /// Layer widths.
+    pub widths: Vec<usize>,
+    /// Training points.
+    pub n: usize,
+    /// Test points.
+    pub n_test: usize,
+    /// Noise variance.
+    pub sigma2: f64,
+    /// `"predict"` (mean, variance, lml) or `"logprob"` (lml only).
+    pub task: String,
+}
+
+/// A problem: the network's parameters and the data.
+#[derive(Debug, Clone)]
+pub struct Problem {
+    /// Sizes and settings.
+    pub meta: ProblemMeta,
+    /// Flat parameters.
+    pub theta: Vec<f64>,
+    /// Training inputs.
+    pub x: DMatrix<f64>,
+    /// Training targets.
+    pub y: DVector<f64>,
+    /// Test inputs.
+    pub xs: DMatrix<f64>,
+}
+
+fn read_f64(path: &Path, len: usize) -> Result<Vec<f64>, BenchError> {
+    let bytes = std::fs::read(path).map_err(|e| BenchError::io(path, e))?;
+    if bytes.len() != 8 * len {
+        return Err(BenchError::invalid(
+            "problem file",
+            format!(
+                "{} has {} bytes, expected {}",
+                path.display(),
+                bytes.len(),
+                8 * len
+            ),
+        ));
+    }
+    Ok(bytes
+        .chunks_exact(8)
+        .map(|c| f64::from_le_bytes(c.try_into().expect("8 bytes")))
+        .collect())
+}
+
+impl Problem {
+    /// Reads a problem directory (see the [module docs](self)).
+    pub fn load(dir: &Path) -> Result<Self, BenchError> {
+        let meta_path = dir.join("meta.json");
+        let text =
+            std::fs::read_to_string(&meta_path).map_err(|e| BenchError::io(&meta_path, e))?;
+        let meta: ProblemMeta = serde_json::from_str(&text).map_err(|source| BenchError::Json {
+            path: meta_path.clone(),
+            source,
+        })?;
+        if meta.widths.len() < 2 || meta.n == 0 {
+            return Err(BenchError::invalid("problem", "need widths and n > 0"));
+        }
+        let d = meta.widths[0];
+        let p = MlpConfig::new(&meta.widths).layout().n_params();
+        let theta = read_f64(&dir.join("theta.bin"), p)?;
+        let x = DMatrix::from_row_slice(meta.n, d, &read_f64(&dir.join("X.bin"), meta.n * d)?);
+        let y = DVector::from_vec(read_f64(&dir.join("y.bin"), meta.n)?);
+        let xs = DMatrix::from_row_slice(
+            meta.n_test,
+            d,
+            &read_f64(&dir.join("Xs.bin"), meta.n_test * d)?,
+        );
+        Ok(Self {
+            meta,
+            theta,
+            x,
+            y,
+            xs,
+        })
+    }
+}
+
+/// The result of dense GP inference.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DenseResult {
+    /// Log marginal likelihood and its pieces.
+    pub lml: DenseLml,
+    /// Predictive means and latent variances at the test points, when asked.
+    pub predict: Option<(Vec<f64>, Vec<f64>)>,
+    /// Seconds for the factors (forward and backward pass) and the structured NTK blocks.
+    pub kernel_s: f64,
+    /// Flops of the NTK blocks' matrix products ($2 r c S$ per block).
+    pub kernel_flops: f64,
+    /// Seconds for the Cholesky factorization.
+    pub factor_s: f64,
+}
+
+/// Dense function-space inference for `mlp`'s NTK GP (zero mean, prior scale 1): the lower
+/// triangle of $K$ by structured blocks into a host matrix in the backend's precision, the
+/// blocked Cholesky of $K + \sigma^2 I$, $\log p(y)$; with `xs`, the mean $K_* \alpha$ and the
+/// latent variance $\operatorname{diag} K_{**} - \lVert L^{-1} K_*^\top \rVert^2_{\text{col}}$.
+pub fn dense_ntk_gp<B: Backend>(
+    mlp: Mlp<B>,
+    x: &DMatrix<f64>,
+    y: &DVector<f64>,
+    xs: Option<&DMatrix<f64>>,
+    noise: f64,
+    memory_budget: usize,
+) -> Result<DenseResult, GpError>
+where
+    B::FloatElem: RealField + Copy + Into<f64>,
+{
+    let n = y.len();
+    let dev = mlp.device();
+    let opts = JacobianOptions {
+        memory_budget,
+        ..Default::default()
+    };
+    let t0 = std::time::Instant::now();
+    let jac = MlpJacobian::new(mlp.clone(), convert::from_dmatrix_f64(x, &dev), opts)?;
+    let layer_sum: usize = mlp.config().widths.windows(2).map(|w| w[0] + w[1]).sum();
+    let mut kernel_flops = 0.0;
+    if jac.n_outputs() != 1 {
+        return Err(GpError::Shape {
+            what: "network outputs",
+            expected: 1,
+            got: jac.n_outputs(),
+        });
+    }
+    let mut k = DMatrix::<B::FloatElem>::zeros(n, n);
+    ntk_lower_blocks(&jac, 2048, |r, c, block| {
+        let [rb, cb] = block.dims();
+        kernel_flops += 2.0 * (rb * cb * layer_sum) as f64;
+        let data = convert::to_vec_elem(block);
+        for j in 0..cb {
+            let mut col = k.column_mut(c + j);
+            for i in 0..rb {
+                col[r + i] = data[i * cb + j];
+            }
+        }
+        Ok(())
+    })?;
+    if !(noise > 0.0 && noise.is_finite()) {
+        return Err(GpError::NonPositive {
+            what: "noise variance",
+            value: noise,
+        });
+    }
+    let shift = nalgebra::convert::<f64, B::FloatElem>(noise);
+    for i in 0..n {
+        k[(i, i)] += shift;
+    }
+    let kernel_s = t0.elapsed().as_secs_f64();
+    let t1 = std::time::Instant::now();
+    cholesky_blocked(&mut k, ntk_gp::chol::DEFAULT_BLOCK)?;
+    let factor_s = t1.elapsed().as_secs_f64();
+    let l = k;
+    let z = solve_vector(&l, y, false);
+    let logdet = 2.0
+        * (0..n)
+            .map(|i| Into::<f64>::into(l[(i, i)]).ln())
+            .sum::<f64>();
+    let inv_quad = z.norm_squared();
+    let lml = DenseLml {
+        lml: -0.5 * inv_quad - 0.5 * logdet - 0.5 * n as f64 * (2.0 * std::f64::consts::PI).ln(),
+        logdet,
+        inv_quad,
+    };
+    let predict = match xs {
+        None => None,
+        Some(xs) => {
+            let m = xs.nrows();
+            let jt = MlpJacobian::new(mlp, convert::from_dmatrix_f64(xs, &dev), opts)?;
+            let ks = ntk_matrix(&jac, &jt)?; // [n, m] = K(X, X*)
+            let kss = convert::to_vec_f64(ntk_diagonal(&jt)?);
+            let mut v = DMatrix::<B::FloatElem>::from_row_slice(n, m, &convert::to_vec_elem(ks));
+            let alpha = solve_vector(&l, &z, true);
+            let mean: Vec<f64> = (0..m)
+                .map(|j| {
+                    v.column(j)
+                        .iter()
+                        .zip(alpha.iter())
+                        .map(|(a, b)| Into::<f64>::into(*a) * b)
+                        .sum()
+                })
+                .collect();
+            solve_lower_blocked(&l, &mut v, ntk_gp::chol::DEFAULT_BLOCK)?;
+            let var: Vec<f64> = (0..m)
+                .map(|j| {
+                    kss[j]
+                        - v.column(j)
+                            .iter()
+                            .map(|a| Into::<f64>::into(*a).powi(2))
+                            .sum::<f64>()
+                })
+                .collect();
+            Some((mean, var))
+        }
+    };
+    Ok(DenseResult {
+        lml,
+        predict,
+        kernel_s,
+        kernel_flops,
+        factor_s,
+    })
+}
+
+/// The precision of the compare run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    /// f32.
+    F32,
+    /// f64.
+    F64,
+}
+
+/// One compare row's result, printed as a JSON line.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CompareRecord {
+    /// Always `"ntk-rs"`.
+    pub kind: String,
+    /// The problem directory.
+    pub problem: PathBuf,
+    /// What was computed and how.
+    pub method: String,
+    /// Precision.
+    pub dtype: Precision,
+    /// First run (cold caches, thread-pool start).
+    pub t_first: f64,
+    /// Median of the repetitions after the first (the first when none).
+    pub t_median: f64,
+    /// Every repetition after the first.
+    pub t_all: Vec<f64>,
+    /// Peak resident memory of the process, MiB.
+    pub peak_rss_mib: f64,
+    /// Log marginal likelihood.
+    pub lml: f64,
+    /// Log-determinant.
+    pub logdet: f64,
+    /// $y^\top A^{-1} y$.
+    pub quad: f64,
+    /// Predictive means (predict task).
+    pub mean: Option<Vec<f64>>,
+    /// Latent variances (predict task).
+    pub var: Option<Vec<f64>>,
+    /// The f64 dense log marginal likelihood, when a reference was asked.
+    pub lml_f64_reference: Option<f64>,
+    /// Load average at the end.
+    pub load: f64,
+    /// Last run: seconds for the factors and the structured NTK.
+    pub kernel_s: f64,
+    /// Last run: GFLOP/s of the NTK blocks' matrix products (factors' time included).
+    pub kernel_gflops: f64,
+    /// Last run: seconds of the Cholesky factorization.
+    pub factor_s: f64,
+    /// Last run: GFLOP/s of the Cholesky factorization ($n^3/3$ flops).
+    pub factor_gflops: f64,
+    /// Square-GEMM rate of this backend measured in the same process (f32, f64), GFLOP/s.
+    pub gemm_gflops: Option<(f64, f64)>,
+}
+
+fn run_once<B: Backend>(p: &Problem, budget: usize) -> Result<DenseResult, GpError>
+where
+    B::FloatElem: RealField + Copy + Into<f64>,
+{
+    let dev = Default::default();
+    let mlp = MlpConfig::new(&p.meta.widths).with_params::<B>(&p.theta, &dev)?;
+    let xs = (p.meta.task == "predict").then_some(&p.xs);
+    dense_ntk_gp(mlp, &p.x, &p.y, xs, p.meta.sigma2, budget)
+}
+
+/// Solves `problem` `1 + reps` times in `dtype` (the first reported apart), optionally with an
+/// untimed f64 reference for the log marginal likelihood.
+pub fn compare(
+    dir: &Path,
+    dtype: Option<Precision>,
+    reps: usize,
+    reference: bool,
+    gemm_size: usize,
+) -> Result<CompareRecord, BenchError> {
+    let problem = Problem::load(dir)?;
+    let gemm_gflops = (gemm_size > 0).then(|| {
+        (
+            perf::gemm_gflops::<burn_ndarray::NdArray<f32>>(gemm_size, 3),
+            perf::gemm_gflops::<burn_ndarray::NdArray<f64>>(gemm_size, 3),
+        )
+    });
+    // f32 for the big network (as the anchors), f64 for the small one.
+    let p = problem.theta.len();
+    let dtype = dtype.unwrap_or(if p > 100_000 {
+        Precision::F32
+    } else {
+        Precision::F64
+    });
+    let budget = 8usize << 30;
+    perf::reset_peak_rss();
+    let run = |p: &Problem| match dtype {
+        Precision::F32 => run_once::<burn_ndarray::NdArray<f32>>(p, budget),
+        Precision::F64 => run_once::<burn_ndarray::NdArray<f64>>(p, budget),
+    };
+    let (first, t_first) = perf::timed(|| run(&problem));
+    let mut out = first?;
+    let mut t_all = Vec::new();
+    for _ in 0..reps {
+        let (r, s) = perf::timed(|| run(&problem));
+        out = r?;
+        t_all.push(s);
+    }
+    let peak = perf::peak_rss_mib();
+    let t_median = if t_all.is_empty() {
+        t_first
+    } else {
+        let mut s = t_all.clone();
+        s.sort_by(f64::total_cmp);
+        s[s.len() / 2]
+    };
+    let lml_f64_reference = if reference {
+        Some(
+            run_once::<burn_ndarray::NdArray<f64>>(&problem, budget)?
+                .lml
+                .lml,
+        )
+    } else {
+        None
+    };
+    let n = problem.meta.n as f64;
+    let (kernel_s, kernel_flops, factor_s) = (out.kernel_s, out.kernel_flops, out.factor_s);
+    let (mean, var) = match out.predict {
+        Some((m, v)) => (Some(m), Some(v)),
+        None => (None, None),
+    };
+    Ok(CompareRecord {
+        kind: "ntk-rs".into(),
+        problem: dir.to_path_buf(),
+        method: format!(
+            "dense: structured NTK (lower blocks) + blocked Cholesky, {dtype:?}{}",
+            if mean.is_some() {
+                ", mean + latent variance"
+            } else {
+                ""
+            }
+        ),
+        dtype,
+        t_first,
+        t_median,
+        t_all,
+        peak_rss_mib: peak,
+        lml: out.lml.lml,
+        logdet: out.lml.logdet,
+        quad: out.lml.inv_quad,
+        mean,
+        var,
+        lml_f64_reference,
+        load: perf::load_average(),
+        kernel_s,
+        kernel_gflops: kernel_flops / kernel_s / 1e9,
+        factor_s,
+        factor_gflops: n.powi(3) / 3.0 / factor_s / 1e9,
+        gemm_gflops,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(dir: &Path, name: &str, v: &[f64]) {
+        let bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+        std::fs::write(dir.join(name), bytes).unwrap();
+    }
+
+    #[test]
+    fn dense_gp_on_a_problem_directory_matches_the_explicit_jacobian() {
+        let dir = tempfile::tempdir().unwrap();
+        let widths = vec![2, 7, 5, 1];
+        let cfg = MlpConfig::new(&widths);
+        let theta = cfg
+            .init::<burn_ndarray::NdArray<f64>>(3, &Default::default())
+            .unwrap()
+            .flatten_f64();
+        let (n, m) = (40, 6);
+        let x: Vec<f64> = (0..n * 2).map(|i| (i as f64 * 0.37).sin() * 2.0).collect();
+        let y: Vec<f64> = (0..n).map(|i| (i as f64 * 0.2).cos()).collect();
+        let xs: Vec<f64> = (0..m * 2).map(|i| (i as f64 * 0.53).cos()).collect();
+        write(dir.path(), "theta.bin", &theta);
+        write(dir.path(), "X.bin", &x);
+        write(dir.path(), "y.bin", &y);
+        write(dir.path(), "Xs.bin", &xs);
+        let meta = ProblemMeta {
+            widths: widths.clone(),
+            n,
+            n_test: m,
+            sigma2: 0.05,
+            task: "predict".into(),
+        };
+        std::fs::write(
+            dir.path().join("meta.json"),
+            serde_json::to_string(&meta).unwrap(),
+        )
+        .unwrap();
+        let rec = compare(dir.path(), None, 1, true, 0).unwrap();
+        // Reference: explicit J, K = J Jᵀ, nalgebra Cholesky.
+        type F = burn_ndarray::NdArray<f64>;
+        let dev = Default::default();
+        let jac_of = |rows: &[f64], k: usize| {
+            let mlp = cfg.with_params::<F>(&theta, &dev).unwrap();
+            let xm = DMatrix::from_row_slice(k, 2, rows);
+            let j = MlpJacobian::new(
+                mlp,
+                convert::from_dmatrix_f64(&xm, &dev),
+                Default::default(),
+            )
+            .unwrap();
+            convert::to_dmatrix_f64(j.jacobian().unwrap())
+        };
+        let j = jac_of(&x, n);
+        let js = jac_of(&xs, m);
+        let a = &j * j.transpose() + DMatrix::identity(n, n) * 0.05;
+        let ch = a.clone().cholesky().unwrap();
+        let yv = DVector::from_vec(y.clone());
+        let alpha = ch.solve(&yv);
+        let lml = -0.5 * yv.dot(&alpha)
+            - ch.l().diagonal().map(f64::ln).sum()
+            - 0.5 * n as f64 * (2.0 * std::f64::consts::PI).ln();
+        assert!(
+            (rec.lml - lml).abs() < 1e-10 * lml.abs(),
+            "{} vs {lml}",
+            rec.lml
+        );
+        assert!((rec.lml_f64_reference.unwrap() - lml).abs() < 1e-10 * lml.abs());
+        let ks = &js * j.transpose();
+        let mean = &ks * &alpha;
+        let var = (&js * js.transpose()).diagonal() - (&ks * ch.solve(&ks.transpose())).diagonal();
+        for i in 0..m {
+            assert!((rec.mean.as_ref().unwrap()[i] - mean[i]).abs() < 1e-9);
+            assert!((rec.var.as_ref().unwrap()[i] - var[i]).abs() < 1e-9);
+        }
+        assert_eq!(rec.dtype, Precision::F64);
+        assert_eq!(rec.t_all.len(), 1);
+        // A wrong file size is a typed error.
+        write(dir.path(), "y.bin", &y[..n - 1]);
+        assert!(matches!(
+            compare(dir.path(), None, 0, false, 0),
+            Err(BenchError::Invalid { .. })
+        ));
+    }
+}
