@@ -10,7 +10,7 @@
 //! 1. Accuracy (Figure 5): $\lVert F_\varepsilon v - F v\rVert / \lVert F v\rVert$ for unit $v$ and
 //!    $\varepsilon$ on a log grid over $[10^{-8}, 1]$, against the exact product $J^\top(Jv)/\sigma^2$
 //!    (forward-mode $Jv$, reverse-mode $J^\top u$), for an MLP (f64 and f32) and the small
-//!    [`Cnn`](ntk_ops::Cnn) (f64; generic autodiff path), at initialization, mid-training and at
+//!    [`Cnn`](ntk_ops::Cnn) (f64; tape-free `Sequential` path), at initialization, mid-training and at
 //!    the end of training (Adam on the squared error).
 //! 2. Speed (Figure 6): exact product vs finite difference for MLPs 5-W-W-1 of growing width at
 //!    fixed $n$, median of a few repetitions, f32 and f64. The exact product is timed cold (factors
@@ -211,8 +211,8 @@ fn mlp_errors<B: Backend>(
         .collect()
 }
 
-/// The same for the CNN (generic autodiff path, f64): exact $J^\top(Jv)/\sigma^2$ with $Jv$ by
-/// nested autodiff, and $J(\theta+\varepsilon v)^\top (f(\theta+\varepsilon v) - f(\theta))/(\varepsilon\sigma^2)$.
+/// The same for the CNN (tape-free path, f64): exact $J^\top(Jv)/\sigma^2$ with $Jv$ by
+/// forward-mode tangents, and $J(\theta+\varepsilon v)^\top (f(\theta+\varepsilon v) - f(\theta))/(\varepsilon\sigma^2)$.
 fn cnn_errors(
     cfg: &CnnConfig,
     theta: &[f64],
