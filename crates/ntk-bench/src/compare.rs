@@ -19,10 +19,7 @@ use burn::prelude::Backend;
 use nalgebra::{DMatrix, DVector, RealField};
 use ntk_gp::GpError;
 use ntk_gp::chol::{DenseLml, cholesky_blocked, solve_lower_blocked, solve_vector};
-use ntk_ops::{
-    JacobianOperator, JacobianOptions, Mlp, MlpConfig, MlpJacobian, convert, ntk_diagonal,
-    ntk_lower_blocks, ntk_matrix,
-};
+use ntk_ops::{HostNtk, Mlp, MlpConfig};
 use serde::{Deserialize, Serialize};
 
 use crate::error::BenchError;
@@ -135,41 +132,27 @@ pub fn dense_ntk_gp<B: Backend>(
     y: &DVector<f64>,
     xs: Option<&DMatrix<f64>>,
     noise: f64,
-    memory_budget: usize,
 ) -> Result<DenseResult, GpError>
 where
-    B::FloatElem: RealField + Copy + Into<f64>,
+    B::FloatElem: RealField + Copy + Into<f64> + burn::tensor::Element,
 {
     let n = y.len();
-    let dev = mlp.device();
-    let opts = JacobianOptions {
-        memory_budget,
-        ..Default::default()
-    };
-    let t0 = std::time::Instant::now();
-    let jac = MlpJacobian::new(mlp.clone(), convert::from_dmatrix_f64(x, &dev), opts)?;
-    let layer_sum: usize = mlp.config().widths.windows(2).map(|w| w[0] + w[1]).sum();
-    let mut kernel_flops = 0.0;
-    if jac.n_outputs() != 1 {
+    if mlp.n_outputs() != 1 {
         return Err(GpError::Shape {
             what: "network outputs",
             expected: 1,
-            got: jac.n_outputs(),
+            got: mlp.n_outputs(),
         });
     }
+    let t0 = std::time::Instant::now();
+    let host = HostNtk::new(&mlp, x)?;
+    let panel = ntk_ops::host_ntk::DEFAULT_PANEL;
+    let kernel_flops: f64 = (0..n)
+        .step_by(panel)
+        .map(|j| host.block_flops(n - j, panel.min(n - j)))
+        .sum();
     let mut k = DMatrix::<B::FloatElem>::zeros(n, n);
-    ntk_lower_blocks(&jac, 2048, |r, c, block| {
-        let [rb, cb] = block.dims();
-        kernel_flops += 2.0 * (rb * cb * layer_sum) as f64;
-        let data = convert::to_vec_elem(block);
-        for j in 0..cb {
-            let mut col = k.column_mut(c + j);
-            for i in 0..rb {
-                col[r + i] = data[i * cb + j];
-            }
-        }
-        Ok(())
-    })?;
+    host.lower_into(&mut k, panel)?;
     if !(noise > 0.0 && noise.is_finite()) {
         return Err(GpError::NonPositive {
             what: "noise variance",
@@ -182,7 +165,7 @@ where
     }
     let kernel_s = t0.elapsed().as_secs_f64();
     let t1 = std::time::Instant::now();
-    cholesky_blocked(&mut k, ntk_gp::chol::DEFAULT_BLOCK)?;
+    cholesky_blocked(&mut k, ntk_gp::chol::block_for(n))?;
     let factor_s = t1.elapsed().as_secs_f64();
     let l = k;
     let z = solve_vector(&l, y, false);
@@ -200,10 +183,9 @@ where
         None => None,
         Some(xs) => {
             let m = xs.nrows();
-            let jt = MlpJacobian::new(mlp, convert::from_dmatrix_f64(xs, &dev), opts)?;
-            let ks = ntk_matrix(&jac, &jt)?; // [n, m] = K(X, X*)
-            let kss = convert::to_vec_f64(ntk_diagonal(&jt)?);
-            let mut v = DMatrix::<B::FloatElem>::from_row_slice(n, m, &convert::to_vec_elem(ks));
+            let host_t = HostNtk::new(&mlp, xs)?;
+            let mut v = host.cross(&host_t)?; // [n, m] = K(X, X*)
+            let kss = host_t.diagonal();
             let alpha = solve_vector(&l, &z, true);
             let mean: Vec<f64> = (0..m)
                 .map(|j| {
@@ -214,10 +196,10 @@ where
                         .sum()
                 })
                 .collect();
-            solve_lower_blocked(&l, &mut v, ntk_gp::chol::DEFAULT_BLOCK)?;
+            solve_lower_blocked(&l, &mut v, ntk_gp::chol::block_for(n))?;
             let var: Vec<f64> = (0..m)
                 .map(|j| {
-                    kss[j]
+                    Into::<f64>::into(kss[j])
                         - v.column(j)
                             .iter()
                             .map(|a| Into::<f64>::into(*a).powi(2))
@@ -291,14 +273,14 @@ pub struct CompareRecord {
     pub gemm_gflops: Option<(f64, f64)>,
 }
 
-fn run_once<B: Backend>(p: &Problem, budget: usize) -> Result<DenseResult, GpError>
+fn run_once<B: Backend>(p: &Problem) -> Result<DenseResult, GpError>
 where
-    B::FloatElem: RealField + Copy + Into<f64>,
+    B::FloatElem: RealField + Copy + Into<f64> + burn::tensor::Element,
 {
     let dev = Default::default();
     let mlp = MlpConfig::new(&p.meta.widths).with_params::<B>(&p.theta, &dev)?;
     let xs = (p.meta.task == "predict").then_some(&p.xs);
-    dense_ntk_gp(mlp, &p.x, &p.y, xs, p.meta.sigma2, budget)
+    dense_ntk_gp(mlp, &p.x, &p.y, xs, p.meta.sigma2)
 }
 
 /// Solves `problem` `1 + reps` times in `dtype` (the first reported apart), optionally with an
@@ -324,11 +306,10 @@ pub fn compare(
     } else {
         Precision::F64
     });
-    let budget = 8usize << 30;
     perf::reset_peak_rss();
     let run = |p: &Problem| match dtype {
-        Precision::F32 => run_once::<burn_ndarray::NdArray<f32>>(p, budget),
-        Precision::F64 => run_once::<burn_ndarray::NdArray<f64>>(p, budget),
+        Precision::F32 => run_once::<burn_ndarray::NdArray<f32>>(p),
+        Precision::F64 => run_once::<burn_ndarray::NdArray<f64>>(p),
     };
     let (first, t_first) = perf::timed(|| run(&problem));
     let mut out = first?;
@@ -347,11 +328,7 @@ pub fn compare(
         s[s.len() / 2]
     };
     let lml_f64_reference = if reference {
-        Some(
-            run_once::<burn_ndarray::NdArray<f64>>(&problem, budget)?
-                .lml
-                .lml,
-        )
+        Some(run_once::<burn_ndarray::NdArray<f64>>(&problem)?.lml.lml)
     } else {
         None
     };
@@ -395,6 +372,7 @@ pub fn compare(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ntk_ops::{MlpJacobian, convert};
 
     fn write(dir: &Path, name: &str, v: &[f64]) {
         let bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();

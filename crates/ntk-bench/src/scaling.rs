@@ -504,7 +504,7 @@ where
     };
     match method {
         Method::Dense => Ok(LmlOutcome {
-            value: crate::compare::dense_ntk_gp(mlp, x, y, None, s.noise, s.memory_budget)?.lml,
+            value: crate::compare::dense_ntk_gp(mlp, x, y, None, s.noise)?.lml,
             cg: None,
         }),
         Method::FunctionSpace => {

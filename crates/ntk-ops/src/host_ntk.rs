@@ -1,0 +1,745 @@
+//! The dense empirical NTK of an MLP on the host: its structured factors copied out of the
+//! backend once, then kernel blocks by direct matrix products written straight into a
+//! column-major matrix (the storage a Cholesky factorization works in).
+//!
+//! Per Dense layer $l$ with inputs $A_l$ ($n\times h_{l-1}$) and output sensitivities
+//! $\Delta_l$ ($n o\times h_l$), write $\tilde A_l = [A_l, \mathbf 1]$ (the bias as one more
+//! input); then
+//! $$K = \sum_l (\Delta_l \Delta_l^\top) \odot (\tilde A_l \tilde A_l^\top),$$
+//! with the rows of $\tilde A_l$ repeated $o$ times to match $\Delta_l$'s. A layer is kept in
+//! one of two forms, whichever moves fewer numbers:
+//! - **Hadamard**: two products of inner sizes $h_l$ and $h_{l-1}+1$ and one elementwise
+//!   product of the results (a middle layer: $40\times 40$, $200\times 2000$);
+//! - **Khatri–Rao**: the row-wise Kronecker product $G_l = \Delta_l \ast \tilde A_l$, of width
+//!   $h_l (h_{l-1}+1)$, so that $K_l = G_l G_l^\top$ — one product and no elementwise pass (a
+//!   layer with one output, or one input; all such layers share one product).
+//!
+//! Against [`ntk_lower_blocks`](crate::ntk_lower_blocks) (backend tensors, one temporary per
+//! product and per elementwise step, then a copy into host storage) this computes only the
+//! lower triangle by column panels, each product written in place with its strides, which is
+//! what makes the kernel of a small network take microseconds and a large one run at the
+//! matrix-product rate.
+
+use burn::prelude::Backend;
+use nalgebra::{DMatrix, Dyn, MatrixView, MatrixViewMut, RealField};
+use rayon::prelude::*;
+
+use crate::Activation;
+use crate::convert::to_vec_elem;
+use crate::error::{OpsError, Result};
+use crate::mlp::{Head, Mlp, MlpConfig};
+
+/// A layer whose Khatri–Rao factor is at most this many numbers wider than its two Hadamard
+/// factors together is kept in Khatri–Rao form (an elementwise pass costs about as much as a
+/// product of this inner size).
+const HADAMARD_COST: usize = 8;
+
+/// Products with a side this small do not go through `matrixmultiply` (see
+/// [`gemm`]).
+const SMALL: usize = 5;
+
+/// Default panel width of [`HostNtk::lower_into`].
+pub const DEFAULT_PANEL: usize = 256;
+
+/// A row-major $r\times c$ host matrix.
+#[derive(Debug, Clone)]
+struct RowMajor<T> {
+    data: Vec<T>,
+    cols: usize,
+}
+
+/// A strided matrix view (any row and column strides).
+type View<'a, T> = MatrixView<'a, T, Dyn, Dyn, Dyn, Dyn>;
+/// A strided mutable matrix view.
+type ViewMut<'a, T> = MatrixViewMut<'a, T, Dyn, Dyn, Dyn, Dyn>;
+
+impl<T: RealField + Copy> RowMajor<T> {
+    fn rows(&self) -> usize {
+        self.data.len() / self.cols.max(1)
+    }
+
+    /// Rows `start..start + len` as an `len × cols` view.
+    fn rows_view(&self, start: usize, len: usize) -> View<'_, T> {
+        let c = self.cols;
+        View::from_slice_with_strides_generic(
+            &self.data[start * c..(start + len) * c],
+            Dyn(len),
+            Dyn(c),
+            Dyn(c),
+            Dyn(1),
+        )
+    }
+
+    /// The transpose of rows `start..start + len`, a `cols × len` view.
+    fn rows_view_t(&self, start: usize, len: usize) -> View<'_, T> {
+        let c = self.cols;
+        View::from_slice_with_strides_generic(
+            &self.data[start * c..(start + len) * c],
+            Dyn(c),
+            Dyn(len),
+            Dyn(1),
+            Dyn(c),
+        )
+    }
+
+    fn view_mut(&mut self) -> ViewMut<'_, T> {
+        let (r, c) = (self.rows(), self.cols);
+        ViewMut::from_slice_with_strides_generic(&mut self.data, Dyn(r), Dyn(c), Dyn(c), Dyn(1))
+    }
+}
+
+/// $D \leftarrow AB$ (or $D + AB$ when `accumulate`), strides arbitrary.
+///
+/// Products with every side above [`SMALL`] go to `matrixmultiply` through nalgebra; the
+/// others run here, because nalgebra's own loops for them index past the end of a strided
+/// operand (nalgebra 0.35 `axcpy_uninit` passes a strided slice's length as the count).
+fn gemm<T: RealField + Copy>(
+    dst: &mut ViewMut<'_, T>,
+    a: &View<'_, T>,
+    b: &View<'_, T>,
+    accumulate: bool,
+) {
+    let (m, k, n) = (a.nrows(), a.ncols(), b.ncols());
+    debug_assert_eq!((dst.nrows(), dst.ncols(), b.nrows()), (m, n, k));
+    if m > SMALL && n > SMALL && k > SMALL {
+        let beta = if accumulate { T::one() } else { T::zero() };
+        dst.gemm(T::one(), a, b, beta);
+        return;
+    }
+    if !accumulate {
+        dst.fill(T::zero());
+    }
+    for q in 0..k {
+        for j in 0..n {
+            let bqj = b[(q, j)];
+            for i in 0..m {
+                dst[(i, j)] += a[(i, q)] * bqj;
+            }
+        }
+    }
+}
+
+/// One layer in Hadamard form: $\Delta$ (`[n·o, h_l]`) and $\tilde A$ (`[n·o, h_{l-1}+1]`,
+/// rows repeated per output).
+#[derive(Debug, Clone)]
+struct HadamardLayer<T> {
+    delta: RowMajor<T>,
+    inputs: RowMajor<T>,
+}
+
+/// An MLP's parameters on the host, for its structured factors without a tensor backend:
+/// one forward and one backward pass of plain matrix products (`matrixmultiply`) and
+/// elementwise loops.
+///
+/// Supports every [`Activation`] but GELU (whose $\operatorname{erf}$ the generic real
+/// types lack) and both heads; [`HostNtk::new`] falls back to the backend's pass otherwise.
+#[derive(Debug, Clone)]
+pub struct HostMlp<T> {
+    /// Per layer: $W$ (`[out, in]`, row-major, as PyTorch stores it) and $b$.
+    layers: Vec<(RowMajor<T>, Vec<T>)>,
+    activation: Activation,
+    head: Head,
+}
+
+/// Host factors of one input set: $A_l$ (`[n, h_{l-1}]`) and $\Delta_l$ (`[n·o, h_l]`).
+struct HostFactors<T> {
+    inputs: Vec<RowMajor<T>>,
+    sens: Vec<RowMajor<T>>,
+    n: usize,
+}
+
+/// $\sigma(z)$ and $\sigma'(z)$ for one entry; `None` for GELU.
+fn activate<T: RealField + Copy>(act: Activation, z: T) -> Option<(T, T)> {
+    let one = T::one();
+    let half = nalgebra::convert::<f64, T>(0.5);
+    Some(match act {
+        Activation::Tanh => {
+            let a = z.tanh();
+            (a, one - a * a)
+        }
+        Activation::Relu => {
+            if z > T::zero() {
+                (z, one)
+            } else {
+                (T::zero(), T::zero())
+            }
+        }
+        Activation::Elu => {
+            if z > T::zero() {
+                (z, one)
+            } else {
+                let e = z.exp();
+                (e - one, e)
+            }
+        }
+        Activation::Sigmoid => {
+            let s = half * (one + (half * z).tanh());
+            (s, s * (one - s))
+        }
+        Activation::Softplus => (softplus(z), half * (one + (half * z).tanh())),
+        _ => return None,
+    })
+}
+
+/// Overflow-free $\log(1 + e^z) = \max(z, 0) + \log(1 + e^{-|z|})$.
+fn softplus<T: RealField + Copy>(z: T) -> T {
+    z.max(T::zero()) + (-z.abs()).exp().ln_1p()
+}
+
+impl<T: RealField + Copy> HostMlp<T> {
+    /// From the configuration and flat parameters (PyTorch `state_dict` order), converted to
+    /// `T`; `None` for an activation the host pass lacks (GELU).
+    pub fn new(config: &MlpConfig, theta: &[f64]) -> Result<Option<Self>> {
+        let p = config.layout().n_params();
+        if theta.len() != p {
+            return Err(OpsError::ShapeMismatch {
+                what: "theta".into(),
+                expected: vec![p],
+                found: vec![theta.len()],
+            });
+        }
+        if activate(config.activation, T::zero()).is_none() {
+            return Ok(None);
+        }
+        let mut at = 0;
+        let layers = config
+            .widths
+            .windows(2)
+            .map(|w| {
+                let (inp, out) = (w[0], w[1]);
+                let conv = |s: &[f64]| s.iter().map(|v| nalgebra::convert(*v)).collect::<Vec<T>>();
+                let weight = conv(&theta[at..at + out * inp]);
+                let bias = conv(&theta[at + out * inp..at + out * inp + out]);
+                at += out * inp + out;
+                (
+                    RowMajor {
+                        data: weight,
+                        cols: inp,
+                    },
+                    bias,
+                )
+            })
+            .collect();
+        Ok(Some(Self {
+            layers,
+            activation: config.activation,
+            head: config.head,
+        }))
+    }
+
+    /// The factors at `x` (`[n, h_0]`, row-major): a forward pass keeping every layer's input
+    /// and $\sigma'(z)$, then $\Delta_L$ from the head and
+    /// $\Delta_l = (\Delta_{l+1} W_{l+1}) \odot \sigma'(z_l)$.
+    fn factors(&self, x: RowMajor<T>) -> HostFactors<T> {
+        let n = x.rows();
+        let last = self.layers.len() - 1;
+        let mut inputs = vec![x];
+        let mut derivs = Vec::with_capacity(last);
+        let mut z_last = None;
+        for (l, (w, b)) in self.layers.iter().enumerate() {
+            let out = w.rows();
+            let mut data = Vec::with_capacity(n * out);
+            for _ in 0..n {
+                data.extend_from_slice(b);
+            }
+            let mut z = RowMajor { data, cols: out };
+            let a = &inputs[l];
+            gemm(
+                &mut z.view_mut(),
+                &a.rows_view(0, n),
+                &w.rows_view_t(0, out),
+                true,
+            );
+            if l < last {
+                let mut d = vec![T::zero(); z.data.len()];
+                let act = self.activation;
+                z.data
+                    .par_chunks_mut(4096)
+                    .zip(d.par_chunks_mut(4096))
+                    .for_each(|(zs, ds)| {
+                        for (v, dv) in zs.iter_mut().zip(ds) {
+                            (*v, *dv) = activate(act, *v).expect("checked in new");
+                        }
+                    });
+                derivs.push(d);
+                inputs.push(z);
+            } else {
+                z_last = Some(z);
+            }
+        }
+        let z = z_last.expect("at least one layer");
+        let o = z.cols;
+        // Δ_L[(i, j), r] = δ_jr ∂f_j/∂z_j(x_i).
+        let mut delta = RowMajor {
+            data: vec![T::zero(); n * o * o],
+            cols: o,
+        };
+        for i in 0..n {
+            for j in 0..o {
+                let d = match (self.head, j) {
+                    (Head::Heteroscedastic { .. }, 1) => {
+                        let half = nalgebra::convert::<f64, T>(0.5);
+                        half * (T::one() + (half * z.data[i * o + 1]).tanh())
+                    }
+                    _ => T::one(),
+                };
+                delta.data[(i * o + j) * o + j] = d;
+            }
+        }
+        let mut sens = vec![delta];
+        for l in (0..last).rev() {
+            let (w, _) = &self.layers[l + 1];
+            let up = &sens[sens.len() - 1];
+            let (out, inp) = (w.rows(), w.cols);
+            let mut back = RowMajor {
+                data: vec![T::zero(); n * o * inp],
+                cols: inp,
+            };
+            gemm(
+                &mut back.view_mut(),
+                &up.rows_view(0, n * o),
+                &w.rows_view(0, out),
+                false,
+            );
+            let d = &derivs[l];
+            for (r, row) in back.data.chunks_exact_mut(inp).enumerate() {
+                let i = r / o;
+                for (v, dv) in row.iter_mut().zip(&d[i * inp..(i + 1) * inp]) {
+                    *v *= *dv;
+                }
+            }
+            sens.push(back);
+        }
+        sens.reverse();
+        HostFactors { inputs, sens, n }
+    }
+}
+
+/// An MLP's structured NTK factors on the host, in the backend's precision `T`.
+///
+/// ```
+/// use burn_ndarray::NdArray;
+/// use ntk_ops::{HostNtk, JacobianOptions, MlpConfig, MlpJacobian, convert, ntk_matrix};
+///
+/// let dev = Default::default();
+/// let mlp = MlpConfig::new(&[2, 16, 16, 1]).init::<NdArray<f64>>(0, &dev)?;
+/// let x = nalgebra::DMatrix::from_fn(30, 2, |i, j| ((i * 2 + j) as f64 * 0.3).sin());
+/// let host = HostNtk::new(&mlp, &x)?;
+/// let k = host.cross(&host)?; // K(X, X), 30 × 30
+///
+/// let jac = MlpJacobian::new(mlp, convert::from_dmatrix_f64(&x, &dev), JacobianOptions::default())?;
+/// let reference = convert::to_dmatrix_f64(ntk_matrix(&jac, &jac)?);
+/// assert!((k - &reference).norm() < 1e-12 * reference.norm());
+/// # Ok::<(), ntk_ops::OpsError>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct HostNtk<T> {
+    rows: usize,
+    /// The Khatri–Rao layers' factors side by side (`[n·o, Σ h_l (h_{l-1}+1)]`), if any.
+    low_rank: Option<RowMajor<T>>,
+    hadamard: Vec<HadamardLayer<T>>,
+}
+
+impl<T: RealField + Copy> HostNtk<T> {
+    /// The structured factors of `mlp` at the inputs `x` (`[n, h_0]`), computed on the host
+    /// ([`HostMlp`]) or, for GELU, by the backend's pass and copied out.
+    pub fn new<B: Backend<FloatElem = T>>(mlp: &Mlp<B>, x: &DMatrix<f64>) -> Result<Self>
+    where
+        T: burn::tensor::Element,
+    {
+        let d = mlp.n_inputs();
+        if x.ncols() != d {
+            return Err(OpsError::ShapeMismatch {
+                what: "inputs (columns)".into(),
+                expected: vec![d],
+                found: vec![x.ncols()],
+            });
+        }
+        if x.nrows() == 0 {
+            return Err(OpsError::Empty {
+                what: "no input points".into(),
+            });
+        }
+        if x.iter().any(|v| !v.is_finite()) {
+            return Err(OpsError::NonFinite {
+                what: "inputs".into(),
+                index: x.iter().position(|v| !v.is_finite()),
+            });
+        }
+        let config = mlp.config();
+        let o = mlp.n_outputs();
+        let factors = match HostMlp::<T>::new(config, &mlp.flatten_f64())? {
+            Some(host) => {
+                let xr = RowMajor {
+                    data: x
+                        .transpose()
+                        .iter()
+                        .map(|v| nalgebra::convert(*v))
+                        .collect(),
+                    cols: d,
+                };
+                host.factors(xr)
+            }
+            None => {
+                // The backend's pass; the factors are freshly made (not shared), so each
+                // copy out is a move.
+                let dev = mlp.device();
+                let f = mlp.factors(crate::convert::from_dmatrix_f64(x, &dev));
+                let n = x.nrows();
+                HostFactors {
+                    inputs: f
+                        .inputs
+                        .into_iter()
+                        .map(|a| {
+                            let cols = a.dims()[1];
+                            RowMajor {
+                                data: to_vec_elem(a),
+                                cols,
+                            }
+                        })
+                        .collect(),
+                    sens: f
+                        .sens
+                        .into_iter()
+                        .map(|s| {
+                            let cols = s.dims()[2];
+                            RowMajor {
+                                data: to_vec_elem(s),
+                                cols,
+                            }
+                        })
+                        .collect(),
+                    n,
+                }
+            }
+        };
+        Ok(Self::from_factors(factors, o))
+    }
+
+    fn from_factors(f: HostFactors<T>, o: usize) -> Self {
+        let rows = f.n * o;
+        let mut low_cols = 0;
+        let mut kr_layers = Vec::new();
+        let mut hadamard = Vec::new();
+        for (a, delta) in f.inputs.into_iter().zip(f.sens) {
+            let (h_in, h_out) = (a.cols, delta.cols);
+            // Ã with its rows repeated per output.
+            let tilde = |a: &RowMajor<T>| {
+                let mut data = Vec::with_capacity(rows * (h_in + 1));
+                for row in a.data.chunks_exact(h_in.max(1)).take(f.n) {
+                    for _ in 0..o {
+                        data.extend_from_slice(&row[..h_in]);
+                        data.push(T::one());
+                    }
+                }
+                RowMajor {
+                    data,
+                    cols: h_in + 1,
+                }
+            };
+            if h_out * (h_in + 1) <= h_out + h_in + 1 + HADAMARD_COST {
+                low_cols += h_out * (h_in + 1);
+                kr_layers.push((tilde(&a), delta));
+            } else {
+                hadamard.push(HadamardLayer {
+                    inputs: tilde(&a),
+                    delta,
+                });
+            }
+        }
+        let low_rank = (low_cols > 0).then(|| {
+            let mut data = Vec::with_capacity(rows * low_cols);
+            for r in 0..rows {
+                for (a, delta) in &kr_layers {
+                    let a_row = &a.data[r * a.cols..(r + 1) * a.cols];
+                    for &dv in &delta.data[r * delta.cols..(r + 1) * delta.cols] {
+                        data.extend(a_row.iter().map(|&av| dv * av));
+                    }
+                }
+            }
+            RowMajor {
+                data,
+                cols: low_cols,
+            }
+        });
+        Self {
+            rows,
+            low_rank,
+            hadamard,
+        }
+    }
+
+    /// Rows of $J$ ($n o$), the side of $K(X, X)$.
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    /// The width of the shared Khatri–Rao factor and, per Hadamard layer, the inner sizes of
+    /// its two products.
+    pub fn inner_sizes(&self) -> (usize, Vec<(usize, usize)>) {
+        (
+            self.low_rank.as_ref().map_or(0, |g| g.cols),
+            self.hadamard
+                .iter()
+                .map(|l| (l.delta.cols, l.inputs.cols))
+                .collect(),
+        )
+    }
+
+    /// Flops of the matrix products of an $r\times c$ kernel block:
+    /// $2rc\,(w + \sum_{\text{Hadamard } l} (h_l + h_{l-1} + 1))$, $w$ the Khatri–Rao width.
+    pub fn block_flops(&self, r: usize, c: usize) -> f64 {
+        let (w, had) = self.inner_sizes();
+        let inner: usize = w + had.iter().map(|(a, b)| a + b).sum::<usize>();
+        2.0 * (r * c * inner) as f64
+    }
+
+    fn check_same_layers(&self, other: &Self) -> Result<()> {
+        if self.inner_sizes() != other.inner_sizes() {
+            return Err(OpsError::ShapeMismatch {
+                what: "structured factors of two input sets (not the same network)".into(),
+                expected: vec![self.hadamard.len()],
+                found: vec![other.hadamard.len()],
+            });
+        }
+        Ok(())
+    }
+
+    /// $K(X_1, X_2)$ rows `rows = (start, len)` by columns `cols`, written into `dst`
+    /// (`len × cols.1`). `scratch` grows as needed.
+    fn block_into(
+        &self,
+        other: &Self,
+        rows: (usize, usize),
+        cols: (usize, usize),
+        dst: &mut ViewMut<'_, T>,
+        scratch: &mut (Vec<T>, Vec<T>),
+    ) {
+        let (r, c) = (rows.1, cols.1);
+        match (&self.low_rank, &other.low_rank) {
+            (Some(g1), Some(g2)) => gemm(
+                dst,
+                &g1.rows_view(rows.0, r),
+                &g2.rows_view_t(cols.0, c),
+                false,
+            ),
+            _ => dst.fill(T::zero()),
+        }
+        if self.hadamard.is_empty() {
+            return;
+        }
+        let (s1, s2) = scratch;
+        if s1.len() < r * c {
+            s1.resize(r * c, T::zero());
+            s2.resize(r * c, T::zero());
+        }
+        let (t1, t2) = (&mut s1[..r * c], &mut s2[..r * c]);
+        for (l1, l2) in self.hadamard.iter().zip(&other.hadamard) {
+            for (t, m1, m2) in [
+                (&mut *t1, &l1.delta, &l2.delta),
+                (&mut *t2, &l1.inputs, &l2.inputs),
+            ] {
+                let mut v =
+                    ViewMut::from_slice_with_strides_generic(t, Dyn(r), Dyn(c), Dyn(1), Dyn(r));
+                gemm(
+                    &mut v,
+                    &m1.rows_view(rows.0, r),
+                    &m2.rows_view_t(cols.0, c),
+                    false,
+                );
+            }
+            for j in 0..c {
+                let (a, b) = (&t1[j * r..(j + 1) * r], &t2[j * r..(j + 1) * r]);
+                for (i, (x, y)) in a.iter().zip(b).enumerate() {
+                    dst[(i, j)] += *x * *y;
+                }
+            }
+        }
+    }
+
+    /// The dense kernel $K(X_1, X_2)$ (`[n_1 o, n_2 o]`) between `self`'s inputs and
+    /// `other`'s (factors of the same network).
+    pub fn cross(&self, other: &Self) -> Result<DMatrix<T>> {
+        self.check_same_layers(other)?;
+        let (n1, n2) = (self.rows, other.rows);
+        let mut k = DMatrix::zeros(n1, n2);
+        let mut scratch = (Vec::new(), Vec::new());
+        let mut view = ViewMut::from_slice_with_strides_generic(
+            k.as_mut_slice(),
+            Dyn(n1),
+            Dyn(n2),
+            Dyn(1),
+            Dyn(n1),
+        );
+        self.block_into(other, (0, n1), (0, n2), &mut view, &mut scratch);
+        Ok(k)
+    }
+
+    /// Writes the lower triangle of $K(X, X)$ into `k` (`[n o, n o]`, column-major), by
+    /// column panels of `panel` columns; the strict upper triangle of each panel's diagonal
+    /// block gets its (symmetric) values too, the rest of the upper triangle is left alone.
+    pub fn lower_into(&self, k: &mut DMatrix<T>, panel: usize) -> Result<()> {
+        let n = self.rows;
+        if k.shape() != (n, n) {
+            return Err(OpsError::ShapeMismatch {
+                what: "kernel matrix".into(),
+                expected: vec![n, n],
+                found: vec![k.nrows(), k.ncols()],
+            });
+        }
+        let pb = panel.max(1);
+        let mut scratch = (Vec::new(), Vec::new());
+        let data = k.as_mut_slice();
+        for j in (0..n).step_by(pb) {
+            let (r, b) = (n - j, pb.min(n - j));
+            // Column-major block K[j.., j..j+b]: first entry j n + j, column stride n.
+            let start = j * n + j;
+            let mut view = ViewMut::from_slice_with_strides_generic(
+                &mut data[start..start + (b - 1) * n + r],
+                Dyn(r),
+                Dyn(b),
+                Dyn(1),
+                Dyn(n),
+            );
+            self.block_into(self, (j, r), (j, b), &mut view, &mut scratch);
+        }
+        Ok(())
+    }
+
+    /// The diagonal of $K(X, X)$: $K_{ii} = \sum_l \lVert \Delta_l[i]\rVert^2 \lVert \tilde
+    /// A_l[i]\rVert^2$ (and $\lVert G[i]\rVert^2$ for the Khatri–Rao layers).
+    pub fn diagonal(&self) -> Vec<T> {
+        let sq = |m: &RowMajor<T>, i: usize| {
+            m.data[i * m.cols..(i + 1) * m.cols]
+                .iter()
+                .fold(T::zero(), |s, v| s + *v * *v)
+        };
+        (0..self.rows)
+            .map(|i| {
+                let lr = self.low_rank.as_ref().map_or(T::zero(), |g| sq(g, i));
+                self.hadamard
+                    .iter()
+                    .fold(lr, |s, l| s + sq(&l.delta, i) * sq(&l.inputs, i))
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::convert::{from_dmatrix_f64, to_dmatrix_f64};
+    use crate::{JacobianOptions, MlpJacobian, ntk_matrix};
+    use burn_ndarray::NdArray;
+
+    fn setup<B: Backend>(
+        widths: &[usize],
+        act: Activation,
+        head: Head,
+        n: usize,
+        seed: u64,
+    ) -> (Mlp<B>, DMatrix<f64>) {
+        let dev = Default::default();
+        let mlp = MlpConfig::new(widths)
+            .with_activation(act)
+            .with_head(head)
+            .init::<B>(seed, &dev)
+            .unwrap();
+        let x = DMatrix::from_fn(n, widths[0], |i, j| {
+            ((i * 7 + j * 3 + seed as usize) as f64 * 0.41).sin() * 2.0
+        });
+        (mlp, x)
+    }
+
+    fn reference<B: Backend>(mlp: &Mlp<B>, x1: &DMatrix<f64>, x2: &DMatrix<f64>) -> DMatrix<f64> {
+        let dev = Default::default();
+        let j = |x: &DMatrix<f64>| {
+            MlpJacobian::new(
+                mlp.clone(),
+                from_dmatrix_f64(x, &dev),
+                JacobianOptions::default(),
+            )
+            .unwrap()
+        };
+        to_dmatrix_f64(ntk_matrix(&j(x1), &j(x2)).unwrap())
+    }
+
+    #[test]
+    fn host_kernel_equals_the_structured_kernel_in_every_form() {
+        // Layers in both forms (1 → 12 and 12 → 9 Hadamard, 9 → 1 Khatri–Rao; 2 → 1
+        // Khatri–Rao only), products with small and large sides, every activation (GELU by
+        // the backend's pass) and both heads.
+        let cases = [
+            (vec![1, 12, 9, 1], Activation::Tanh, Head::Plain),
+            (vec![2, 1], Activation::Tanh, Head::Plain),
+            (vec![3, 8, 2], Activation::Relu, Head::Plain),
+            (vec![4, 7, 7, 1], Activation::Elu, Head::Plain),
+            (vec![2, 9, 1], Activation::Sigmoid, Head::Plain),
+            (vec![2, 6, 3], Activation::Softplus, Head::Plain),
+            (vec![2, 8, 1], Activation::Gelu, Head::Plain),
+            (
+                vec![2, 6, 2],
+                Activation::Tanh,
+                Head::Heteroscedastic { min_scale: 1e-5 },
+            ),
+        ];
+        for (widths, act, head) in cases {
+            let (mlp, x1) = setup::<NdArray<f64>>(&widths, act, head, 23, 1);
+            let (_, x2) = setup::<NdArray<f64>>(&widths, act, head, 11, 2);
+            let (h1, h2) = (
+                HostNtk::new(&mlp, &x1).unwrap(),
+                HostNtk::new(&mlp, &x2).unwrap(),
+            );
+            let k12 = reference(&mlp, &x1, &x2);
+            let k = h1.cross(&h2).unwrap();
+            assert!(
+                (&k - &k12).norm() <= 1e-13 * k12.norm(),
+                "{widths:?} {act:?}: {:e}",
+                (&k - &k12).norm() / k12.norm()
+            );
+            let kk = reference(&mlp, &x1, &x1);
+            for panel in [1, 5, 64] {
+                let mut lower = DMatrix::from_element(h1.rows(), h1.rows(), f64::NAN);
+                h1.lower_into(&mut lower, panel).unwrap();
+                for c in 0..lower.ncols() {
+                    for r in c..lower.nrows() {
+                        assert!((lower[(r, c)] - kk[(r, c)]).abs() <= 1e-13 * kk.norm());
+                    }
+                }
+            }
+            for (i, d) in h1.diagonal().iter().enumerate() {
+                assert!((d - kk[(i, i)]).abs() <= 1e-12 * kk[(i, i)].abs());
+            }
+        }
+    }
+
+    #[test]
+    fn host_kernel_in_f32_and_errors() {
+        let (mlp, x) = setup::<NdArray<f32>>(&[2, 10, 10, 1], Activation::Tanh, Head::Plain, 17, 3);
+        let h = HostNtk::new(&mlp, &x).unwrap();
+        let k = h.cross(&h).unwrap().map(f64::from);
+        let k64 = reference(&mlp, &x, &x);
+        assert!((&k - &k64).norm() <= 1e-5 * k64.norm());
+        let mut wrong = DMatrix::<f32>::zeros(3, 3);
+        assert!(h.lower_into(&mut wrong, 4).is_err());
+        let (other_mlp, _) =
+            setup::<NdArray<f32>>(&[2, 10, 1], Activation::Tanh, Head::Plain, 5, 3);
+        let other = HostNtk::new(&other_mlp, &x).unwrap();
+        assert!(h.cross(&other).is_err());
+        // Bad inputs: wrong width, no rows, NaN.
+        assert!(matches!(
+            HostNtk::new(&mlp, &DMatrix::zeros(4, 3)),
+            Err(OpsError::ShapeMismatch { .. })
+        ));
+        assert!(matches!(
+            HostNtk::new(&mlp, &DMatrix::zeros(0, 2)),
+            Err(OpsError::Empty { .. })
+        ));
+        let mut bad = x.clone();
+        bad[(4, 1)] = f64::NAN;
+        assert!(matches!(
+            HostNtk::new(&mlp, &bad),
+            Err(OpsError::NonFinite { .. })
+        ));
+    }
+}
