@@ -134,7 +134,7 @@ pub fn dense_ntk_gp<B: Backend>(
     noise: f64,
 ) -> Result<DenseResult, GpError>
 where
-    B::FloatElem: RealField + Copy + Into<f64> + burn::tensor::Element,
+    B::FloatElem: RealField + Copy + Into<f64>,
 {
     let n = y.len();
     if mlp.n_outputs() != 1 {
@@ -275,7 +275,7 @@ pub struct CompareRecord {
 
 fn run_once<B: Backend>(p: &Problem) -> Result<DenseResult, GpError>
 where
-    B::FloatElem: RealField + Copy + Into<f64> + burn::tensor::Element,
+    B::FloatElem: RealField + Copy + Into<f64>,
 {
     let dev = Default::default();
     let mlp = MlpConfig::new(&p.meta.widths).with_params::<B>(&p.theta, &dev)?;

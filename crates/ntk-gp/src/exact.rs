@@ -143,9 +143,15 @@ impl ExactGp {
         for i in 0..n {
             a[(i, i)] += hyper.noise * noise_shape.as_ref().map_or(1.0, |d| d[i]);
         }
-        let chol = Cholesky::new(a).ok_or(GpError::NotPositiveDefinite {
-            what: "s²K + σ²I"
+        // The blocked factorization runs on matrix products (see `chol`); nalgebra's solves
+        // then read its lower triangle.
+        crate::chol::cholesky_blocked(&mut a, crate::chol::block_for(n)).map_err(|e| match e {
+            GpError::NotPositiveDefinite { .. } => GpError::NotPositiveDefinite {
+                what: "s²K + σ²I",
+            },
+            other => other,
         })?;
+        let chol = Cholesky::pack_dirty(a);
         let alpha = chol.solve(&residual);
         Ok(Self {
             kernel,
@@ -300,7 +306,7 @@ impl ExactGp {
         let s2 = self.hyper.prior_scale;
         let mean = test_mean + cross.tr_mul(&self.alpha) * s2;
         let mut v = cross * s2;
-        self.chol.l_dirty().solve_lower_triangular_mut(&mut v);
+        crate::chol::solve_lower_blocked(self.chol.l_dirty(), &mut v, crate::chol::block_for(n))?;
         Ok((mean, v))
     }
 }

@@ -13,7 +13,8 @@
 use burn::prelude::Backend;
 use nalgebra::{DMatrix, DVector};
 use ntk_ops::{
-    Head, JacobianOperator, JacobianOptions, Mlp, MlpJacobian, convert, ntk_diagonal, ntk_matrix,
+    Head, HostNtk, JacobianOperator, JacobianOptions, Mlp, MlpJacobian, convert, ntk_diagonal,
+    ntk_matrix,
 };
 use serde::{Deserialize, Serialize};
 
@@ -159,6 +160,9 @@ pub struct NtkGp<B: Backend> {
     hyper: Hyper,
     constant: f64,
     posterior: Posterior,
+    /// The training inputs' structured NTK factors on the host (f64), kept by the dense
+    /// strategy for its cross-kernels.
+    host: Option<HostNtk<f64>>,
     choice: Choice,
     fit_report: Option<Maximum>,
     /// The LOVE cache $S S^\top \approx A^{-1}$, built on the first prediction that needs it
@@ -229,9 +233,12 @@ where
                 _ => None,
             },
         };
+        let mut host = None;
         let (hyper, constant, fit_report, posterior) = match choice.strategy {
             Strategy::Dense | Strategy::Auto => {
-                let k = mean_block(convert::to_dmatrix_f64(ntk_matrix(&jac, &jac)?), o, o);
+                let h = HostNtk::<f64>::new(jac.mlp(), x)?;
+                let k = mean_block(h.cross(&h)?, o, o);
+                host = Some(h);
                 // One eigen-decomposition of K makes each optimizer step O(n); skipped when
                 // nothing is free. Heteroscedastic noise is not isotropic: one Cholesky a step.
                 let (hyper, c, report) = if let Some(d) = &noise_shape {
@@ -338,7 +345,9 @@ where
                              (residual {max_residual:.2e}) at n = {}",
                             y.len()
                         );
-                        let k = convert::to_dmatrix_f64(ntk_matrix(&jac, &jac)?);
+                        let h = HostNtk::<f64>::new(jac.mlp(), x)?;
+                        let k = h.cross(&h)?;
+                        host = Some(h);
                         (
                             hyper,
                             c,
@@ -357,6 +366,7 @@ where
             hyper,
             constant,
             posterior,
+            host,
             choice,
             fit_report,
             love: std::sync::OnceLock::new(),
@@ -507,9 +517,17 @@ where
         let o = self.jac.n_outputs();
         match &self.posterior {
             Posterior::Function(gp) => {
-                let cross = mean_block(convert::to_dmatrix_f64(ntk_matrix(&self.jac, &jt)?), o, o);
-                let test = mean_block(convert::to_dmatrix_f64(ntk_matrix(&jt, &jt)?), o, o);
-                gp.predict_cov(&cross, &test, &prior)
+                let (cross, test) = match &self.host {
+                    Some(h) => {
+                        let ht = HostNtk::<f64>::new(self.jac.mlp(), x_test)?;
+                        (h.cross(&ht)?, ht.cross(&ht)?)
+                    }
+                    None => (
+                        convert::to_dmatrix_f64(ntk_matrix(&self.jac, &jt)?),
+                        convert::to_dmatrix_f64(ntk_matrix(&jt, &jt)?),
+                    ),
+                };
+                gp.predict_cov(&mean_block(cross, o, o), &mean_block(test, o, o), &prior)
             }
             Posterior::Parameter(gp) => {
                 let j = convert::to_dmatrix_f64(jt.jacobian()?);
@@ -528,8 +546,18 @@ where
         let o = self.jac.n_outputs();
         match &self.posterior {
             Posterior::Function(gp) => {
-                let cross = mean_block(convert::to_dmatrix_f64(ntk_matrix(&self.jac, &jt)?), o, o);
-                let diag = DVector::from_vec(convert::to_vec_f64(ntk_diagonal(&jt)?));
+                let (cross, diag) = match &self.host {
+                    Some(h) => {
+                        let ht = HostNtk::<f64>::new(self.jac.mlp(), x_test)?;
+                        (h.cross(&ht)?, ht.diagonal())
+                    }
+                    None => (
+                        convert::to_dmatrix_f64(ntk_matrix(&self.jac, &jt)?),
+                        convert::to_vec_f64(ntk_diagonal(&jt)?),
+                    ),
+                };
+                let cross = mean_block(cross, o, o);
+                let diag = DVector::from_vec(diag);
                 let diag = DVector::from_iterator(m, diag.iter().step_by(o).copied());
                 gp.predict(&cross, &diag, &prior)
             }

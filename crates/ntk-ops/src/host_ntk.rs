@@ -25,7 +25,7 @@ use nalgebra::{DMatrix, Dyn, MatrixView, MatrixViewMut, RealField};
 use rayon::prelude::*;
 
 use crate::Activation;
-use crate::convert::to_vec_elem;
+use crate::convert::to_vec_f64;
 use crate::error::{OpsError, Result};
 use crate::mlp::{Head, Mlp, MlpConfig};
 
@@ -315,7 +315,8 @@ impl<T: RealField + Copy> HostMlp<T> {
     }
 }
 
-/// An MLP's structured NTK factors on the host, in the backend's precision `T`.
+/// An MLP's structured NTK factors on the host, in precision `T` (`f32` or `f64`, whatever
+/// the backend's).
 ///
 /// ```
 /// use burn_ndarray::NdArray;
@@ -342,11 +343,9 @@ pub struct HostNtk<T> {
 
 impl<T: RealField + Copy> HostNtk<T> {
     /// The structured factors of `mlp` at the inputs `x` (`[n, h_0]`), computed on the host
-    /// ([`HostMlp`]) or, for GELU, by the backend's pass and copied out.
-    pub fn new<B: Backend<FloatElem = T>>(mlp: &Mlp<B>, x: &DMatrix<f64>) -> Result<Self>
-    where
-        T: burn::tensor::Element,
-    {
+    /// in `T` from the parameters ([`HostMlp`]) or, for GELU, by the backend's pass (in its
+    /// precision) and copied out.
+    pub fn new<B: Backend>(mlp: &Mlp<B>, x: &DMatrix<f64>) -> Result<Self> {
         let d = mlp.n_inputs();
         if x.ncols() != d {
             return Err(OpsError::ShapeMismatch {
@@ -382,7 +381,12 @@ impl<T: RealField + Copy> HostNtk<T> {
             }
             None => {
                 // The backend's pass; the factors are freshly made (not shared), so each
-                // copy out is a move.
+                // copy out is a move (then a conversion to `T`).
+                fn to_host<B: Backend, const D: usize, T: RealField + Copy>(
+                    t: burn::tensor::Tensor<B, D>,
+                ) -> Vec<T> {
+                    to_vec_f64(t).into_iter().map(nalgebra::convert).collect()
+                }
                 let dev = mlp.device();
                 let f = mlp.factors(crate::convert::from_dmatrix_f64(x, &dev));
                 let n = x.nrows();
@@ -393,7 +397,7 @@ impl<T: RealField + Copy> HostNtk<T> {
                         .map(|a| {
                             let cols = a.dims()[1];
                             RowMajor {
-                                data: to_vec_elem(a),
+                                data: to_host(a),
                                 cols,
                             }
                         })
@@ -404,7 +408,7 @@ impl<T: RealField + Copy> HostNtk<T> {
                         .map(|s| {
                             let cols = s.dims()[2];
                             RowMajor {
-                                data: to_vec_elem(s),
+                                data: to_host(s),
                                 cols,
                             }
                         })
@@ -720,6 +724,9 @@ mod tests {
         let k = h.cross(&h).unwrap().map(f64::from);
         let k64 = reference(&mlp, &x, &x);
         assert!((&k - &k64).norm() <= 1e-5 * k64.norm());
+        // The host pass may run in f64 on an f32 backend's network.
+        let h64 = HostNtk::<f64>::new(&mlp, &x).unwrap();
+        assert!((h64.cross(&h64).unwrap() - &k64).norm() <= 1e-5 * k64.norm());
         let mut wrong = DMatrix::<f32>::zeros(3, 3);
         assert!(h.lower_into(&mut wrong, 4).is_err());
         let (other_mlp, _) =
@@ -728,17 +735,17 @@ mod tests {
         assert!(h.cross(&other).is_err());
         // Bad inputs: wrong width, no rows, NaN.
         assert!(matches!(
-            HostNtk::new(&mlp, &DMatrix::zeros(4, 3)),
+            HostNtk::<f32>::new(&mlp, &DMatrix::zeros(4, 3)),
             Err(OpsError::ShapeMismatch { .. })
         ));
         assert!(matches!(
-            HostNtk::new(&mlp, &DMatrix::zeros(0, 2)),
+            HostNtk::<f32>::new(&mlp, &DMatrix::zeros(0, 2)),
             Err(OpsError::Empty { .. })
         ));
         let mut bad = x.clone();
         bad[(4, 1)] = f64::NAN;
         assert!(matches!(
-            HostNtk::new(&mlp, &bad),
+            HostNtk::<f32>::new(&mlp, &bad),
             Err(OpsError::NonFinite { .. })
         ));
     }
