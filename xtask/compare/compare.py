@@ -38,6 +38,11 @@ def rows(all_anchors):
     return out
 
 
+def product_rows():
+    """(tag, n, anchor_reps, ours_reps): issue 4's per-product benchmark on the 803k MLP."""
+    return [("fig4-products-1000", 1000, 3, 5), ("fig4-products-10000", 10000, 1, 2)]
+
+
 def load_avg():
     try:
         return float(open("/proc/loadavg").read().split()[0])
@@ -63,12 +68,16 @@ def dump_problem(A, d, arch, n, n_test, task, sigma2):
         json.dump(dict(widths=widths, n=n, n_test=n_test, sigma2=sigma2, task=task, arch=arch), fh)
 
 
-def run_anchor(py, anchors_dir, arch, n, n_test, task, dtype, backend, mode, reps, dump, log, timeout):
+def run_anchor(py, anchors_dir, arch, n, n_test, task, dtype, backend, mode, reps, dump, log, timeout,
+               extra=None):
     cmd = [py, os.path.join(anchors_dir, "ntk_gp_anchor.py"), "--arch", arch, "--n-train", str(n),
            "--n-test", str(n_test), "--backend", backend, "--task", task, "--mode", mode,
-           "--dtype", dtype, "--reps", str(reps), "--dump", dump]
-    if arch == "fig4":
+           "--dtype", dtype, "--reps", str(reps)]
+    if dump:
+        cmd += ["--dump", dump]
+    if arch == "fig4" and task in ("predict", "logprob"):
         cmd += FIG4_MF
+    cmd += extra or []
     print("#   $ " + " ".join(cmd[1:]), flush=True)
     t0 = time.time()
     try:
@@ -163,6 +172,10 @@ def main():
                        anchor_s=fastest["t_median"], anchor_peak_mib=fastest.get("peak_rss_mib"),
                        anchor_lml=fastest.get("lml"), ratio=fastest["t_median"] / ours["t_median"])
             row["goal_met"] = row["ratio"] >= goal
+        kern = [x for x in timed if x["mode"] == "dense" and x.get("t_kernel")]
+        if kern:
+            k = min(kern, key=lambda x: x["t_kernel"])
+            row.update(anchor_kernel=f'{k["backend"]} dense', anchor_kernel_s=k["t_kernel"])
         if dense:
             row["lml_vs_anchor_dense"] = abs(ours["lml"] - dense["lml"]) / abs(dense["lml"])
             d = dumps.get(dense["backend"], {})
@@ -179,6 +192,46 @@ def main():
             row["anchor_own_lml_err"] = min(x.get("lml_relerr", float("nan")) for x in own)
             row["anchor_own_var_err"] = min((x["var_relerr"] for x in own if "var_relerr" in x), default=None)
         results.append(row)
+        print("#   " + json.dumps(row), flush=True)
+    products = []
+    for tag, n, areps, oreps in product_rows():
+        if a.quick and n > 1000:
+            continue
+        if wanted and not any(w in tag for w in wanted):
+            continue
+        print(f"# {tag}", flush=True)
+        pdir = os.path.join(a.out, "problems", tag)
+        dump_problem(A, pdir, "fig4", n, 10, "logprob", 1.0)
+        arecs = []
+        if a.skip_anchors:
+            arecs = [r for r in old_anchor.get(("fig4", n, "matvec"), []) + old_anchor.get(("fig4", n, "fvp"), [])]
+        else:
+            for backend in ("jax-nt", "torch"):
+                arecs += run_anchor(sys.executable, a.anchors, "fig4", n, 10, "matvec", "f32", backend, "dense",
+                                    areps, None, anchor_log, a.timeout, ["--matvec-k", "1"])
+                arecs += run_anchor(sys.executable, a.anchors, "fig4", n, 10, "fvp", "f32", backend, "dense",
+                                    areps, None, anchor_log, a.timeout, ["--unit-v", "--eps", "1e-4"])
+        cmd = [a.ntk_bench, "compare", pdir, "--products", "--reps", str(oreps)]
+        print("#   $ " + " ".join(cmd), flush=True)
+        r = subprocess.run(cmd, capture_output=True, text=True)
+        if r.returncode != 0:
+            print(r.stderr, file=sys.stderr)
+            products.append(dict(tag=tag, error=r.stderr.strip()[-500:]))
+            continue
+        ours = json.loads(r.stdout.strip().splitlines()[-1])
+
+        def best(mode):
+            c = [x for x in arecs if x.get("mode") == mode and "t_median" in x]
+            return min(c, key=lambda x: x["t_median"]) if c else None
+
+        row = dict(tag=tag, n=n, ours=ours, load_after=load_avg())
+        for name, mode, warm, cold in (("NTK product K u", "matvec", "ntk_warm_s", "ntk_cold_s"),
+                                       ("GGN product J^T H J v", "fvp-ggn", "ggn_warm_s", "ggn_cold_s")):
+            b = best(mode)
+            row[name] = dict(warm=ours[warm], cold=ours[cold],
+                             anchor=(f'{b["backend"]} {mode}' if b else None),
+                             anchor_s=(b["t_median"] if b else None))
+        products.append(row)
         print("#   " + json.dumps(row), flush=True)
     anchor_log.close()
 
@@ -217,14 +270,45 @@ def main():
                      f"{f(r['kernel_gflops'], '{:.1f}')} | {f(r['factor_s'])} | {f(r['factor_gflops'], '{:.1f}')} | "
                      f"{f(max(r['ours_s'] - r['kernel_s'] - r['factor_s'], 0.0))} | "
                      f"{f(g[0], '{:.1f}')} / {f(g[1], '{:.1f}')} |")
+    lines += ["", "Dense structured NTK (issue 4): the training kernel's time, factors included, against the "
+              "anchors' kernel phase (`t_kernel`) in the same run; goal 10×.", "",
+              "| row | n | ntk-rs s | faster anchor kernel | anchor s | ratio (goal 10×) |", "|---" * 6 + "|"]
+    for r in results:
+        if "error" in r or r.get("anchor_kernel_s") is None:
+            continue
+        ratio = r["anchor_kernel_s"] / r["kernel_s"]
+        lines.append(f"| {r['tag']} | {r['n']} | {f(r['kernel_s'])} | {r['anchor_kernel']} | "
+                     f"{f(r['anchor_kernel_s'])} | {ratio:.1f}×{' ✓' if ratio >= 10 else ' ✗'} |")
+    if products:
+        lines += ["", "Jacobian products on the 803k MLP (issue 4), f32, one column. *warm*: factors cached (as "
+                  "inside CG); *cold*: factors computed first, as the anchors' timers do (their `matvec` and "
+                  "`fvp-ggn` include the forward pass); goal 2× against the faster anchor.", "",
+                  "| row | product | ntk-rs warm s | ntk-rs cold s | faster anchor | anchor s | ratio warm | ratio cold |",
+                  "|---" * 8 + "|"]
+        for r in products:
+            if "error" in r:
+                lines.append(f"| {r['tag']} | failed: {r['error'][:80]} |" + " |" * 6)
+                continue
+            o = r["ours"]
+            lines.append(f"| {r['tag']} | Jv | {f(o['jvp_s'])} ({o['jvp_gflops']:.0f} GFLOP/s) | | | | | |")
+            lines.append(f"| {r['tag']} | Jᵀu | {f(o['vjp_s'])} ({o['vjp_gflops']:.0f} GFLOP/s) | | | | | |")
+            for name in ("NTK product K u", "GGN product J^T H J v"):
+                x = r[name]
+                rw = rc = ""
+                if x["anchor_s"]:
+                    rw = f"{x['anchor_s'] / x['warm']:.1f}×"
+                    rc = f"{x['anchor_s'] / x['cold']:.1f}×"
+                lines.append(f"| {r['tag']} | {name} | {f(x['warm'])} | {f(x['cold'])} | {x['anchor'] or ''} | "
+                             f"{f(x['anchor_s'])} | {rw} | {rc} |")
+            lines.append(f"| {r['tag']} | factors (forward + backward) | {f(o['factors_s'])} | | | | | |")
     table = "\n".join(lines)
     print(table)
     with open(os.path.join(a.out, f"compare-{stamp}.md"), "w") as fh:
         fh.write(f"# ntk-rs vs anchors, {stamp} UTC\n\n{table}\n")
     with open(os.path.join(a.out, f"compare-{stamp}.json"), "w") as fh:
-        json.dump(results, fh, indent=1)
+        json.dump(dict(rows=results, products=products), fh, indent=1)
     print(f"# saved {a.out}/compare-{stamp}.md and .json")
-    return 0 if all("error" not in r for r in results) else 1
+    return 0 if all("error" not in r for r in results + products) else 1
 
 
 if __name__ == "__main__":

@@ -369,6 +369,171 @@ pub fn compare(
     })
 }
 
+/// Per-product timings of the Jacobian operators on a problem's network and inputs (issue 4's
+/// benchmark against the anchors' `matvec` and `fvp` tasks), printed as one JSON line.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProductsRecord {
+    /// Always `"ntk-rs-products"`.
+    pub kind: String,
+    /// The problem directory.
+    pub problem: PathBuf,
+    /// Precision.
+    pub dtype: Precision,
+    /// Points $n$ and parameters $p$.
+    pub n: usize,
+    /// Parameters.
+    pub p: usize,
+    /// Median seconds: the factors (one forward and one backward pass, cached afterwards).
+    pub factors_s: f64,
+    /// Median seconds of $Jv$ (one column, factors cached).
+    pub jvp_s: f64,
+    /// Median seconds of $J^\top u$ (one column, factors cached).
+    pub vjp_s: f64,
+    /// Median seconds of $Ku = J(J^\top u)$, factors cached.
+    pub ntk_warm_s: f64,
+    /// Median seconds of $Ku$ from scratch (factors, then the product): the anchors' `matvec`.
+    pub ntk_cold_s: f64,
+    /// Median seconds of the GGN product $J^\top H J v$ (Gaussian, $\sigma^2 = 1$), factors cached.
+    pub ggn_warm_s: f64,
+    /// Median seconds of the GGN product from scratch: the anchors' `fvp-ggn`.
+    pub ggn_cold_s: f64,
+    /// GFLOP/s of $Jv$ and of $J^\top u$ ($2np$ flops each).
+    pub jvp_gflops: f64,
+    /// GFLOP/s of $J^\top u$.
+    pub vjp_gflops: f64,
+    /// $\lvert\langle Jv, u\rangle - \langle v, J^\top u\rangle\rvert / (\lVert Jv\rVert \lVert u\rVert)$.
+    pub adjoint_relerr: f64,
+    /// Square-GEMM rate of this backend in the same process (f32, f64), GFLOP/s.
+    pub gemm_gflops: Option<(f64, f64)>,
+    /// Load average at the end.
+    pub load: f64,
+}
+
+fn median_of(mut t: Vec<f64>) -> f64 {
+    t.sort_by(f64::total_cmp);
+    t[t.len() / 2]
+}
+
+fn products_in<B: Backend>(
+    problem: &Problem,
+    dir: &Path,
+    dtype: Precision,
+    reps: usize,
+) -> Result<ProductsRecord, BenchError> {
+    use burn::tensor::Tensor;
+    use ntk_ops::{
+        GgnOperator, JacobianOperator, JacobianOptions, Likelihood, MlpJacobian, NtkOperator,
+        convert,
+    };
+    let dev = Default::default();
+    let mlp = MlpConfig::new(&problem.meta.widths)
+        .with_params::<B>(&problem.theta, &dev)?;
+    let x = convert::from_dmatrix_f64(&problem.x, &dev);
+    let (n, p) = (problem.meta.n, problem.theta.len());
+    let opts = JacobianOptions {
+        memory_budget: 8 << 30,
+        ..Default::default()
+    };
+    let sync = |t: &Tensor<B, 2>| B::sync(&t.device()).map_err(|e| BenchError::invalid("sync", format!("{e:?}")));
+    // Unit-norm probes, as the anchors' `--unit-v`.
+    let unit = |len: usize, phase: f64| {
+        let v: Vec<f64> = (0..len).map(|i| ((i as f64 + phase) * 0.618).sin()).collect();
+        let norm = v.iter().map(|a| a * a).sum::<f64>().sqrt();
+        convert::tensor_from_f64::<B>(v.iter().map(|a| a / norm).collect(), len, 1, &dev)
+    };
+    let (v, u) = (unit(p, 0.3), unit(n, 0.7));
+    let gaussian = Likelihood::Gaussian { noise_var: 1.0 };
+    let mut t = [(); 7].map(|_| Vec::new());
+    let mut jac = None;
+    for rep in 0..=reps.max(1) {
+        let (j, s0) = perf::timed(|| MlpJacobian::new(mlp.clone(), x.clone(), opts));
+        let j = j?;
+        let (r, s1) = perf::timed(|| j.jvp(v.clone()));
+        sync(&r?)?;
+        let (r, s2) = perf::timed(|| j.vjp(u.clone()));
+        sync(&r?)?;
+        let ntk = NtkOperator::new(j.clone());
+        let (r, s3) = perf::timed(|| ntk.try_apply(u.clone()));
+        sync(&r?)?;
+        let ggn = GgnOperator::new(j.clone(), gaussian)?;
+        let (r, s4) = perf::timed(|| ggn.try_apply(v.clone()));
+        sync(&r?)?;
+        let (r, s5) = perf::timed(|| {
+            let j = MlpJacobian::new(mlp.clone(), x.clone(), opts)?;
+            NtkOperator::new(j).try_apply(u.clone())
+        });
+        sync(&r?)?;
+        let (r, s6) = perf::timed(|| {
+            let j = MlpJacobian::new(mlp.clone(), x.clone(), opts)?;
+            GgnOperator::new(j, gaussian)?.try_apply(v.clone())
+        });
+        sync(&r?)?;
+        if rep > 0 {
+            for (acc, s) in t.iter_mut().zip([s0, s1, s2, s3, s4, s5, s6]) {
+                acc.push(s);
+            }
+        }
+        jac = Some(j);
+    }
+    let j = jac.expect("at least one repetition");
+    let jv = convert::to_vec_f64(j.jvp(v.clone())?);
+    let jtu = convert::to_vec_f64(j.vjp(u.clone())?);
+    let (uv, vv) = (convert::to_vec_f64(u), convert::to_vec_f64(v));
+    let lhs: f64 = jv.iter().zip(&uv).map(|(a, b)| a * b).sum();
+    let rhs: f64 = vv.iter().zip(&jtu).map(|(a, b)| a * b).sum();
+    let scale = jv.iter().map(|a| a * a).sum::<f64>().sqrt();
+    let [factors_s, jvp_s, vjp_s, ntk_warm_s, ggn_warm_s, ntk_cold_s, ggn_cold_s] = t.map(median_of);
+    let flops = 2.0 * (n * p) as f64;
+    Ok(ProductsRecord {
+        kind: "ntk-rs-products".into(),
+        problem: dir.to_path_buf(),
+        dtype,
+        n,
+        p,
+        factors_s,
+        jvp_s,
+        vjp_s,
+        ntk_warm_s,
+        ntk_cold_s,
+        ggn_warm_s,
+        ggn_cold_s,
+        jvp_gflops: flops / jvp_s / 1e9,
+        vjp_gflops: flops / vjp_s / 1e9,
+        adjoint_relerr: (lhs - rhs).abs() / scale.max(f64::MIN_POSITIVE),
+        gemm_gflops: None,
+        load: perf::load_average(),
+    })
+}
+
+/// Times $Jv$, $J^\top u$, the NTK product and the GGN product (warm: factors cached; cold:
+/// from scratch) on the network and inputs of the problem in `dir`, `reps` repetitions after
+/// a warm-up (medians), and checks adjointness.
+pub fn products(
+    dir: &Path,
+    dtype: Option<Precision>,
+    reps: usize,
+    gemm_size: usize,
+) -> Result<ProductsRecord, BenchError> {
+    let problem = Problem::load(dir)?;
+    let dtype = dtype.unwrap_or(if problem.theta.len() > 100_000 {
+        Precision::F32
+    } else {
+        Precision::F64
+    });
+    let gemm_gflops = (gemm_size > 0).then(|| {
+        (
+            perf::gemm_gflops::<burn_ndarray::NdArray<f32>>(gemm_size, 3),
+            perf::gemm_gflops::<burn_ndarray::NdArray<f64>>(gemm_size, 3),
+        )
+    });
+    let mut rec = match dtype {
+        Precision::F32 => products_in::<burn_ndarray::NdArray<f32>>(&problem, dir, dtype, reps)?,
+        Precision::F64 => products_in::<burn_ndarray::NdArray<f64>>(&problem, dir, dtype, reps)?,
+    };
+    rec.gemm_gflops = gemm_gflops;
+    Ok(rec)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -57,6 +57,9 @@ pub enum BenchError {
     /// A Gaussian-process computation failed.
     #[error(transparent)]
     Gp(#[from] ntk_gp::GpError),
+    /// A Jacobian or NTK product failed.
+    #[error(transparent)]
+    Ops(#[from] ntk_ops::OpsError),
     /// The requested device cannot be used (unknown, not compiled in, or not available).
     #[error(transparent)]
     Device(#[from] ntk_ops::DeviceError),

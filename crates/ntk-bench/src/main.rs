@@ -92,6 +92,10 @@ enum Cmd {
         /// Size of a square GEMM timed first, for the matrix-product peak (0: skip).
         #[arg(long, default_value_t = 2048)]
         gemm: usize,
+        /// Time the Jacobian products ($Jv$, $J^\top u$, NTK and GGN products) on the
+        /// problem's network and inputs instead of solving the GP.
+        #[arg(long)]
+        products: bool,
     },
 }
 
@@ -156,6 +160,7 @@ fn compare_main(
     reps: usize,
     reference: bool,
     gemm: usize,
+    products: bool,
 ) -> ExitCode {
     use ntk_bench::compare::{Precision, compare};
     let dtype = dtype.map(|d| {
@@ -165,17 +170,21 @@ fn compare_main(
             Precision::F64
         }
     });
-    match compare(&problem, dtype, reps, reference, gemm) {
-        Ok(rec) => match serde_json::to_string(&rec) {
-            Ok(line) => {
-                println!("{line}");
-                ExitCode::SUCCESS
-            }
-            Err(e) => {
-                eprintln!("ntk-bench compare: {e}");
-                ExitCode::FAILURE
-            }
-        },
+    let line = if products {
+        ntk_bench::compare::products(&problem, dtype, reps, gemm)
+            .map(|r| serde_json::to_string(&r))
+    } else {
+        compare(&problem, dtype, reps, reference, gemm).map(|r| serde_json::to_string(&r))
+    };
+    match line {
+        Ok(Ok(line)) => {
+            println!("{line}");
+            ExitCode::SUCCESS
+        }
+        Ok(Err(e)) => {
+            eprintln!("ntk-bench compare: {e}");
+            ExitCode::FAILURE
+        }
         Err(e) => {
             eprintln!("ntk-bench compare: {}: {e}", problem.display());
             ExitCode::FAILURE
@@ -199,7 +208,8 @@ fn main() -> ExitCode {
             reps,
             reference,
             gemm,
-        } => compare_main(problem, dtype, reps, reference, gemm),
+            products,
+        } => compare_main(problem, dtype, reps, reference, gemm, products),
         Cmd::DeviceBench {
             device,
             n,
