@@ -426,18 +426,21 @@ fn products_in<B: Backend>(
         convert,
     };
     let dev = Default::default();
-    let mlp = MlpConfig::new(&problem.meta.widths)
-        .with_params::<B>(&problem.theta, &dev)?;
+    let mlp = MlpConfig::new(&problem.meta.widths).with_params::<B>(&problem.theta, &dev)?;
     let x = convert::from_dmatrix_f64(&problem.x, &dev);
     let (n, p) = (problem.meta.n, problem.theta.len());
     let opts = JacobianOptions {
         memory_budget: 8 << 30,
         ..Default::default()
     };
-    let sync = |t: &Tensor<B, 2>| B::sync(&t.device()).map_err(|e| BenchError::invalid("sync", format!("{e:?}")));
+    let sync = |t: &Tensor<B, 2>| {
+        B::sync(&t.device()).map_err(|e| BenchError::invalid("sync", format!("{e:?}")))
+    };
     // Unit-norm probes, as the anchors' `--unit-v`.
     let unit = |len: usize, phase: f64| {
-        let v: Vec<f64> = (0..len).map(|i| ((i as f64 + phase) * 0.618).sin()).collect();
+        let v: Vec<f64> = (0..len)
+            .map(|i| ((i as f64 + phase) * 0.618).sin())
+            .collect();
         let norm = v.iter().map(|a| a * a).sum::<f64>().sqrt();
         convert::tensor_from_f64::<B>(v.iter().map(|a| a / norm).collect(), len, 1, &dev)
     };
@@ -482,7 +485,15 @@ fn products_in<B: Backend>(
     let lhs: f64 = jv.iter().zip(&uv).map(|(a, b)| a * b).sum();
     let rhs: f64 = vv.iter().zip(&jtu).map(|(a, b)| a * b).sum();
     let scale = jv.iter().map(|a| a * a).sum::<f64>().sqrt();
-    let [factors_s, jvp_s, vjp_s, ntk_warm_s, ggn_warm_s, ntk_cold_s, ggn_cold_s] = t.map(median_of);
+    let [
+        factors_s,
+        jvp_s,
+        vjp_s,
+        ntk_warm_s,
+        ggn_warm_s,
+        ntk_cold_s,
+        ggn_cold_s,
+    ] = t.map(median_of);
     let flops = 2.0 * (n * p) as f64;
     Ok(ProductsRecord {
         kind: "ntk-rs-products".into(),

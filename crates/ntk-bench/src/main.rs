@@ -171,8 +171,7 @@ fn compare_main(
         }
     });
     let line = if products {
-        ntk_bench::compare::products(&problem, dtype, reps, gemm)
-            .map(|r| serde_json::to_string(&r))
+        ntk_bench::compare::products(&problem, dtype, reps, gemm).map(|r| serde_json::to_string(&r))
     } else {
         compare(&problem, dtype, reps, reference, gemm).map(|r| serde_json::to_string(&r))
     };

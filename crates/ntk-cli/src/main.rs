@@ -439,7 +439,7 @@ where
             "log_marginal_likelihood": a.gp.log_marginal_likelihood(),
             // Matrix-free: the SLQ log-determinant's standard error, halved as in the lml.
             "log_marginal_likelihood_std_error": a.gp.matrix_free_state().map(|st| 0.5 * st.logdet.std_error),
-            "fit": a.gp.fit_report().map(|f| json!({ "iterations": f.iterations, "termination": f.termination })),
+            "fit": a.gp.fit_report().map(|f| json!({ "iterations": f.iterations, "termination": f.termination, "at_bound": f.at_bound })),
             "n_train": a.gp.n_train(),
             "n_test": a.csv.lines().count() - 1,
             "n_params": a.gp.n_params(),
@@ -449,6 +449,12 @@ where
         println!("{summary}");
     } else if let Some(m) = &a.metrics {
         eprintln!("ntk: {m}");
+    }
+    if let Some(f) = a.gp.fit_report().filter(|f| f.at_bound.contains(&true)) {
+        eprintln!(
+            "ntk: warning: a fitted hyper-parameter stopped at its bound ({})",
+            f.termination
+        );
     }
     Ok(())
 }

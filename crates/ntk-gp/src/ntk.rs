@@ -773,6 +773,7 @@ where
                 .collect(),
             value: f64::NAN,
             iterations: settings.fit_steps as u64,
+            at_bound: vec![false; slots.iter().filter(|s| s.is_some()).count()],
             termination: format!(
                 "{} Adam steps on stochastic-trace gradients",
                 settings.fit_steps

@@ -40,8 +40,11 @@ pub struct Maximum {
     pub value: f64,
     /// L-BFGS iterations run.
     pub iterations: u64,
-    /// Why the solver stopped, in words.
+    /// Why the solver stopped, in words (naming any coordinate left at a bound).
     pub termination: String,
+    /// Per coordinate: whether the result sits at its lower or upper bound (within a
+    /// millionth of the box), where the objective may still rise beyond the box.
+    pub at_bound: Vec<bool>,
 }
 
 /// An objective with its gradient; `Err` aborts the search.
@@ -80,10 +83,11 @@ pub fn maximize_bounded(
             x0[i], lower[i], upper[i]
         )));
     }
-    let problem = Boxed {
+    let mut problem = Boxed {
         objective,
         lower,
         upper,
+        scale: 1.0,
         cache: Mutex::new(None),
     };
     let z0: Vec<f64> = (0..d)
@@ -93,11 +97,25 @@ pub fn maximize_bounded(
             (t / (1.0 - t)).ln()
         })
         .collect();
-    let solver = LBFGS::new(MoreThuenteLineSearch::new(), 7)
-        .with_tolerance_grad(params.grad_tolerance)
+    // L-BFGS's first step is the raw gradient; a log marginal likelihood's gradient grows with
+    // n, and a step of that length in z saturates the sigmoid, where the gradient vanishes and
+    // the solver would stop at a bound reporting convergence. Scaling the objective so that
+    // the starting gradient has norm at most 1 keeps the first step within the box's interior;
+    // the tolerances scale with it.
+    let g0 = problem
+        .eval(&z0)
         .map_err(|e| GpError::Optimization(e.to_string()))?
-        .with_tolerance_cost(1e-12)
+        .1;
+    let g0_norm = g0.iter().map(|g| g * g).sum::<f64>().sqrt();
+    if g0_norm.is_finite() && g0_norm > 1.0 {
+        problem.scale = 1.0 / g0_norm;
+    }
+    let solver = LBFGS::new(MoreThuenteLineSearch::new(), 7)
+        .with_tolerance_grad(params.grad_tolerance * problem.scale)
+        .map_err(|e| GpError::Optimization(e.to_string()))?
+        .with_tolerance_cost(1e-12 * problem.scale)
         .map_err(|e| GpError::Optimization(e.to_string()))?;
+    let scale = problem.scale;
     let result = Executor::new(problem, solver)
         .configure(|s| s.param(z0).max_iters(params.max_iters))
         .run()
@@ -107,10 +125,28 @@ pub fn maximize_bounded(
         .get_best_param()
         .ok_or_else(|| GpError::Optimization("no iterate was evaluated".into()))?;
     let x: Vec<f64> = (0..d).map(|i| to_box(z[i], lower[i], upper[i])).collect();
+    let at_bound: Vec<bool> = (0..d)
+        .map(|i| {
+            let t = (x[i] - lower[i]) / (upper[i] - lower[i]);
+            !(1e-6..=1.0 - 1e-6).contains(&t)
+        })
+        .collect();
+    let mut termination = state.get_termination_status().to_string();
+    for (i, _) in at_bound.iter().enumerate().filter(|(_, b)| **b) {
+        let (which, v) = if x[i] - lower[i] < upper[i] - x[i] {
+            ("lower", lower[i])
+        } else {
+            ("upper", upper[i])
+        };
+        termination.push_str(&format!(
+            "; coordinate {i} is at its {which} bound {v:e}: the objective may rise beyond it"
+        ));
+    }
     Ok(Maximum {
-        value: -state.get_best_cost(),
+        value: -state.get_best_cost() / scale,
         iterations: state.get_iter(),
-        termination: state.get_termination_status().to_string(),
+        termination,
+        at_bound,
         x,
     })
 }
@@ -127,6 +163,8 @@ struct Boxed<'a> {
     objective: &'a dyn Objective,
     lower: &'a [f64],
     upper: &'a [f64],
+    /// Factor on the cost and gradient handed to argmin (the cache holds them unscaled).
+    scale: f64,
     /// The last evaluation: argmin asks for cost and gradient separately.
     cache: Mutex<Option<Evaluation>>,
 }
@@ -164,7 +202,7 @@ impl CostFunction for Boxed<'_> {
     type Param = Vec<f64>;
     type Output = f64;
     fn cost(&self, z: &Self::Param) -> Result<f64, argmin::core::Error> {
-        Ok(self.eval(z)?.0)
+        Ok(self.eval(z)?.0 * self.scale)
     }
 }
 
@@ -172,7 +210,12 @@ impl Gradient for Boxed<'_> {
     type Param = Vec<f64>;
     type Gradient = Vec<f64>;
     fn gradient(&self, z: &Self::Param) -> Result<Vec<f64>, argmin::core::Error> {
-        Ok(self.eval(z)?.1)
+        Ok(self
+            .eval(z)?
+            .1
+            .into_iter()
+            .map(|g| g * self.scale)
+            .collect())
     }
 }
 
@@ -204,11 +247,25 @@ mod tests {
     }
 
     #[test]
-    fn stops_at_an_active_bound() {
+    fn stops_at_an_active_bound_and_says_so() {
         // g(x) = x is largest at the upper bound.
         let g = |x: &[f64]| Ok((x[0], vec![1.0]));
         let m = maximize_bounded(&g, &[0.0], &[-1.0], &[2.0], Default::default()).unwrap();
         assert!(m.x[0] <= 2.0 && m.x[0] > 1.99, "{m:?}");
+        assert_eq!(m.at_bound, vec![true], "{m:?}");
+        assert!(m.termination.contains("upper bound"), "{m:?}");
+    }
+
+    #[test]
+    fn a_steep_start_does_not_jump_to_a_bound() {
+        // g(x) = -(x - 10)^2 on [-14, 14] from x = 0: the raw first step (gradient 140 in z)
+        // lands in the saturated sigmoid next to the upper bound, which is better than the
+        // start and has a vanishing gradient, so an unscaled L-BFGS stops there "converged".
+        let g = |x: &[f64]| Ok((-(x[0] - 10.0).powi(2), vec![-2.0 * (x[0] - 10.0)]));
+        let m = maximize_bounded(&g, &[0.0], &[-14.0], &[14.0], Default::default()).unwrap();
+        assert!((m.x[0] - 10.0).abs() < 1e-4, "{m:?}");
+        assert_eq!(m.at_bound, vec![false]);
+        assert!((m.value - g(&m.x).unwrap().0).abs() < 1e-9, "{m:?}");
     }
 
     #[test]

@@ -32,7 +32,7 @@ use crate::mlp::{Head, Mlp, MlpConfig};
 /// A layer whose Khatri–Rao factor is at most this many numbers wider than its two Hadamard
 /// factors together is kept in Khatri–Rao form (an elementwise pass costs about as much as a
 /// product of this inner size).
-const HADAMARD_COST: usize = 8;
+const HADAMARD_COST: usize = 64;
 
 /// Products with a side this small do not go through `matrixmultiply` (see
 /// [`gemm`]).
@@ -115,6 +115,44 @@ fn gemm<T: RealField + Copy>(
             for i in 0..m {
                 dst[(i, j)] += a[(i, q)] * bqj;
             }
+        }
+    }
+}
+
+/// $D = M_1[\text{rows}]\, M_2[\text{cols}]^\top$ into the column-major block `dst` (column
+/// stride `ld`): one `matrixmultiply` product, or dot products of contiguous rows when a side
+/// is small (see [`gemm`]).
+fn gram_into<T: RealField + Copy>(
+    dst: &mut [T],
+    ld: usize,
+    m1: &RowMajor<T>,
+    rows: (usize, usize),
+    m2: &RowMajor<T>,
+    cols: (usize, usize),
+) {
+    let (r, c, k) = (rows.1, cols.1, m1.cols);
+    if r > SMALL && c > SMALL && k > SMALL {
+        let len = (c - 1) * ld + r;
+        let mut v = ViewMut::from_slice_with_strides_generic(
+            &mut dst[..len],
+            Dyn(r),
+            Dyn(c),
+            Dyn(1),
+            Dyn(ld),
+        );
+        gemm(
+            &mut v,
+            &m1.rows_view(rows.0, r),
+            &m2.rows_view_t(cols.0, c),
+            false,
+        );
+        return;
+    }
+    let a = &m1.data[rows.0 * k..(rows.0 + r) * k];
+    for j in 0..c {
+        let b = &m2.data[(cols.0 + j) * k..(cols.0 + j + 1) * k];
+        for (d, row) in dst[j * ld..j * ld + r].iter_mut().zip(a.chunks_exact(k)) {
+            *d = row.iter().zip(b).fold(T::zero(), |s, (x, y)| s + *x * *y);
         }
     }
 }
@@ -509,25 +547,22 @@ impl<T: RealField + Copy> HostNtk<T> {
         Ok(())
     }
 
-    /// $K(X_1, X_2)$ rows `rows = (start, len)` by columns `cols`, written into `dst`
-    /// (`len × cols.1`). `scratch` grows as needed.
+    /// $K(X_1, X_2)$ rows `rows = (start, len)` by columns `cols = (start, len)`, written
+    /// into the column-major block `dst` (first entry at `dst[0]`, column stride `ld`).
+    /// `scratch` grows as needed.
     fn block_into(
         &self,
         other: &Self,
         rows: (usize, usize),
         cols: (usize, usize),
-        dst: &mut ViewMut<'_, T>,
+        dst: &mut [T],
+        ld: usize,
         scratch: &mut (Vec<T>, Vec<T>),
     ) {
         let (r, c) = (rows.1, cols.1);
         match (&self.low_rank, &other.low_rank) {
-            (Some(g1), Some(g2)) => gemm(
-                dst,
-                &g1.rows_view(rows.0, r),
-                &g2.rows_view_t(cols.0, c),
-                false,
-            ),
-            _ => dst.fill(T::zero()),
+            (Some(g1), Some(g2)) => gram_into(dst, ld, g1, rows, g2, cols),
+            _ => (0..c).for_each(|j| dst[j * ld..j * ld + r].fill(T::zero())),
         }
         if self.hadamard.is_empty() {
             return;
@@ -539,23 +574,12 @@ impl<T: RealField + Copy> HostNtk<T> {
         }
         let (t1, t2) = (&mut s1[..r * c], &mut s2[..r * c]);
         for (l1, l2) in self.hadamard.iter().zip(&other.hadamard) {
-            for (t, m1, m2) in [
-                (&mut *t1, &l1.delta, &l2.delta),
-                (&mut *t2, &l1.inputs, &l2.inputs),
-            ] {
-                let mut v =
-                    ViewMut::from_slice_with_strides_generic(t, Dyn(r), Dyn(c), Dyn(1), Dyn(r));
-                gemm(
-                    &mut v,
-                    &m1.rows_view(rows.0, r),
-                    &m2.rows_view_t(cols.0, c),
-                    false,
-                );
-            }
+            gram_into(t1, r, &l1.delta, rows, &l2.delta, cols);
+            gram_into(t2, r, &l1.inputs, rows, &l2.inputs, cols);
             for j in 0..c {
                 let (a, b) = (&t1[j * r..(j + 1) * r], &t2[j * r..(j + 1) * r]);
-                for (i, (x, y)) in a.iter().zip(b).enumerate() {
-                    dst[(i, j)] += *x * *y;
+                for ((k, x), y) in dst[j * ld..j * ld + r].iter_mut().zip(a).zip(b) {
+                    *k += *x * *y;
                 }
             }
         }
@@ -568,14 +592,7 @@ impl<T: RealField + Copy> HostNtk<T> {
         let (n1, n2) = (self.rows, other.rows);
         let mut k = DMatrix::zeros(n1, n2);
         let mut scratch = (Vec::new(), Vec::new());
-        let mut view = ViewMut::from_slice_with_strides_generic(
-            k.as_mut_slice(),
-            Dyn(n1),
-            Dyn(n2),
-            Dyn(1),
-            Dyn(n1),
-        );
-        self.block_into(other, (0, n1), (0, n2), &mut view, &mut scratch);
+        self.block_into(other, (0, n1), (0, n2), k.as_mut_slice(), n1, &mut scratch);
         Ok(k)
     }
 
@@ -598,14 +615,14 @@ impl<T: RealField + Copy> HostNtk<T> {
             let (r, b) = (n - j, pb.min(n - j));
             // Column-major block K[j.., j..j+b]: first entry j n + j, column stride n.
             let start = j * n + j;
-            let mut view = ViewMut::from_slice_with_strides_generic(
+            self.block_into(
+                self,
+                (j, r),
+                (j, b),
                 &mut data[start..start + (b - 1) * n + r],
-                Dyn(r),
-                Dyn(b),
-                Dyn(1),
-                Dyn(n),
+                n,
+                &mut scratch,
             );
-            self.block_into(self, (j, r), (j, b), &mut view, &mut scratch);
         }
         Ok(())
     }
