@@ -27,6 +27,7 @@ use rayon::prelude::*;
 use crate::Activation;
 use crate::convert::to_vec_f64;
 use crate::error::{OpsError, Result};
+use crate::matmul;
 use crate::mlp::{Head, Mlp, MlpConfig};
 
 /// A layer whose Khatri–Rao factor is at most this many numbers wider than its two Hadamard
@@ -34,9 +35,20 @@ use crate::mlp::{Head, Mlp, MlpConfig};
 /// product of this inner size).
 const HADAMARD_COST: usize = 64;
 
-/// Products with a side this small do not go through `matrixmultiply` (see
-/// [`gemm`]).
-const SMALL: usize = 5;
+/// Rows per block of a Hadamard-form kernel block (see `HostNtk::block_into`).
+const ROW_BLOCK: usize = 256;
+
+/// $D \mathrel{+}= A \odot B$ on the CPU's widest vectors.
+fn hadamard_add_wide<T: RealField + Copy>(d: &mut [T], a: &[T], b: &[T]) {
+    crate::wide!([RealField + Copy] hadamard_add(d: &mut [T], a: &[T], b: &[T]) -> ());
+}
+
+#[inline(always)]
+fn hadamard_add<T: RealField + Copy>(d: &mut [T], a: &[T], b: &[T]) {
+    for ((k, x), y) in d.iter_mut().zip(a).zip(b) {
+        *k += *x * *y;
+    }
+}
 
 /// Default panel width of [`HostNtk::lower_into`].
 pub const DEFAULT_PANEL: usize = 256;
@@ -88,40 +100,19 @@ impl<T: RealField + Copy> RowMajor<T> {
     }
 }
 
-/// $D \leftarrow AB$ (or $D + AB$ when `accumulate`), strides arbitrary.
-///
-/// Products with every side above [`SMALL`] go to `matrixmultiply` through nalgebra; the
-/// others run here, because nalgebra's own loops for them index past the end of a strided
-/// operand (nalgebra 0.35 `axcpy_uninit` passes a strided slice's length as the count).
+/// $D \leftarrow AB$ (or $D + AB$ when `accumulate`), strides arbitrary ([`matmul::gemm`]).
 fn gemm<T: RealField + Copy>(
     dst: &mut ViewMut<'_, T>,
     a: &View<'_, T>,
     b: &View<'_, T>,
     accumulate: bool,
 ) {
-    let (m, k, n) = (a.nrows(), a.ncols(), b.ncols());
-    debug_assert_eq!((dst.nrows(), dst.ncols(), b.nrows()), (m, n, k));
-    if m > SMALL && n > SMALL && k > SMALL {
-        let beta = if accumulate { T::one() } else { T::zero() };
-        dst.gemm(T::one(), a, b, beta);
-        return;
-    }
-    if !accumulate {
-        dst.fill(T::zero());
-    }
-    for q in 0..k {
-        for j in 0..n {
-            let bqj = b[(q, j)];
-            for i in 0..m {
-                dst[(i, j)] += a[(i, q)] * bqj;
-            }
-        }
-    }
+    let beta = if accumulate { T::one() } else { T::zero() };
+    matmul::gemm(beta, dst, T::one(), a, b);
 }
 
 /// $D = M_1[\text{rows}]\, M_2[\text{cols}]^\top$ into the column-major block `dst` (column
-/// stride `ld`): one `matrixmultiply` product, or dot products of contiguous rows when a side
-/// is small (see [`gemm`]).
+/// stride `ld`): one matrix product.
 fn gram_into<T: RealField + Copy>(
     dst: &mut [T],
     ld: usize,
@@ -130,31 +121,19 @@ fn gram_into<T: RealField + Copy>(
     m2: &RowMajor<T>,
     cols: (usize, usize),
 ) {
-    let (r, c, k) = (rows.1, cols.1, m1.cols);
-    if r > SMALL && c > SMALL && k > SMALL {
-        let len = (c - 1) * ld + r;
-        let mut v = ViewMut::from_slice_with_strides_generic(
-            &mut dst[..len],
-            Dyn(r),
-            Dyn(c),
-            Dyn(1),
-            Dyn(ld),
-        );
-        gemm(
-            &mut v,
-            &m1.rows_view(rows.0, r),
-            &m2.rows_view_t(cols.0, c),
-            false,
-        );
+    let (r, c) = (rows.1, cols.1);
+    if r == 0 || c == 0 {
         return;
     }
-    let a = &m1.data[rows.0 * k..(rows.0 + r) * k];
-    for j in 0..c {
-        let b = &m2.data[(cols.0 + j) * k..(cols.0 + j + 1) * k];
-        for (d, row) in dst[j * ld..j * ld + r].iter_mut().zip(a.chunks_exact(k)) {
-            *d = row.iter().zip(b).fold(T::zero(), |s, (x, y)| s + *x * *y);
-        }
-    }
+    let len = (c - 1) * ld + r;
+    let mut v =
+        ViewMut::from_slice_with_strides_generic(&mut dst[..len], Dyn(r), Dyn(c), Dyn(1), Dyn(ld));
+    gemm(
+        &mut v,
+        &m1.rows_view(rows.0, r),
+        &m2.rows_view_t(cols.0, c),
+        false,
+    );
 }
 
 /// One layer in Hadamard form: $\Delta$ (`[n·o, h_l]`) and $\tilde A$ (`[n·o, h_{l-1}+1]`,
@@ -166,7 +145,7 @@ struct HadamardLayer<T> {
 }
 
 /// An MLP's parameters on the host, for its structured factors without a tensor backend:
-/// one forward and one backward pass of plain matrix products (`matrixmultiply`) and
+/// one forward and one backward pass of plain matrix products ([`matmul::gemm`]) and
 /// elementwise loops.
 ///
 /// Supports every [`Activation`] but GELU (whose $\operatorname{erf}$ the generic real
@@ -295,6 +274,10 @@ impl<T: RealField + Copy> HostMlp<T> {
                     .par_chunks_mut(4096)
                     .zip(d.par_chunks_mut(4096))
                     .for_each(|(zs, ds)| {
+                        if act == Activation::Tanh {
+                            crate::vmath::tanh_in_place(zs, ds);
+                            return;
+                        }
                         for (v, dv) in zs.iter_mut().zip(ds) {
                             (*v, *dv) = activate(act, *v).expect("checked in new");
                         }
@@ -567,19 +550,25 @@ impl<T: RealField + Copy> HostNtk<T> {
         if self.hadamard.is_empty() {
             return;
         }
+        // Row blocks of at most ROW_BLOCK rows: the two Hadamard factors of a block stay in
+        // cache for the elementwise product, and the scratch stays small.
         let (s1, s2) = scratch;
-        if s1.len() < r * c {
-            s1.resize(r * c, T::zero());
-            s2.resize(r * c, T::zero());
+        let rb = ROW_BLOCK.min(r);
+        if s1.len() < rb * c {
+            s1.resize(rb * c, T::zero());
+            s2.resize(rb * c, T::zero());
         }
-        let (t1, t2) = (&mut s1[..r * c], &mut s2[..r * c]);
-        for (l1, l2) in self.hadamard.iter().zip(&other.hadamard) {
-            gram_into(t1, r, &l1.delta, rows, &l2.delta, cols);
-            gram_into(t2, r, &l1.inputs, rows, &l2.inputs, cols);
-            for j in 0..c {
-                let (a, b) = (&t1[j * r..(j + 1) * r], &t2[j * r..(j + 1) * r]);
-                for ((k, x), y) in dst[j * ld..j * ld + r].iter_mut().zip(a).zip(b) {
-                    *k += *x * *y;
+        for i0 in (0..r).step_by(ROW_BLOCK) {
+            let h = ROW_BLOCK.min(r - i0);
+            let (t1, t2) = (&mut s1[..h * c], &mut s2[..h * c]);
+            let block_rows = (rows.0 + i0, h);
+            for (l1, l2) in self.hadamard.iter().zip(&other.hadamard) {
+                gram_into(t1, h, &l1.delta, block_rows, &l2.delta, cols);
+                gram_into(t2, h, &l1.inputs, block_rows, &l2.inputs, cols);
+                for j in 0..c {
+                    let (a, b) = (&t1[j * h..(j + 1) * h], &t2[j * h..(j + 1) * h]);
+                    let out = &mut dst[j * ld + i0..j * ld + i0 + h];
+                    hadamard_add_wide(out, a, b);
                 }
             }
         }
@@ -597,7 +586,7 @@ impl<T: RealField + Copy> HostNtk<T> {
     }
 
     /// Writes the lower triangle of $K(X, X)$ into `k` (`[n o, n o]`, column-major), by
-    /// column panels of `panel` columns; the strict upper triangle of each panel's diagonal
+    /// column panels of `panel` columns, computed in parallel; the strict upper triangle of each panel's diagonal
     /// block gets its (symmetric) values too, the rest of the upper triangle is left alone.
     pub fn lower_into(&self, k: &mut DMatrix<T>, panel: usize) -> Result<()> {
         let n = self.rows;
@@ -609,21 +598,21 @@ impl<T: RealField + Copy> HostNtk<T> {
             });
         }
         let pb = panel.max(1);
-        let mut scratch = (Vec::new(), Vec::new());
-        let data = k.as_mut_slice();
-        for j in (0..n).step_by(pb) {
-            let (r, b) = (n - j, pb.min(n - j));
-            // Column-major block K[j.., j..j+b]: first entry j n + j, column stride n.
-            let start = j * n + j;
-            self.block_into(
-                self,
-                (j, r),
-                (j, b),
-                &mut data[start..start + (b - 1) * n + r],
-                n,
-                &mut scratch,
+        // Column panels are disjoint slices of the column-major storage: one task each, taken
+        // one at a time (their heights fall from n to one panel), scratch kept per worker.
+        k.as_mut_slice()
+            .par_chunks_mut(pb * n.max(1))
+            .enumerate()
+            .with_max_len(1)
+            .for_each_init(
+                || (Vec::new(), Vec::new()),
+                |scratch, (p, chunk)| {
+                    let j = p * pb;
+                    let (r, b) = (n - j, pb.min(n - j));
+                    // Block K[j.., j..j+b]: row j of the panel, column stride n.
+                    self.block_into(self, (j, r), (j, b), &mut chunk[j..], n, scratch);
+                },
             );
-        }
         Ok(())
     }
 

@@ -52,11 +52,13 @@ pub mod error;
 pub mod fisher;
 pub mod host_ntk;
 pub mod jacobian;
+pub mod matmul;
 pub mod mlp;
 pub mod ntk;
 pub mod params;
 pub mod rng;
 pub mod sequential;
+pub mod vmath;
 
 #[cfg(test)]
 mod testing;
