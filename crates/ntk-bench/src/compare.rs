@@ -375,6 +375,9 @@ pub fn compare(
 pub struct ProductsRecord {
     /// Always `"ntk-rs-products"`.
     pub kind: String,
+    /// The Jacobian operator timed: `"host"` ([`ntk_ops::HostJacobian`], one GEMM per layer
+    /// on host factors) or `"tensor"` ([`ntk_ops::MlpJacobian`], burn tensor ops).
+    pub operator: String,
     /// The problem directory.
     pub problem: PathBuf,
     /// Precision.
@@ -414,17 +417,25 @@ fn median_of(mut t: Vec<f64>) -> f64 {
     t[t.len() / 2]
 }
 
-fn products_in<B: Backend>(
+/// How the products bench builds its Jacobian operator.
+type MakeJacobian<B, J> = fn(
+    ntk_ops::Mlp<B>,
+    burn::tensor::Tensor<B, 2>,
+    ntk_ops::JacobianOptions,
+) -> Result<J, ntk_ops::OpsError>;
+
+fn products_in<B: Backend, J>(
     problem: &Problem,
     dir: &Path,
     dtype: Precision,
     reps: usize,
-) -> Result<ProductsRecord, BenchError> {
+    (operator, make): (&str, MakeJacobian<B, J>),
+) -> Result<ProductsRecord, BenchError>
+where
+    J: ntk_ops::JacobianOperator<B> + Clone,
+{
     use burn::tensor::Tensor;
-    use ntk_ops::{
-        GgnOperator, JacobianOperator, JacobianOptions, Likelihood, MlpJacobian, NtkOperator,
-        convert,
-    };
+    use ntk_ops::{GgnOperator, JacobianOptions, Likelihood, NtkOperator, convert};
     let dev = Default::default();
     let mlp = MlpConfig::new(&problem.meta.widths).with_params::<B>(&problem.theta, &dev)?;
     let x = convert::from_dmatrix_f64(&problem.x, &dev);
@@ -449,7 +460,7 @@ fn products_in<B: Backend>(
     let mut t = [(); 7].map(|_| Vec::new());
     let mut jac = None;
     for rep in 0..=reps.max(1) {
-        let (j, s0) = perf::timed(|| MlpJacobian::new(mlp.clone(), x.clone(), opts));
+        let (j, s0) = perf::timed(|| make(mlp.clone(), x.clone(), opts));
         let j = j?;
         let (r, s1) = perf::timed(|| j.jvp(v.clone()));
         sync(&r?)?;
@@ -462,12 +473,12 @@ fn products_in<B: Backend>(
         let (r, s4) = perf::timed(|| ggn.try_apply(v.clone()));
         sync(&r?)?;
         let (r, s5) = perf::timed(|| {
-            let j = MlpJacobian::new(mlp.clone(), x.clone(), opts)?;
+            let j = make(mlp.clone(), x.clone(), opts)?;
             NtkOperator::new(j).try_apply(u.clone())
         });
         sync(&r?)?;
         let (r, s6) = perf::timed(|| {
-            let j = MlpJacobian::new(mlp.clone(), x.clone(), opts)?;
+            let j = make(mlp.clone(), x.clone(), opts)?;
             GgnOperator::new(j, gaussian)?.try_apply(v.clone())
         });
         sync(&r?)?;
@@ -497,6 +508,7 @@ fn products_in<B: Backend>(
     let flops = 2.0 * (n * p) as f64;
     Ok(ProductsRecord {
         kind: "ntk-rs-products".into(),
+        operator: operator.into(),
         problem: dir.to_path_buf(),
         dtype,
         n,
@@ -518,13 +530,17 @@ fn products_in<B: Backend>(
 
 /// Times $Jv$, $J^\top u$, the NTK product and the GGN product (warm: factors cached; cold:
 /// from scratch) on the network and inputs of the problem in `dir`, `reps` repetitions after
-/// a warm-up (medians), and checks adjointness.
+/// a warm-up (medians), and checks adjointness; with [`ntk_ops::HostJacobian`], or with
+/// [`ntk_ops::MlpJacobian`] when `tensor`.
 pub fn products(
     dir: &Path,
     dtype: Option<Precision>,
     reps: usize,
     gemm_size: usize,
+    tensor: bool,
 ) -> Result<ProductsRecord, BenchError> {
+    use burn_ndarray::NdArray;
+    use ntk_ops::{HostJacobian, MlpJacobian};
     let problem = Problem::load(dir)?;
     let dtype = dtype.unwrap_or(if problem.theta.len() > 100_000 {
         Precision::F32
@@ -537,9 +553,27 @@ pub fn products(
             perf::gemm_gflops::<burn_ndarray::NdArray<f64>>(gemm_size, 3),
         )
     });
-    let mut rec = match dtype {
-        Precision::F32 => products_in::<burn_ndarray::NdArray<f32>>(&problem, dir, dtype, reps)?,
-        Precision::F64 => products_in::<burn_ndarray::NdArray<f64>>(&problem, dir, dtype, reps)?,
+    let mut rec = match (dtype, tensor) {
+        (Precision::F32, false) => {
+            products_in::<NdArray<f32>, _>(&problem, dir, dtype, reps, ("host", HostJacobian::new))?
+        }
+        (Precision::F64, false) => {
+            products_in::<NdArray<f64>, _>(&problem, dir, dtype, reps, ("host", HostJacobian::new))?
+        }
+        (Precision::F32, true) => products_in::<NdArray<f32>, _>(
+            &problem,
+            dir,
+            dtype,
+            reps,
+            ("tensor", MlpJacobian::new),
+        )?,
+        (Precision::F64, true) => products_in::<NdArray<f64>, _>(
+            &problem,
+            dir,
+            dtype,
+            reps,
+            ("tensor", MlpJacobian::new),
+        )?,
     };
     rec.gemm_gflops = gemm_gflops;
     Ok(rec)

@@ -96,6 +96,10 @@ enum Cmd {
         /// problem's network and inputs instead of solving the GP.
         #[arg(long)]
         products: bool,
+        /// With `--products`: time the burn-tensor operator (`MlpJacobian`) instead of the
+        /// host one (`HostJacobian`).
+        #[arg(long, requires = "products")]
+        tensor: bool,
     },
 }
 
@@ -160,7 +164,7 @@ fn compare_main(
     reps: usize,
     reference: bool,
     gemm: usize,
-    products: bool,
+    (products, tensor): (bool, bool),
 ) -> ExitCode {
     use ntk_bench::compare::{Precision, compare};
     let dtype = dtype.map(|d| {
@@ -171,7 +175,8 @@ fn compare_main(
         }
     });
     let line = if products {
-        ntk_bench::compare::products(&problem, dtype, reps, gemm).map(|r| serde_json::to_string(&r))
+        ntk_bench::compare::products(&problem, dtype, reps, gemm, tensor)
+            .map(|r| serde_json::to_string(&r))
     } else {
         compare(&problem, dtype, reps, reference, gemm).map(|r| serde_json::to_string(&r))
     };
@@ -208,7 +213,8 @@ fn main() -> ExitCode {
             reference,
             gemm,
             products,
-        } => compare_main(problem, dtype, reps, reference, gemm, products),
+            tensor,
+        } => compare_main(problem, dtype, reps, reference, gemm, (products, tensor)),
         Cmd::DeviceBench {
             device,
             n,

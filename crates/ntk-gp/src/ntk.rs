@@ -237,7 +237,7 @@ where
         let (hyper, constant, fit_report, posterior) = match choice.strategy {
             Strategy::Dense | Strategy::Auto => {
                 let h = HostNtk::<f64>::new(jac.mlp(), x)?;
-                let k = mean_block(h.cross(&h)?, o, o);
+                let k = mean_block(h.symmetric()?, o, o);
                 host = Some(h);
                 // One eigen-decomposition of K makes each optimizer step O(n); skipped when
                 // nothing is free. Heteroscedastic noise is not isotropic: one Cholesky a step.
@@ -346,7 +346,7 @@ where
                             y.len()
                         );
                         let h = HostNtk::<f64>::new(jac.mlp(), x)?;
-                        let k = h.cross(&h)?;
+                        let k = h.symmetric()?;
                         host = Some(h);
                         (
                             hyper,

@@ -55,23 +55,23 @@ pub const DEFAULT_PANEL: usize = 256;
 
 /// A row-major $r\times c$ host matrix.
 #[derive(Debug, Clone)]
-struct RowMajor<T> {
-    data: Vec<T>,
-    cols: usize,
+pub(crate) struct RowMajor<T> {
+    pub(crate) data: Vec<T>,
+    pub(crate) cols: usize,
 }
 
 /// A strided matrix view (any row and column strides).
-type View<'a, T> = MatrixView<'a, T, Dyn, Dyn, Dyn, Dyn>;
+pub(crate) type View<'a, T> = MatrixView<'a, T, Dyn, Dyn, Dyn, Dyn>;
 /// A strided mutable matrix view.
-type ViewMut<'a, T> = MatrixViewMut<'a, T, Dyn, Dyn, Dyn, Dyn>;
+pub(crate) type ViewMut<'a, T> = MatrixViewMut<'a, T, Dyn, Dyn, Dyn, Dyn>;
 
 impl<T: RealField + Copy> RowMajor<T> {
-    fn rows(&self) -> usize {
+    pub(crate) fn rows(&self) -> usize {
         self.data.len() / self.cols.max(1)
     }
 
     /// Rows `start..start + len` as an `len × cols` view.
-    fn rows_view(&self, start: usize, len: usize) -> View<'_, T> {
+    pub(crate) fn rows_view(&self, start: usize, len: usize) -> View<'_, T> {
         let c = self.cols;
         View::from_slice_with_strides_generic(
             &self.data[start * c..(start + len) * c],
@@ -83,7 +83,7 @@ impl<T: RealField + Copy> RowMajor<T> {
     }
 
     /// The transpose of rows `start..start + len`, a `cols × len` view.
-    fn rows_view_t(&self, start: usize, len: usize) -> View<'_, T> {
+    pub(crate) fn rows_view_t(&self, start: usize, len: usize) -> View<'_, T> {
         let c = self.cols;
         View::from_slice_with_strides_generic(
             &self.data[start * c..(start + len) * c],
@@ -159,10 +159,13 @@ pub struct HostMlp<T> {
 }
 
 /// Host factors of one input set: $A_l$ (`[n, h_{l-1}]`) and $\Delta_l$ (`[n·o, h_l]`).
-struct HostFactors<T> {
-    inputs: Vec<RowMajor<T>>,
-    sens: Vec<RowMajor<T>>,
-    n: usize,
+#[derive(Debug, Clone)]
+pub(crate) struct HostFactors<T> {
+    pub(crate) inputs: Vec<RowMajor<T>>,
+    pub(crate) sens: Vec<RowMajor<T>>,
+    pub(crate) n: usize,
+    /// The last layer's output $z_L$ (`[n, o]`, before the head), when the host pass ran.
+    pub(crate) last: Option<RowMajor<T>>,
 }
 
 /// $\sigma(z)$ and $\sigma'(z)$ for one entry; `None` for GELU.
@@ -247,7 +250,7 @@ impl<T: RealField + Copy> HostMlp<T> {
     /// The factors at `x` (`[n, h_0]`, row-major): a forward pass keeping every layer's input
     /// and $\sigma'(z)$, then $\Delta_L$ from the head and
     /// $\Delta_l = (\Delta_{l+1} W_{l+1}) \odot \sigma'(z_l)$.
-    fn factors(&self, x: RowMajor<T>) -> HostFactors<T> {
+    pub(crate) fn factors(&self, x: RowMajor<T>) -> HostFactors<T> {
         let n = x.rows();
         let last = self.layers.len() - 1;
         let mut inputs = vec![x];
@@ -332,7 +335,12 @@ impl<T: RealField + Copy> HostMlp<T> {
             sens.push(back);
         }
         sens.reverse();
-        HostFactors { inputs, sens, n }
+        HostFactors {
+            inputs,
+            sens,
+            n,
+            last: Some(z),
+        }
     }
 }
 
@@ -435,6 +443,7 @@ impl<T: RealField + Copy> HostNtk<T> {
                         })
                         .collect(),
                     n,
+                    last: None,
                 }
             }
         };
@@ -616,6 +625,15 @@ impl<T: RealField + Copy> HostNtk<T> {
         Ok(())
     }
 
+    /// The full symmetric $K(X, X)$ (`[n o, n o]`): its lower triangle by [`Self::lower_into`]
+    /// (half the products of [`Self::cross`] with itself), mirrored.
+    pub fn symmetric(&self) -> Result<DMatrix<T>> {
+        let mut k = DMatrix::zeros(self.rows, self.rows);
+        self.lower_into(&mut k, DEFAULT_PANEL)?;
+        k.fill_upper_triangle_with_lower_triangle();
+        Ok(k)
+    }
+
     /// The diagonal of $K(X, X)$: $K_{ii} = \sum_l \lVert \Delta_l[i]\rVert^2 \lVert \tilde
     /// A_l[i]\rVert^2$ (and $\lVert G[i]\rVert^2$ for the Khatri–Rao layers).
     pub fn diagonal(&self) -> Vec<T> {
@@ -721,6 +739,15 @@ mod tests {
                 assert!((d - kk[(i, i)]).abs() <= 1e-12 * kk[(i, i)].abs());
             }
         }
+    }
+
+    #[test]
+    fn symmetric_kernel_equals_the_cross_kernel_with_itself() {
+        let (mlp, x) = setup::<NdArray<f64>>(&[2, 9, 6, 1], Activation::Tanh, Head::Plain, 300, 4);
+        let h = HostNtk::<f64>::new(&mlp, &x).unwrap();
+        let (full, cross) = (h.symmetric().unwrap(), h.cross(&h).unwrap());
+        assert!((&full - &cross).amax() < 1e-12 * cross.amax());
+        assert_eq!(full, full.transpose());
     }
 
     #[test]
