@@ -50,6 +50,12 @@ def load_avg():
         return float("nan")
 
 
+def fastest_of(records, modes):
+    """The anchor record with the smallest median time among `modes`, or None."""
+    timed = [x for x in records if x.get("mode") in modes and "t_median" in x]
+    return min(timed, key=lambda x: x["t_median"]) if timed else None
+
+
 def relerr(a, b):
     a = np.asarray(a, np.float64).ravel()
     b = np.asarray(b, np.float64).ravel()
@@ -156,7 +162,7 @@ def main():
             continue
         ours = json.loads(r.stdout.strip().splitlines()[-1])
         timed = [x for x in arecs if x.get("mode") in ("dense", "matfree") and "t_median" in x]
-        fastest = min(timed, key=lambda x: x["t_median"]) if timed else None
+        fastest = fastest_of(arecs, ("dense", "matfree"))
         dense = next((x for x in timed if x["mode"] == "dense" and x["backend"] == "jax-nt"), None) or \
             next((x for x in timed if x["mode"] == "dense"), None)
         own = [x for x in arecs if x.get("mode") == "agreement"]
@@ -220,14 +226,10 @@ def main():
             continue
         ours = json.loads(r.stdout.strip().splitlines()[-1])
 
-        def best(mode):
-            c = [x for x in arecs if x.get("mode") == mode and "t_median" in x]
-            return min(c, key=lambda x: x["t_median"]) if c else None
-
         row = dict(tag=tag, n=n, ours=ours, load_after=load_avg())
         for name, mode, warm, cold in (("NTK product K u", "matvec", "ntk_warm_s", "ntk_cold_s"),
                                        ("GGN product J^T H J v", "fvp-ggn", "ggn_warm_s", "ggn_cold_s")):
-            b = best(mode)
+            b = fastest_of(arecs, (mode,))
             row[name] = dict(warm=ours[warm], cold=ours[cold],
                              anchor=(f'{b["backend"]} {mode}' if b else None),
                              anchor_s=(b["t_median"] if b else None))

@@ -122,12 +122,49 @@ pub struct DenseResult {
     pub factor_s: f64,
 }
 
-/// Dense function-space inference for `mlp`'s NTK GP (zero mean, prior scale 1): the lower
+/// The network of [`dense_ntk_gp`]: a model on a backend, or its configuration and flat
+/// parameters (then the factors are computed with no tensor backend, as the anchors get
+/// theirs from arrays).
+#[derive(Debug)]
+pub enum Network<'a, B: Backend> {
+    /// A model.
+    Model(Mlp<B>),
+    /// A configuration and its flat parameters (PyTorch `state_dict` order).
+    Params(&'a MlpConfig, &'a [f64]),
+}
+
+impl<B: Backend> Network<'_, B>
+where
+    B::FloatElem: RealField + Copy,
+{
+    fn config(&self) -> &MlpConfig {
+        match self {
+            Self::Model(m) => m.config(),
+            Self::Params(c, _) => c,
+        }
+    }
+
+    /// The host factors at `x`; from parameters a GELU network goes through the backend.
+    fn host(&self, x: &DMatrix<f64>) -> Result<HostNtk<B::FloatElem>, GpError> {
+        Ok(match self {
+            Self::Model(m) => HostNtk::new(m, x)?,
+            Self::Params(c, theta) if c.activation != ntk_ops::Activation::Gelu => {
+                HostNtk::from_params(c, theta, x)?
+            }
+            Self::Params(c, theta) => {
+                let mlp = c.with_params::<B>(theta, &Default::default())?;
+                HostNtk::new(&mlp, x)?
+            }
+        })
+    }
+}
+
+/// Dense function-space inference for the network's NTK GP (zero mean, prior scale 1): the lower
 /// triangle of $K$ by structured blocks into a host matrix in the backend's precision, the
 /// blocked Cholesky of $K + \sigma^2 I$, $\log p(y)$; with `xs`, the mean $K_* \alpha$ and the
 /// latent variance $\operatorname{diag} K_{**} - \lVert L^{-1} K_*^\top \rVert^2_{\text{col}}$.
 pub fn dense_ntk_gp<B: Backend>(
-    mlp: Mlp<B>,
+    net: Network<'_, B>,
     x: &DMatrix<f64>,
     y: &DVector<f64>,
     xs: Option<&DMatrix<f64>>,
@@ -137,15 +174,16 @@ where
     B::FloatElem: RealField + Copy + Into<f64>,
 {
     let n = y.len();
-    if mlp.n_outputs() != 1 {
+    let outputs = net.config().widths.last().copied().unwrap_or(0);
+    if outputs != 1 {
         return Err(GpError::Shape {
             what: "network outputs",
             expected: 1,
-            got: mlp.n_outputs(),
+            got: outputs,
         });
     }
     let t0 = std::time::Instant::now();
-    let host = HostNtk::new(&mlp, x)?;
+    let host = net.host(x)?;
     let panel = ntk_ops::host_ntk::DEFAULT_PANEL;
     let kernel_flops: f64 = (0..n)
         .step_by(panel)
@@ -183,7 +221,7 @@ where
         None => None,
         Some(xs) => {
             let m = xs.nrows();
-            let host_t = HostNtk::new(&mlp, xs)?;
+            let host_t = net.host(xs)?;
             let mut v = host.cross(&host_t)?; // [n, m] = K(X, X*)
             let kss = host_t.diagonal();
             let alpha = solve_vector(&l, &z, true);
@@ -277,10 +315,15 @@ fn run_once<B: Backend>(p: &Problem) -> Result<DenseResult, GpError>
 where
     B::FloatElem: RealField + Copy + Into<f64>,
 {
-    let dev = Default::default();
-    let mlp = MlpConfig::new(&p.meta.widths).with_params::<B>(&p.theta, &dev)?;
+    let config = MlpConfig::new(&p.meta.widths);
     let xs = (p.meta.task == "predict").then_some(&p.xs);
-    dense_ntk_gp(mlp, &p.x, &p.y, xs, p.meta.sigma2)
+    dense_ntk_gp::<B>(
+        Network::Params(&config, &p.theta),
+        &p.x,
+        &p.y,
+        xs,
+        p.meta.sigma2,
+    )
 }
 
 /// Solves `problem` `1 + reps` times in `dtype` (the first reported apart), optionally with an

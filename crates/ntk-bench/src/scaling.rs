@@ -504,7 +504,14 @@ where
     };
     match method {
         Method::Dense => Ok(LmlOutcome {
-            value: crate::compare::dense_ntk_gp(mlp, x, y, None, s.noise)?.lml,
+            value: crate::compare::dense_ntk_gp(
+                crate::compare::Network::Model(mlp),
+                x,
+                y,
+                None,
+                s.noise,
+            )?
+            .lml,
             cg: None,
         }),
         Method::FunctionSpace => {

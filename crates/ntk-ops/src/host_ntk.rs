@@ -344,6 +344,41 @@ impl<T: RealField + Copy> HostMlp<T> {
     }
 }
 
+/// Checks inputs `x` against a network with `d` inputs: columns, at least one row, finite.
+fn check_inputs(x: &DMatrix<f64>, d: usize) -> Result<()> {
+    if x.ncols() != d {
+        return Err(OpsError::ShapeMismatch {
+            what: "inputs (columns)".into(),
+            expected: vec![d],
+            found: vec![x.ncols()],
+        });
+    }
+    if x.nrows() == 0 {
+        return Err(OpsError::Empty {
+            what: "no input points".into(),
+        });
+    }
+    if x.iter().any(|v| !v.is_finite()) {
+        return Err(OpsError::NonFinite {
+            what: "inputs".into(),
+            index: x.iter().position(|v| !v.is_finite()),
+        });
+    }
+    Ok(())
+}
+
+/// `x` as a row-major host matrix in precision `T`.
+fn row_major<T: RealField + Copy>(x: &DMatrix<f64>) -> RowMajor<T> {
+    RowMajor {
+        data: x
+            .transpose()
+            .iter()
+            .map(|v| nalgebra::convert(*v))
+            .collect(),
+        cols: x.ncols(),
+    }
+}
+
 /// An MLP's structured NTK factors on the host, in precision `T` (`f32` or `f64`, whatever
 /// the backend's).
 ///
@@ -376,38 +411,11 @@ impl<T: RealField + Copy> HostNtk<T> {
     /// precision) and copied out.
     pub fn new<B: Backend>(mlp: &Mlp<B>, x: &DMatrix<f64>) -> Result<Self> {
         let d = mlp.n_inputs();
-        if x.ncols() != d {
-            return Err(OpsError::ShapeMismatch {
-                what: "inputs (columns)".into(),
-                expected: vec![d],
-                found: vec![x.ncols()],
-            });
-        }
-        if x.nrows() == 0 {
-            return Err(OpsError::Empty {
-                what: "no input points".into(),
-            });
-        }
-        if x.iter().any(|v| !v.is_finite()) {
-            return Err(OpsError::NonFinite {
-                what: "inputs".into(),
-                index: x.iter().position(|v| !v.is_finite()),
-            });
-        }
+        check_inputs(x, d)?;
         let config = mlp.config();
         let o = mlp.n_outputs();
         let factors = match HostMlp::<T>::new(config, &mlp.flatten_f64())? {
-            Some(host) => {
-                let xr = RowMajor {
-                    data: x
-                        .transpose()
-                        .iter()
-                        .map(|v| nalgebra::convert(*v))
-                        .collect(),
-                    cols: d,
-                };
-                host.factors(xr)
-            }
+            Some(host) => host.factors(row_major(x)),
             None => {
                 // The backend's pass; the factors are freshly made (not shared), so each
                 // copy out is a move (then a conversion to `T`).
@@ -448,6 +456,25 @@ impl<T: RealField + Copy> HostNtk<T> {
             }
         };
         Ok(Self::from_factors(factors, o))
+    }
+
+    /// The factors of the MLP `config` with flat parameters `theta` (the layout of
+    /// [`crate::ParamLayout`], PyTorch's `state_dict` order) at the inputs `x`, with no tensor
+    /// backend at all: what a caller holding the parameters as numbers (a checkpoint, the
+    /// anchors' problem files) needs.
+    ///
+    /// Fails like [`Self::new`], on a `theta` of the wrong length, and for GELU
+    /// ([`OpsError::InvalidConfig`]: use [`Self::new`], which falls back to the backend).
+    pub fn from_params(config: &MlpConfig, theta: &[f64], x: &DMatrix<f64>) -> Result<Self> {
+        check_inputs(x, config.widths[0])?;
+        let host = HostMlp::<T>::new(config, theta)?.ok_or_else(|| {
+            OpsError::InvalidConfig(
+                "HostNtk::from_params has no GELU (no erf for generic reals): use HostNtk::new"
+                    .into(),
+            )
+        })?;
+        let o = *config.widths.last().expect("an MLP has layers");
+        Ok(Self::from_factors(host.factors(row_major(x)), o))
     }
 
     fn from_factors(f: HostFactors<T>, o: usize) -> Self {
@@ -739,6 +766,23 @@ mod tests {
                 assert!((d - kk[(i, i)]).abs() <= 1e-12 * kk[(i, i)].abs());
             }
         }
+    }
+
+    #[test]
+    fn from_params_equals_new_and_rejects_gelu() {
+        let (mlp, x) = setup::<NdArray<f64>>(&[2, 9, 6, 1], Activation::Tanh, Head::Plain, 40, 5);
+        let a = HostNtk::<f64>::new(&mlp, &x).unwrap();
+        let b = HostNtk::<f64>::from_params(mlp.config(), &mlp.flatten_f64(), &x).unwrap();
+        assert_eq!(a.symmetric().unwrap(), b.symmetric().unwrap());
+        let short = &mlp.flatten_f64()[1..];
+        assert!(HostNtk::<f64>::from_params(mlp.config(), short, &x).is_err());
+        let gelu = mlp.config().clone().with_activation(Activation::Gelu);
+        assert!(matches!(
+            HostNtk::<f64>::from_params(&gelu, &mlp.flatten_f64(), &x),
+            Err(OpsError::InvalidConfig(_))
+        ));
+        let wide = DMatrix::zeros(3, 5);
+        assert!(HostNtk::<f64>::from_params(mlp.config(), &mlp.flatten_f64(), &wide).is_err());
     }
 
     #[test]
