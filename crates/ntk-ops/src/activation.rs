@@ -94,6 +94,44 @@ impl Activation {
     }
 }
 
+impl Activation {
+    /// $\sigma(z)$ and $\sigma'(z)$ of one number, for host loops; `None` for GELU (no erf
+    /// for generic reals).
+    pub fn scalar_with_derivative<T: nalgebra::RealField + Copy>(self, z: T) -> Option<(T, T)> {
+        let one = T::one();
+        Some(match self {
+            Self::Tanh => {
+                let a = z.tanh();
+                (a, one - a * a)
+            }
+            Self::Relu if z > T::zero() => (z, one),
+            Self::Relu => (T::zero(), T::zero()),
+            Self::Elu if z > T::zero() => (z, one),
+            Self::Elu => {
+                let e = z.exp();
+                (e - one, e)
+            }
+            Self::Sigmoid => {
+                let s = sigmoid_scalar(z);
+                (s, s * (one - s))
+            }
+            Self::Softplus => (softplus_scalar(z), sigmoid_scalar(z)),
+            Self::Gelu => return None,
+        })
+    }
+}
+
+/// [`softplus`] of one number.
+pub fn softplus_scalar<T: nalgebra::RealField + Copy>(z: T) -> T {
+    z.max(T::zero()) + (-z.abs()).exp().ln_1p()
+}
+
+/// [`sigmoid`] of one number, $\tfrac12 (1 + \tanh(z/2))$.
+pub fn sigmoid_scalar<T: nalgebra::RealField + Copy>(z: T) -> T {
+    let half = nalgebra::convert::<f64, T>(0.5);
+    half * (T::one() + (half * z).tanh())
+}
+
 /// Overflow-free softplus: $\log(1 + e^z) = \max(z, 0) + \log(1 + e^{-|z|})$.
 pub fn softplus<B: Backend, const D: usize>(z: Tensor<B, D>) -> Tensor<B, D> {
     activation::relu(z.clone()) + z.abs().neg().exp().log1p()
@@ -119,4 +157,35 @@ pub fn gelu<B: Backend, const D: usize>(z: Tensor<B, D>) -> Tensor<B, D> {
             .erf()
             .add_scalar(1.0)
             .mul_scalar(0.5)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn_ndarray::NdArray;
+
+    /// The scalar forms equal the tensor forms, value and derivative, across the range
+    /// (large |z| included, where the overflow-free softplus matters).
+    #[test]
+    fn scalar_forms_match_the_tensor_forms() {
+        let zs: Vec<f64> = (-400..=400).map(|i| i as f64 * 0.11).collect();
+        let dev = Default::default();
+        for act in [
+            Activation::Tanh,
+            Activation::Relu,
+            Activation::Elu,
+            Activation::Sigmoid,
+            Activation::Softplus,
+        ] {
+            let t = crate::convert::tensor1_from_f64::<NdArray<f64>>(zs.clone(), &dev);
+            let (a, d) = act.apply_with_derivative(t);
+            let (a, d) = (crate::convert::to_vec_f64(a), crate::convert::to_vec_f64(d));
+            for (i, &z) in zs.iter().enumerate() {
+                let (sa, sd) = act.scalar_with_derivative(z).unwrap();
+                assert!((sa - a[i]).abs() <= 1e-15 * a[i].abs().max(1.0), "{act:?} σ({z})");
+                assert!((sd - d[i]).abs() <= 1e-15 * d[i].abs().max(1.0), "{act:?} σ'({z})");
+            }
+        }
+        assert!(Activation::Gelu.scalar_with_derivative(0.3).is_none());
+    }
 }

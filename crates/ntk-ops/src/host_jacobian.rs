@@ -434,6 +434,59 @@ where
         ))
     }
 
+    /// Row $r = (i, j)$ of $K$ from the cached factors:
+    /// $K_{r r'} = \sum_l (\Delta_l[r'] \cdot \Delta_l[r]) (A_l[i'] \cdot A_l[i] + 1)$, two
+    /// matrix–vector products per layer.
+    fn ntk_row(&self, r: usize) -> Option<Tensor<B, 1>> {
+        let f = self.cache.as_ref()?;
+        let (o, rows) = (self.o, self.n * self.o);
+        if r >= rows {
+            return None;
+        }
+        let one = nalgebra::one::<B::FloatElem>();
+        let zero = nalgebra::zero::<B::FloatElem>();
+        let mut row = vec![zero; rows];
+        let (mut dd, mut aa) = (vec![zero; rows], vec![zero; self.n]);
+        for (a, delta) in f.inputs.iter().zip(&f.sens) {
+            let mut ddv = ViewMut::from_slice_with_strides_generic(
+                &mut dd,
+                Dyn(rows),
+                Dyn(1),
+                Dyn(1),
+                Dyn(1),
+            );
+            matmul::gemm(
+                zero,
+                &mut ddv,
+                one,
+                &delta.rows_view(0, rows),
+                &delta.rows_view_t(r, 1),
+            );
+            let mut aav = ViewMut::from_slice_with_strides_generic(
+                &mut aa,
+                Dyn(self.n),
+                Dyn(1),
+                Dyn(1),
+                Dyn(1),
+            );
+            matmul::gemm(
+                zero,
+                &mut aav,
+                one,
+                &a.rows_view(0, self.n),
+                &a.rows_view_t(r / o, 1),
+            );
+            for (q, k) in row.iter_mut().enumerate() {
+                *k += dd[q] * (aa[q / o] + one);
+            }
+        }
+        let dev = self.mlp.device();
+        Some(Tensor::from_data(
+            TensorData::new(row, [rows]),
+            float_opts::<B>(&dev),
+        ))
+    }
+
     fn ntk_diagonal(&self) -> Option<Tensor<B, 1>> {
         let f = self.cache.as_ref()?;
         let o = self.o;
@@ -564,6 +617,17 @@ mod tests {
             for (g, w) in diag.iter().zip(&want) {
                 assert!((g - w).abs() < 1e-12 * w.abs().max(1.0));
             }
+            for r in [0, rows / 2, rows - 1] {
+                let got = crate::convert::to_vec_f64(host.ntk_row(r).unwrap());
+                let want = crate::convert::to_vec_f64(reference.ntk_row(r).unwrap());
+                for (g, w) in got.iter().zip(&want) {
+                    assert!(
+                        (g - w).abs() < 1e-12 * w.abs().max(1.0),
+                        "row {r}: {g} vs {w}"
+                    );
+                }
+            }
+            assert!(host.ntk_row(rows).is_none());
             let out = to_dmatrix_f64(host.outputs().unwrap());
             assert!((out - to_dmatrix_f64(reference.outputs().unwrap())).amax() < 1e-14);
         }

@@ -168,44 +168,6 @@ pub(crate) struct HostFactors<T> {
     pub(crate) last: Option<RowMajor<T>>,
 }
 
-/// $\sigma(z)$ and $\sigma'(z)$ for one entry; `None` for GELU.
-fn activate<T: RealField + Copy>(act: Activation, z: T) -> Option<(T, T)> {
-    let one = T::one();
-    let half = nalgebra::convert::<f64, T>(0.5);
-    Some(match act {
-        Activation::Tanh => {
-            let a = z.tanh();
-            (a, one - a * a)
-        }
-        Activation::Relu => {
-            if z > T::zero() {
-                (z, one)
-            } else {
-                (T::zero(), T::zero())
-            }
-        }
-        Activation::Elu => {
-            if z > T::zero() {
-                (z, one)
-            } else {
-                let e = z.exp();
-                (e - one, e)
-            }
-        }
-        Activation::Sigmoid => {
-            let s = half * (one + (half * z).tanh());
-            (s, s * (one - s))
-        }
-        Activation::Softplus => (softplus(z), half * (one + (half * z).tanh())),
-        _ => return None,
-    })
-}
-
-/// Overflow-free $\log(1 + e^z) = \max(z, 0) + \log(1 + e^{-|z|})$.
-fn softplus<T: RealField + Copy>(z: T) -> T {
-    z.max(T::zero()) + (-z.abs()).exp().ln_1p()
-}
-
 impl<T: RealField + Copy> HostMlp<T> {
     /// From the configuration and flat parameters (PyTorch `state_dict` order), converted to
     /// `T`; `None` for an activation the host pass lacks (GELU).
@@ -218,7 +180,11 @@ impl<T: RealField + Copy> HostMlp<T> {
                 found: vec![theta.len()],
             });
         }
-        if activate(config.activation, T::zero()).is_none() {
+        if config
+            .activation
+            .scalar_with_derivative(T::zero())
+            .is_none()
+        {
             return Ok(None);
         }
         let mut at = 0;
@@ -282,7 +248,7 @@ impl<T: RealField + Copy> HostMlp<T> {
                             return;
                         }
                         for (v, dv) in zs.iter_mut().zip(ds) {
-                            (*v, *dv) = activate(act, *v).expect("checked in new");
+                            (*v, *dv) = act.scalar_with_derivative(*v).expect("checked in new");
                         }
                     });
                 derivs.push(d);
@@ -302,8 +268,7 @@ impl<T: RealField + Copy> HostMlp<T> {
             for j in 0..o {
                 let d = match (self.head, j) {
                     (Head::Heteroscedastic { .. }, 1) => {
-                        let half = nalgebra::convert::<f64, T>(0.5);
-                        half * (T::one() + (half * z.data[i * o + 1]).tanh())
+                        crate::activation::sigmoid_scalar(z.data[i * o + 1])
                     }
                     _ => T::one(),
                 };
