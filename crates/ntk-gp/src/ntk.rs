@@ -12,10 +12,7 @@
 
 use burn::prelude::Backend;
 use nalgebra::{DMatrix, DVector};
-use ntk_ops::{
-    Head, HostNtk, JacobianOperator, JacobianOptions, Mlp, MlpJacobian, convert, ntk_diagonal,
-    ntk_matrix,
-};
+use ntk_ops::{Head, HostNtk, JacobianOperator, JacobianOptions, Mlp, convert};
 use serde::{Deserialize, Serialize};
 
 use krylov::cg::{CgParams, pcg};
@@ -28,6 +25,7 @@ use ntk_ops::{NtkOperator, TensorBlock};
 use crate::error::GpError;
 use crate::exact::{ExactGp, Hyper, Prediction};
 use crate::fit::{FitSpec, Param, fit_hyper};
+use crate::jacobian::NtkJacobian;
 use crate::optimize::{MaximizeParams, Maximum};
 use crate::spectral::{LmlWithGradient, SpectralLml};
 use crate::strategy::{Choice, CostAssumptions, ProblemSize, Strategy, choose};
@@ -154,7 +152,7 @@ enum Posterior {
 /// A finite-NTK GP conditioned on one task (scalar-output networks).
 #[derive(Debug, Clone)]
 pub struct NtkGp<B: Backend> {
-    jac: MlpJacobian<B>,
+    jac: NtkJacobian<B>,
     targets: DVector<f64>,
     config: NtkGpConfig,
     hyper: Hyper,
@@ -202,7 +200,7 @@ where
         }
         crate::error::check_finite("targets", y.iter())?;
         let device = mlp.device();
-        let jac = MlpJacobian::new(mlp, convert::from_dmatrix_f64(x, &device), config.jacobian)?;
+        let jac = NtkJacobian::new(mlp, convert::from_dmatrix_f64(x, &device), config.jacobian)?;
         let o = jac.n_outputs();
         let widths = &jac.mlp().config().widths;
         let size = ProblemSize {
@@ -484,15 +482,15 @@ where
             strategy: self.choice.strategy,
             ..self.config
         };
-        let x = convert::to_dmatrix_f64(self.jac.inputs().clone());
+        let x = convert::to_dmatrix_f64(self.jac.inputs());
         let y = self.targets.clone();
         *self = Self::new(self.jac.mlp().clone(), &x, &y, config)?;
         Ok(())
     }
 
     /// The Jacobian at the test inputs and the prior mean $\mu(X_*) + c$ there.
-    fn test_side(&self, x_test: &DMatrix<f64>) -> Result<(MlpJacobian<B>, DVector<f64>), GpError> {
-        let jt = MlpJacobian::new(
+    fn test_side(&self, x_test: &DMatrix<f64>) -> Result<(NtkJacobian<B>, DVector<f64>), GpError> {
+        let jt = NtkJacobian::new(
             self.jac.mlp().clone(),
             convert::from_dmatrix_f64(x_test, &self.jac.device()),
             self.config.jacobian,
@@ -523,8 +521,8 @@ where
                         (h.cross(&ht)?, ht.cross(&ht)?)
                     }
                     None => (
-                        convert::to_dmatrix_f64(ntk_matrix(&self.jac, &jt)?),
-                        convert::to_dmatrix_f64(ntk_matrix(&jt, &jt)?),
+                        convert::to_dmatrix_f64(self.jac.ntk_matrix(&jt)?),
+                        convert::to_dmatrix_f64(jt.ntk_matrix(&jt)?),
                     ),
                 };
                 gp.predict_cov(&mean_block(cross, o, o), &mean_block(test, o, o), &prior)
@@ -552,8 +550,8 @@ where
                         (h.cross(&ht)?, ht.diagonal())
                     }
                     None => (
-                        convert::to_dmatrix_f64(ntk_matrix(&self.jac, &jt)?),
-                        convert::to_vec_f64(ntk_diagonal(&jt)?),
+                        convert::to_dmatrix_f64(self.jac.ntk_matrix(&jt)?),
+                        convert::to_vec_f64(jt.ntk_diagonal()?),
                     ),
                 };
                 let cross = mean_block(cross, o, o);
@@ -568,7 +566,7 @@ where
             Posterior::MatrixFree(st) => {
                 // Cross-kernel by structured products; the variance reduction
                 // s⁴ k*ᵀ A⁻¹ k* from one CG solve per test point, or from the LOVE cache.
-                let cross = ntk_matrix(&self.jac, &jt)?;
+                let cross = self.jac.ntk_matrix(&jt)?;
                 let s2 = self.hyper.prior_scale;
                 let cross_host = convert::to_dmatrix_f64(cross.clone());
                 let mean = prior + cross_host.tr_mul(&st.alpha) * s2;
@@ -596,7 +594,7 @@ where
                             .collect()
                     }
                 };
-                let diag = convert::to_vec_f64(ntk_diagonal(&jt)?);
+                let diag = convert::to_vec_f64(jt.ntk_diagonal()?);
                 let mut clamped = 0;
                 let var = DVector::from_iterator(
                     m,
@@ -628,12 +626,12 @@ fn mean_block(k: DMatrix<f64>, row_outputs: usize, col_outputs: usize) -> DMatri
 
 /// $s^2 K + \sigma^2 I$ with $K$ the NTK of an MLP, on device blocks.
 type System<B> = Shifted<
-    Scaled<NtkOperator<B, MlpJacobian<B>>, <B as burn::tensor::backend::BackendTypes>::FloatElem>,
+    Scaled<NtkOperator<B, NtkJacobian<B>>, <B as burn::tensor::backend::BackendTypes>::FloatElem>,
     <B as burn::tensor::backend::BackendTypes>::FloatElem,
 >;
 
 /// $A = s^2 K + \sigma^2 I$ as an operator on device blocks.
-fn system<B: Backend>(jac: &MlpJacobian<B>, hyper: Hyper) -> Result<System<B>, GpError>
+fn system<B: Backend>(jac: &NtkJacobian<B>, hyper: Hyper) -> Result<System<B>, GpError>
 where
     B::FloatElem: krylov::Scalar,
 {
@@ -657,7 +655,7 @@ where
 /// $\operatorname{tr}A^{-1} \approx \frac1s\sum_i z_i^\top A^{-1}z_i$ with the same probes at every
 /// step. The caller reports the SLQ log marginal likelihood at the fitted point as the value.
 fn fit_matrix_free<B: Backend>(
-    jac: &MlpJacobian<B>,
+    jac: &NtkJacobian<B>,
     r0: &DVector<f64>,
     spec: &FitSpec,
     settings: &MatrixFreeSettings,
@@ -785,7 +783,7 @@ where
 /// Solves $A\alpha = r$ and estimates $\log\lvert A\rvert$ in one batched CG call over
 /// $[r, z_1, \dots, z_s]$ with a pivoted-Cholesky preconditioner.
 fn matrix_free_solve<B: Backend>(
-    jac: &MlpJacobian<B>,
+    jac: &NtkJacobian<B>,
     r: &DVector<f64>,
     hyper: Hyper,
     settings: &MatrixFreeSettings,
@@ -871,7 +869,7 @@ mod tests {
         // Reference: J from the operator's explicit Jacobian, everything else in nalgebra.
         let dev = Default::default();
         let jac = |x: &DMatrix<f64>| {
-            let j = MlpJacobian::new(
+            let j = ntk_ops::MlpJacobian::new(
                 net.clone(),
                 convert::from_dmatrix_f64(x, &dev),
                 JacobianOptions::default(),
@@ -1114,7 +1112,7 @@ mod tests {
         // Reference: the mean output's Jacobian rows (even rows), D = scale².
         let dev = Default::default();
         let jac = |x: &DMatrix<f64>| {
-            let j = MlpJacobian::new(
+            let j = ntk_ops::MlpJacobian::new(
                 net.clone(),
                 convert::from_dmatrix_f64(x, &dev),
                 JacobianOptions::default(),

@@ -182,8 +182,14 @@ mod tests {
             let (a, d) = (crate::convert::to_vec_f64(a), crate::convert::to_vec_f64(d));
             for (i, &z) in zs.iter().enumerate() {
                 let (sa, sd) = act.scalar_with_derivative(z).unwrap();
-                assert!((sa - a[i]).abs() <= 1e-15 * a[i].abs().max(1.0), "{act:?} σ({z})");
-                assert!((sd - d[i]).abs() <= 1e-15 * d[i].abs().max(1.0), "{act:?} σ'({z})");
+                assert!(
+                    (sa - a[i]).abs() <= 1e-15 * a[i].abs().max(1.0),
+                    "{act:?} σ({z})"
+                );
+                assert!(
+                    (sd - d[i]).abs() <= 1e-15 * d[i].abs().max(1.0),
+                    "{act:?} σ'({z})"
+                );
             }
         }
         assert!(Activation::Gelu.scalar_with_derivative(0.3).is_none());

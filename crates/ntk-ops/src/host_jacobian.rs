@@ -34,6 +34,7 @@ use burn::prelude::Backend;
 use burn::tensor::{Tensor, TensorData};
 use nalgebra::{Dyn, RealField};
 use rayon::prelude::*;
+use std::sync::Arc;
 
 use crate::convert::{check_finite, check_shape, float_opts, to_vec_elem};
 use crate::error::{OpsError, Result};
@@ -57,19 +58,16 @@ struct Slot {
 /// Jacobian products of an [`Mlp`] on the host (see the [module docs](self)), for backends
 /// whose float type is `f32` or `f64` on the CPU. Every [`crate::Activation`] but GELU.
 #[derive(Debug, Clone)]
-pub struct HostJacobian<B: Backend>
-where
-    B::FloatElem: RealField + Copy,
-{
+pub struct HostJacobian<B: Backend> {
     mlp: Mlp<B>,
-    host: HostMlp<B::FloatElem>,
-    x: RowMajor<B::FloatElem>,
+    host: Arc<HostMlp<B::FloatElem>>,
+    x: Arc<RowMajor<B::FloatElem>>,
     n: usize,
     o: usize,
     p: usize,
     slots: Vec<Slot>,
     chunk_rows: usize,
-    cache: Option<HostFactors<B::FloatElem>>,
+    cache: Option<Arc<HostFactors<B::FloatElem>>>,
 }
 
 impl<B: Backend> HostJacobian<B>
@@ -117,12 +115,12 @@ where
             .clamp(1, n)
             .min(options.max_chunk_rows.max(1));
         let mut op = Self {
-            x: RowMajor {
+            x: Arc::new(RowMajor {
                 data: to_vec_elem(x),
                 cols: d,
-            },
+            }),
             mlp,
-            host,
+            host: Arc::new(host),
             n,
             o,
             p: offset,
@@ -131,9 +129,52 @@ where
             cache: None,
         };
         if options.cache_factors && chunk_rows >= n {
-            op.cache = Some(op.factors(0, n));
+            op.cache = Some(Arc::new(op.factors(0, n)));
         }
         Ok(op)
+    }
+
+    /// The network.
+    pub fn mlp(&self) -> &Mlp<B> {
+        &self.mlp
+    }
+
+    /// The inputs $X$ (`[n, d]`), as a new tensor.
+    pub fn inputs(&self) -> Tensor<B, 2> {
+        Tensor::from_data(
+            TensorData::new(self.x.data.clone(), [self.n, self.x.cols]),
+            float_opts::<B>(&self.mlp.device()),
+        )
+    }
+
+    /// The explicit Jacobian (`[n·o, p]`): row $r = (i, j)$ holds
+    /// $\Delta_l[r] \otimes A_l[i]$ at each weight and $\Delta_l[r]$ at each bias. For small
+    /// problems ($n o p$ numbers).
+    pub fn jacobian(&self) -> Result<Tensor<B, 2>> {
+        let (o, p) = (self.o, self.p);
+        let mut jac = vec![nalgebra::zero::<B::FloatElem>(); self.n * o * p];
+        self.for_chunks(|start, f| {
+            for (l, s) in self.slots.iter().enumerate() {
+                let (h_in, h_out) = (s.inputs, s.outputs);
+                let (a, delta) = (&f.inputs[l], &f.sens[l]);
+                for r in 0..f.n * o {
+                    let row = &mut jac[(start * o + r) * p..(start * o + r + 1) * p];
+                    let ai = &a.data[(r / o) * h_in..(r / o + 1) * h_in];
+                    let dr = &delta.data[r * h_out..(r + 1) * h_out];
+                    for (q, &dq) in dr.iter().enumerate() {
+                        let w = &mut row[s.offset + q * h_in..s.offset + (q + 1) * h_in];
+                        for (e, &av) in w.iter_mut().zip(ai) {
+                            *e = dq * av;
+                        }
+                        row[s.offset + h_out * h_in + q] = dq;
+                    }
+                }
+            }
+        });
+        Ok(Tensor::from_data(
+            TensorData::new(jac, [self.n * o, p]),
+            float_opts::<B>(&self.mlp.device()),
+        ))
     }
 
     /// Whether the factors of all rows are kept between products.
@@ -617,6 +658,14 @@ mod tests {
             for (g, w) in diag.iter().zip(&want) {
                 assert!((g - w).abs() < 1e-12 * w.abs().max(1.0));
             }
+            let full = to_dmatrix_f64(host.jacobian().unwrap());
+            let want = to_dmatrix_f64(reference.jacobian().unwrap());
+            assert!(
+                (&full - &want).amax() < 1e-12 * want.amax(),
+                "{act:?} explicit J"
+            );
+            let xs = to_dmatrix_f64(host.inputs());
+            assert_eq!(xs, to_dmatrix_f64(x.clone()));
             for r in [0, rows / 2, rows - 1] {
                 let got = crate::convert::to_vec_f64(host.ntk_row(r).unwrap());
                 let want = crate::convert::to_vec_f64(reference.ntk_row(r).unwrap());
