@@ -25,6 +25,15 @@ pub fn block_for(n: usize) -> usize {
     if n <= 8192 { 32 } else { 64 }
 }
 
+/// Entries a column-major `rows × cols` block with column stride `ld` spans.
+fn span(rows: usize, cols: usize, ld: usize) -> usize {
+    if rows == 0 || cols == 0 {
+        0
+    } else {
+        (cols - 1) * ld + rows
+    }
+}
+
 /// A column-major view of `rows × cols` starting at `data[0]`, column stride `ld`.
 fn view<T: RealField>(
     data: &[T],
@@ -32,11 +41,7 @@ fn view<T: RealField>(
     cols: usize,
     ld: usize,
 ) -> MatrixView<'_, T, Dyn, Dyn, Dyn, Dyn> {
-    let len = if rows == 0 || cols == 0 {
-        0
-    } else {
-        (cols - 1) * ld + rows
-    };
+    let len = span(rows, cols, ld);
     MatrixView::from_slice_with_strides_generic(&data[..len], Dyn(rows), Dyn(cols), Dyn(1), Dyn(ld))
 }
 
@@ -47,11 +52,7 @@ fn view_t<T: RealField>(
     cols: usize,
     ld: usize,
 ) -> MatrixView<'_, T, Dyn, Dyn, Dyn, Dyn> {
-    let len = if rows == 0 || cols == 0 {
-        0
-    } else {
-        (cols - 1) * ld + rows
-    };
+    let len = span(rows, cols, ld);
     MatrixView::from_slice_with_strides_generic(&data[..len], Dyn(cols), Dyn(rows), Dyn(ld), Dyn(1))
 }
 
@@ -62,11 +63,7 @@ fn view_mut<T: RealField>(
     cols: usize,
     ld: usize,
 ) -> MatrixViewMut<'_, T, Dyn, Dyn, Dyn, Dyn> {
-    let len = if rows == 0 || cols == 0 {
-        0
-    } else {
-        (cols - 1) * ld + rows
-    };
+    let len = span(rows, cols, ld);
     MatrixViewMut::from_slice_with_strides_generic(
         &mut data[..len],
         Dyn(rows),
@@ -102,37 +99,6 @@ where
         }
     }
     Ok(())
-}
-
-/// Calls the `#[inline(always)]` loop `body` (generic over `T` with the bounds in brackets) through a
-/// copy compiled for AVX-512, or AVX2 + FMA, when the CPU has it, and returns its value from
-/// the enclosing function. The workspace builds for baseline x86-64, whose loops run on
-/// 128-bit SSE2 vectors; the copies are `body` inlined into `#[target_feature]` functions.
-macro_rules! wide {
-    ([$($bound:tt)+] $body:ident($($a:ident: $t:ty),* $(,)?) -> $ret:ty) => {{
-        #[cfg(target_arch = "x86_64")]
-        {
-            #[target_feature(enable = "avx512f,avx2,fma")]
-            fn v4<T: $($bound)+>($($a: $t),*) -> $ret {
-                $body($($a),*)
-            }
-            #[target_feature(enable = "avx2,fma")]
-            fn v3<T: $($bound)+>($($a: $t),*) -> $ret {
-                $body($($a),*)
-            }
-            if std::arch::is_x86_feature_detected!("avx512f") {
-                // SAFETY: the CPU has the features `v4` is compiled for.
-                return unsafe { v4($($a),*) };
-            }
-            if std::arch::is_x86_feature_detected!("avx2")
-                && std::arch::is_x86_feature_detected!("fma")
-            {
-                // SAFETY: as above, for `v3`.
-                return unsafe { v3($($a),*) };
-            }
-        }
-        return $body($($a),*);
-    }};
 }
 
 /// Rows per chunk of a triangular-solve leaf (a leaf of 64 columns of f64 then fits in L1).
@@ -251,7 +217,7 @@ fn trsm_leaf_wide<T: RealField + Copy>(
     l: &DMatrix<T>,
     off: usize,
 ) {
-    wide!([RealField + Copy] trsm_leaf(x: &mut [T], m: usize, k: usize, ld: usize, l: &DMatrix<T>, off: usize) -> ());
+    ntk_ops::wide!([RealField + Copy] trsm_leaf(x: &mut [T], m: usize, k: usize, ld: usize, l: &DMatrix<T>, off: usize) -> ());
 }
 
 /// The leaf of [`trsm_rec`]: column $j$ of $X$ is $(B_j - \sum_{q<j} X_q L_{jq}) / L_{jj}$, on
@@ -372,7 +338,7 @@ where
     T: RealField + Copy + Into<f64>,
 {
     let z = y.clone();
-    wide!([RealField + Copy + Into<f64>] solve_vector_in_place(l: &DMatrix<T>, z: DVector<f64>, transpose: bool) -> DVector<f64>);
+    ntk_ops::wide!([RealField + Copy + Into<f64>] solve_vector_in_place(l: &DMatrix<T>, z: DVector<f64>, transpose: bool) -> DVector<f64>);
 }
 
 /// The loops of [`solve_vector`], on slices.
