@@ -202,9 +202,22 @@ where
         k[(i, i)] += shift;
     }
     let kernel_s = t0.elapsed().as_secs_f64();
-    let t1 = std::time::Instant::now();
-    cholesky_blocked(&mut k, ntk_gp::chol::block_for(n))?;
-    let factor_s = t1.elapsed().as_secs_f64();
+    // The test points' kernels need no factor: they are computed while the factorization,
+    // which leaves part of the second core idle at small n, runs.
+    let host_t = xs.map(|xs| net.host(xs)).transpose()?;
+    let (factor, test) = rayon::join(
+        || {
+            let t1 = std::time::Instant::now();
+            cholesky_blocked(&mut k, ntk_gp::chol::block_for(n)).map(|()| t1.elapsed())
+        },
+        || {
+            host_t
+                .as_ref()
+                .map(|t| Ok::<_, GpError>((host.cross(t)?, t.diagonal())))
+                .transpose()
+        },
+    );
+    let factor_s = factor?.as_secs_f64();
     let l = k;
     let z = solve_vector(&l, y, false);
     let logdet = 2.0
@@ -217,13 +230,11 @@ where
         logdet,
         inv_quad,
     };
-    let predict = match xs {
+    let predict = match test? {
         None => None,
-        Some(xs) => {
-            let m = xs.nrows();
-            let host_t = net.host(xs)?;
-            let mut v = host.cross(&host_t)?; // [n, m] = K(X, X*)
-            let kss = host_t.diagonal();
+        Some((mut v, kss)) => {
+            // v = K(X, X*), [n, m].
+            let m = v.ncols();
             let alpha = solve_vector(&l, &z, true);
             let mean: Vec<f64> = (0..m)
                 .map(|j| {

@@ -10,9 +10,14 @@
 //! $O(n^2 b)$ of its $n^3/3$ flops are a few large matrix products on
 //! [`ntk_ops::matmul::gemm`] (AVX-512 kernels, multi-threaded), and it works in place on the
 //! column-major storage with no copy larger than one diagonal block.
+//!
+//! Products under [`gemm`]'s threading threshold (every step at $n \lesssim 2000$) would leave
+//! the other cores idle, so such steps split themselves: the triangular solve into halves of
+//! rows (independent), the symmetric update into column panels (disjoint), run by rayon.
 
-use nalgebra::{DMatrix, DVector, Dyn, MatrixView, MatrixViewMut, RealField};
+use nalgebra::{DMatrix, DVector, Dyn, MatrixView, MatrixViewMut, RealField, U1};
 use ntk_ops::matmul::gemm;
+use rayon::prelude::*;
 
 use crate::error::GpError;
 
@@ -57,18 +62,13 @@ fn view_t<T: RealField>(
 }
 
 /// The mutable [`view`].
-fn view_mut<T: RealField>(
-    data: &mut [T],
-    rows: usize,
-    cols: usize,
-    ld: usize,
-) -> MatrixViewMut<'_, T, Dyn, Dyn, Dyn, Dyn> {
+fn view_mut<T: RealField>(data: &mut [T], rows: usize, cols: usize, ld: usize) -> BlockMut<'_, T> {
     let len = span(rows, cols, ld);
     MatrixViewMut::from_slice_with_strides_generic(
         &mut data[..len],
         Dyn(rows),
         Dyn(cols),
-        Dyn(1),
+        U1,
         Dyn(ld),
     )
 }
@@ -104,6 +104,19 @@ where
 /// Rows per chunk of a triangular-solve leaf (a leaf of 64 columns of f64 then fits in L1).
 const ROW_CHUNK: usize = 64;
 
+/// Multiply–adds under which a triangular solve or a symmetric update stays on one thread
+/// (waking a second one costs tens of microseconds).
+const SPLIT_MIN_MACS: usize = 1 << 20;
+
+/// Rows of the smallest half of a threaded [`trsm_right_lt`] (fewer make the products thin).
+const SPLIT_MIN_ROWS: usize = 32;
+
+/// Columns per task of a threaded [`syrk_lower`].
+const SYRK_PANEL: usize = 32;
+
+/// A column-major block with contiguous columns (row stride 1, any column stride).
+type BlockMut<'a, T> = MatrixViewMut<'a, T, Dyn, Dyn, U1, Dyn>;
+
 /// Error of a pivot that is not positive.
 fn not_pd() -> GpError {
     GpError::NotPositiveDefinite {
@@ -130,7 +143,7 @@ fn chol_rec<T: RealField + Copy>(
     for (j, col) in l11.as_mut_slice().chunks_exact_mut(n1).enumerate() {
         col.copy_from_slice(&left[j * ld..j * ld + n1]);
     }
-    trsm_right_lt(&mut left[n1..], n2, n1, ld, &l11, leaf);
+    trsm_right_lt(view_mut(&mut left[n1..], n2, n1, ld), &l11, leaf);
     // A22 -= L21 L21ᵀ on the lower triangle.
     syrk_lower(&mut right[n1..], n2, &left[n1..], n1, ld, leaf);
     chol_rec(&mut right[n1..], n2, ld, leaf)
@@ -162,91 +175,69 @@ fn chol_leaf<T: RealField + Copy>(a: &mut [T], n: usize, ld: usize) -> Result<()
     Ok(())
 }
 
-/// $X \leftarrow X L^{-\top}$ for the `m × k` block `x` (column stride `ld`) and the
-/// lower-triangular `k × k` `l`: recursive on `l`'s halves, the off-diagonal part a product.
-fn trsm_right_lt<T: RealField + Copy>(
-    x: &mut [T],
-    m: usize,
-    k: usize,
-    ld: usize,
-    l: &DMatrix<T>,
-    leaf: usize,
-) {
-    trsm_rec(x, m, k, ld, l, 0, leaf)
+/// $X \leftarrow X L^{-\top}$ for the `m × k` block `x` and the lower-triangular `k × k`
+/// `l`. The rows of $X$ are independent: a solve too small for [`gemm`]'s own threads (its
+/// first product under [`PARALLEL_MIN_MACS`](ntk_ops::matmul::PARALLEL_MIN_MACS)) but worth a
+/// second core is split into two row halves solved at once.
+fn trsm_right_lt<T: RealField + Copy>(mut x: BlockMut<'_, T>, l: &DMatrix<T>, leaf: usize) {
+    let (m, k) = x.shape();
+    let threaded_gemm = m * (k / 2) * (k / 2) >= ntk_ops::matmul::PARALLEL_MIN_MACS;
+    if !threaded_gemm && m >= 2 * SPLIT_MIN_ROWS && m * k * k / 2 >= SPLIT_MIN_MACS {
+        let m1 = (m / 2).next_multiple_of(8);
+        let (top, bottom) = x.rows_range_pair_mut(0..m1, m1..);
+        rayon::join(
+            || trsm_right_lt(top, l, leaf),
+            || trsm_right_lt(bottom, l, leaf),
+        );
+        return;
+    }
+    trsm_rec(&mut x, l, 0, leaf)
 }
 
-/// [`trsm_right_lt`] on the columns `off..off + k` of `x`'s solution against the diagonal
-/// block `l[off.., off..]`.
-fn trsm_rec<T: RealField + Copy>(
-    x: &mut [T],
-    m: usize,
-    k: usize,
-    ld: usize,
-    l: &DMatrix<T>,
-    off: usize,
-    leaf: usize,
-) {
+/// [`trsm_right_lt`] on one thread (but for [`gemm`]'s own), for the columns `off..off + k`
+/// of the solution against the diagonal block `l[off.., off..]`: recursive on the block's
+/// halves, the off-diagonal part a product.
+fn trsm_rec<T: RealField + Copy>(x: &mut BlockMut<'_, T>, l: &DMatrix<T>, off: usize, leaf: usize) {
+    let (m, k) = x.shape();
     if m == 0 || k == 0 {
         return;
     }
     if k <= leaf {
-        return trsm_leaf_wide(x, m, k, ld, l, off);
+        return trsm_leaf_wide(x, l, off);
     }
     let k1 = (k / 2).next_multiple_of(8).min(k - 1);
-    let (x1, x2) = x.split_at_mut(k1 * ld);
-    trsm_rec(x1, m, k1, ld, l, off, leaf);
+    let (mut x1, mut x2) = x.columns_range_pair_mut(0..k1, k1..);
+    trsm_rec(&mut x1, l, off, leaf);
     // X2 -= X1 L21ᵀ, with L21 = l[off + k1.., off..off + k1].
     let ldl = l.nrows();
     let l21t = view_t(&l.as_slice()[off * ldl + off + k1..], k - k1, k1, ldl);
-    gemm(
-        T::one(),
-        &mut view_mut(x2, m, k - k1, ld),
-        -T::one(),
-        &view(x1, m, k1, ld),
-        &l21t,
-    );
-    trsm_rec(x2, m, k - k1, ld, l, off + k1, leaf);
+    gemm(T::one(), &mut x2, -T::one(), &x1, &l21t);
+    trsm_rec(&mut x2, l, off + k1, leaf);
 }
 
 /// [`trsm_leaf`] on the CPU's widest vectors.
-fn trsm_leaf_wide<T: RealField + Copy>(
-    x: &mut [T],
-    m: usize,
-    k: usize,
-    ld: usize,
-    l: &DMatrix<T>,
-    off: usize,
-) {
-    ntk_ops::wide!([RealField + Copy] trsm_leaf(x: &mut [T], m: usize, k: usize, ld: usize, l: &DMatrix<T>, off: usize) -> ());
+fn trsm_leaf_wide<T: RealField + Copy>(x: &mut BlockMut<'_, T>, l: &DMatrix<T>, off: usize) {
+    ntk_ops::wide!([RealField + Copy] trsm_leaf(x: &mut BlockMut<'_, T>, l: &DMatrix<T>, off: usize) -> ());
 }
 
 /// The leaf of [`trsm_rec`]: column $j$ of $X$ is $(B_j - \sum_{q<j} X_q L_{jq}) / L_{jj}$, on
 /// chunks of rows that stay in the L1 cache.
 #[inline(always)]
-fn trsm_leaf<T: RealField + Copy>(
-    x: &mut [T],
-    m: usize,
-    k: usize,
-    ld: usize,
-    l: &DMatrix<T>,
-    off: usize,
-) {
-    let ldl = l.nrows();
-    let ls = l.as_slice();
+fn trsm_leaf<T: RealField + Copy>(x: &mut BlockMut<'_, T>, l: &DMatrix<T>, off: usize) {
+    let (m, k) = x.shape();
     for r0 in (0..m).step_by(ROW_CHUNK) {
-        let rb = ROW_CHUNK.min(m - r0);
+        let mut rows = x.rows_mut(r0, ROW_CHUNK.min(m - r0));
         for j in 0..k {
-            let (done, rest) = x.split_at_mut(j * ld);
-            let xj = &mut rest[r0..r0 + rb];
-            let lrow = (off + j) + off * ldl;
+            let (done, mut rest) = rows.columns_range_pair_mut(0..j, j..);
+            let mut col = rest.column_mut(0);
+            let xj = col.as_mut_slice();
             for q in 0..j {
-                let ljq = ls[lrow + q * ldl];
-                let xq = &done[q * ld + r0..q * ld + r0 + rb];
-                for (t, s) in xj.iter_mut().zip(xq) {
+                let ljq = l[(off + j, off + q)];
+                for (t, s) in xj.iter_mut().zip(done.column(q).as_slice()) {
                     *t -= *s * ljq;
                 }
             }
-            let inv = T::one() / ls[lrow + j * ldl];
+            let inv = T::one() / l[(off + j, off + j)];
             for t in xj.iter_mut() {
                 *t *= inv;
             }
@@ -255,9 +246,13 @@ fn trsm_leaf<T: RealField + Copy>(
 }
 
 /// $C \leftarrow C - A A^\top$ on the lower triangle of the `m × m` block `c`, with `a`
-/// `m × k`, both column stride `ld`: recursive halving of `c`, full products off the
-/// diagonal, and one product per diagonal leaf, which also overwrites the leaf's strict upper
-/// part (never read by the factorization, at most a leaf's share of the work).
+/// `m × k`, both column stride `ld`.
+///
+/// A product too small for [`gemm`]'s own threads but worth a second core runs as column
+/// panels at once, each panel's trapezoid one product (which also overwrites the strict upper
+/// part of its diagonal block: never read by the factorization, a fraction `panel / m` of
+/// the work). Otherwise: recursive halving of `c`, full products off the diagonal, and one
+/// product per diagonal leaf.
 fn syrk_lower<T: RealField + Copy>(
     c: &mut [T],
     m: usize,
@@ -267,6 +262,25 @@ fn syrk_lower<T: RealField + Copy>(
     leaf: usize,
 ) {
     if m == 0 {
+        return;
+    }
+    let threaded_gemm = (m / 2) * (m / 2) * k >= ntk_ops::matmul::PARALLEL_MIN_MACS;
+    if !threaded_gemm && m >= 4 * SYRK_PANEL && m * m * k / 2 >= SPLIT_MIN_MACS {
+        c.par_chunks_mut(SYRK_PANEL * ld)
+            .take(m.div_ceil(SYRK_PANEL))
+            .enumerate()
+            .with_max_len(1)
+            .for_each(|(p, panel)| {
+                let j = p * SYRK_PANEL;
+                let w = SYRK_PANEL.min(m - j);
+                gemm(
+                    T::one(),
+                    &mut view_mut(&mut panel[j..], m - j, w, ld),
+                    -T::one(),
+                    &view(&a[j..], m - j, k, ld),
+                    &view_t(&a[j..], w, k, ld),
+                );
+            });
         return;
     }
     if m <= 2 * leaf {
@@ -326,7 +340,7 @@ where
     }
     let m = b.ncols();
     let mut bt = b.transpose();
-    trsm_right_lt(bt.as_mut_slice(), m, n, m.max(1), l, leaf.max(8));
+    trsm_right_lt(view_mut(bt.as_mut_slice(), m, n, m.max(1)), l, leaf.max(8));
     b.copy_from(&bt.transpose());
     Ok(())
 }
@@ -477,6 +491,31 @@ mod tests {
             let want = reference.solve_lower_triangular(&b).unwrap();
             proptest::prop_assert!((&x - &want).norm() / want.norm() < 1e-12 * 10f64.powf(log_cond));
         }
+    }
+
+    /// Sizes whose triangular solves and symmetric updates run on two threads (row halves,
+    /// column panels), in f64 and f32.
+    #[test]
+    fn threaded_cholesky_and_solve_match_nalgebra() {
+        let n = 700;
+        let a = spd(n);
+        let reference = nalgebra::Cholesky::new(a.clone()).unwrap().unpack();
+        let mut l = a.clone();
+        cholesky_blocked(&mut l, block_for(n)).unwrap();
+        let err = (&l - &reference).norm() / reference.norm();
+        assert!(err < 1e-12, "{err:e}");
+        let mut l32 = a.map(|v| v as f32);
+        cholesky_blocked(&mut l32, 16).unwrap();
+        // Backward error within a few units of f32's roundoff (6e-8).
+        let l64 = l32.map(f64::from);
+        let backward = (&l64 * l64.transpose() - &a).norm() / a.norm();
+        assert!(backward < 1e-6, "{backward:e}");
+        let b = DMatrix::from_fn(n, 150, |i, j| ((i + 7 * j) as f64 * 0.3).cos());
+        let mut x = b.clone();
+        solve_lower_blocked(&l, &mut x, 32).unwrap();
+        // L is ill-conditioned here: the residual, not the distance to another solver's answer.
+        let residual = (&l * &x - &b).norm() / b.norm();
+        assert!(residual < 1e-14, "{residual:e}");
     }
 
     #[test]
