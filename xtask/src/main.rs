@@ -151,6 +151,10 @@ fn ci() -> Result<(), String> {
         "-D",
         "warnings",
     ])?;
+    // Broken intra-doc links (a KaTeX `[i]` read as a link, a renamed item) fail the build.
+    run(Command::new(env!("CARGO"))
+        .args(["doc", "--workspace", "--no-deps", "--exclude", "xtask"])
+        .env("RUSTDOCFLAGS", "-D warnings"))?;
     layers::check_workspace()?;
     data::verify_shipped()?;
     cargo(&["test", "--workspace"])?;

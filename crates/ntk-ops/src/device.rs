@@ -106,7 +106,7 @@ impl Device {
 
     /// `Ok` if the device can run the operators: always for the CPU; for CUDA, the backend must
     /// be compiled in ([`DeviceError::NotCompiled`]) and the device must initialise and run one
-    /// small kernel ([`DeviceError::Unavailable`]), see [`probe_cuda`].
+    /// small kernel ([`DeviceError::Unavailable`]), see `probe_cuda` (with the `cuda` feature).
     pub fn check(&self) -> Result<(), DeviceError> {
         match *self {
             Device::Cpu => Ok(()),

@@ -4,10 +4,10 @@
 //! With $A_l$ (`[n, h_{l-1}]`) the inputs of Dense layer $l$ and $\Delta_l$ (`[n·o, h_l]`)
 //! the output sensitivities (as in [`HostNtk`](crate::HostNtk)), row $r = (i, j)$ of $J$
 //! restricted to layer $l$'s weight $W_l$ and bias $b_l$ is
-//! $\Delta_l[r] \otimes [A_l[i], 1]$. So, per layer,
-//! $$ (Jv)_r \mathrel{+}= \Delta_l[r] \cdot \big(\dot W_l A_l[i] + \dot b_l\big), \qquad
+//! $\Delta_l\[r\] \otimes [A_l\[i\], 1]$. So, per layer,
+//! $$ (Jv)_r \mathrel{+}= \Delta_l\[r\] \cdot \big(\dot W_l A_l\[i\] + \dot b_l\big), \qquad
 //! \dot W_l \mathrel{+}= U_l^\top A_l,\ \dot b_l \mathrel{+}= U_l^\top \mathbf 1
-//! \ \text{ with } U_l[i] = \textstyle\sum_j u_{(i,j)} \Delta_l[(i,j)]$$
+//! \ \text{ with } U_l\[i\] = \textstyle\sum_j u_{(i,j)} \Delta_l[(i,j)]$$
 //! for $J^\top u$: one product of $2 n h_{l-1} h_l$ flops each way and row-wise dot
 //! products, $2np$ flops per product in all, against about three times that for a pass
 //! that recomputes the activations ([`MlpJacobian`](crate::MlpJacobian) without its cache,
@@ -148,7 +148,7 @@ where
     }
 
     /// The explicit Jacobian (`[n·o, p]`): row $r = (i, j)$ holds
-    /// $\Delta_l[r] \otimes A_l[i]$ at each weight and $\Delta_l[r]$ at each bias. For small
+    /// $\Delta_l\[r\] \otimes A_l\[i\]$ at each weight and $\Delta_l\[r\]$ at each bias. For small
     /// problems ($n o p$ numbers).
     pub fn jacobian(&self) -> Result<Tensor<B, 2>> {
         let (o, p) = (self.o, self.p);
@@ -342,7 +342,7 @@ fn host_copy<B: Backend>(t: Tensor<B, 2>) -> Vec<B::FloatElem> {
     to_vec_elem(t.mul_scalar(1.0))
 }
 
-/// `out[r] += Δ[r] · Z[r / o]` for every row $r$ ($\Delta$ `[·, h]`, $Z$ `[·, h]`).
+/// `out\[r\] += Δ\[r\] · Z[r / o]` for every row $r$ ($\Delta$ `[·, h]`, $Z$ `[·, h]`).
 fn row_dots_wide<T: RealField + Copy>(out: &mut [T], delta: &[T], z: &[T], h: usize, o: usize) {
     crate::wide!([RealField + Copy] row_dots(out: &mut [T], delta: &[T], z: &[T], h: usize, o: usize) -> ());
 }
@@ -367,7 +367,7 @@ fn row_dots<T: RealField + Copy>(out: &mut [T], delta: &[T], z: &[T], h: usize, 
     }
 }
 
-/// `us[i] = Σ_j u[i·o + j] Δ[i·o + j]` ($\Delta$ `[·, h]`).
+/// `us\[i\] = Σ_j u[i·o + j] Δ[i·o + j]` ($\Delta$ `[·, h]`).
 fn combine_rows_wide<T: RealField + Copy>(us: &mut [T], delta: &[T], u: &[T], h: usize, o: usize) {
     crate::wide!([RealField + Copy] combine_rows(us: &mut [T], delta: &[T], u: &[T], h: usize, o: usize) -> ());
 }
@@ -476,7 +476,7 @@ where
     }
 
     /// Row $r = (i, j)$ of $K$ from the cached factors:
-    /// $K_{r r'} = \sum_l (\Delta_l[r'] \cdot \Delta_l[r]) (A_l[i'] \cdot A_l[i] + 1)$, two
+    /// $K_{r r'} = \sum_l (\Delta_l[r'] \cdot \Delta_l\[r\]) (A_l[i'] \cdot A_l\[i\] + 1)$, two
     /// matrix–vector products per layer.
     fn ntk_row(&self, r: usize) -> Option<Tensor<B, 1>> {
         let f = self.cache.as_ref()?;

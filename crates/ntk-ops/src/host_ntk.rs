@@ -626,8 +626,8 @@ impl<T: RealField + Copy> HostNtk<T> {
         Ok(k)
     }
 
-    /// The diagonal of $K(X, X)$: $K_{ii} = \sum_l \lVert \Delta_l[i]\rVert^2 \lVert \tilde
-    /// A_l[i]\rVert^2$ (and $\lVert G[i]\rVert^2$ for the Khatri–Rao layers).
+    /// The diagonal of $K(X, X)$: $K_{ii} = \sum_l \lVert \Delta_l\[i\]\rVert^2 \lVert \tilde
+    /// A_l\[i\]\rVert^2$ (and $\lVert G\[i\]\rVert^2$ for the Khatri–Rao layers).
     pub fn diagonal(&self) -> Vec<T> {
         let sq = |m: &RowMajor<T>, i: usize| {
             m.data[i * m.cols..(i + 1) * m.cols]

@@ -3,7 +3,7 @@
 //!
 //! libm's `tanh` is a scalar call of about 18 ns on the reference machine; the host forward
 //! pass of the 803k-parameter MLP makes 22 million of them at $n = 10\,000$ (0.4 s). The
-//! branch-free [`tanh_f64`] below runs in a few nanoseconds per element under [`wide!`]
+//! branch-free [`tanh_f64`] below runs in a few nanoseconds per element under [`wide!`](crate::wide)
 //! and stays within a few units in the last place of libm (tested).
 
 /// Calls the `#[inline(always)]` function `body` (generic over `T` with the bounds in
