@@ -337,15 +337,22 @@ impl Experiment for Scaling {
 
 /// $n$ points $x \sim \mathcal N(0, I_d)$ and $y = \sin(3x^\top w) + 0.1\varepsilon$,
 /// $w \sim \mathcal N(0, I_d/d)$ (the anchors' recipe, with this crate's generator).
+///
+/// Drawn point by point ($x_i$, then $\varepsilon_i$), so that the first $m$ points are the
+/// same for every $n \ge m$: a sweep over $n$ (or a run with a different largest $n$) sees
+/// nested data sets.
 pub fn anchor_like_data(n: usize, d: usize, rng: &mut impl Rng) -> (DMatrix<f64>, DVector<f64>) {
     let mut normal = || -> f64 { StandardNormal.sample(&mut *rng) };
     let w: Vec<f64> = (0..d).map(|_| normal() / (d as f64).sqrt()).collect();
-    let x = DMatrix::from_fn(n, d, |_, _| normal());
-    let y = DVector::from_fn(n, |i, _| {
+    let mut x = DMatrix::zeros(n, d);
+    let mut y = DVector::zeros(n);
+    for i in 0..n {
+        for j in 0..d {
+            x[(i, j)] = normal();
+        }
         let s: f64 = (0..d).map(|j| x[(i, j)] * w[j]).sum();
-        (3.0 * s).sin()
-    });
-    let y = y.map(|v| v + 0.1 * normal());
+        y[i] = (3.0 * s).sin() + 0.1 * normal();
+    }
     (x, y)
 }
 
@@ -854,6 +861,15 @@ mod tests {
         }
         assert!(root.path().join("scaling/time-vs-n.png").is_file());
         assert!(root.path().join("scaling/report.md").is_file());
+    }
+
+    #[test]
+    fn anchor_like_data_is_nested_in_n() {
+        let (x, y) = anchor_like_data(40, 3, &mut crate::harness::stream_rng(5, 0));
+        let (x2, y2) = anchor_like_data(100, 3, &mut crate::harness::stream_rng(5, 0));
+        assert_eq!(x, x2.rows(0, 40));
+        assert_eq!(y, y2.rows(0, 40));
+        assert!(x.iter().all(|v| v.is_finite()) && x.column(0) != x.column(1));
     }
 
     #[test]
