@@ -15,8 +15,8 @@
 //! the other cores idle, so such steps split themselves: the triangular solve into halves of
 //! rows (independent), the symmetric update into column panels (disjoint), run by rayon.
 
-use nalgebra::{DMatrix, DVector, Dyn, MatrixView, MatrixViewMut, RealField, U1};
-use ntk_ops::matmul::gemm;
+use nalgebra::{DMatrix, DVector, RealField};
+use ntk_ops::matmul::{ColMajorMut, col_major, col_major_mut, col_major_t, gemm};
 use rayon::prelude::*;
 
 use crate::error::GpError;
@@ -28,49 +28,6 @@ pub const DEFAULT_BLOCK: usize = 32;
 /// (measured on the 2-core AVX-512 reference machine: 32 up to $n = 8192$, 64 above).
 pub fn block_for(n: usize) -> usize {
     if n <= 8192 { 32 } else { 64 }
-}
-
-/// Entries a column-major `rows × cols` block with column stride `ld` spans.
-fn span(rows: usize, cols: usize, ld: usize) -> usize {
-    if rows == 0 || cols == 0 {
-        0
-    } else {
-        (cols - 1) * ld + rows
-    }
-}
-
-/// A column-major view of `rows × cols` starting at `data[0]`, column stride `ld`.
-fn view<T: RealField>(
-    data: &[T],
-    rows: usize,
-    cols: usize,
-    ld: usize,
-) -> MatrixView<'_, T, Dyn, Dyn, Dyn, Dyn> {
-    let len = span(rows, cols, ld);
-    MatrixView::from_slice_with_strides_generic(&data[..len], Dyn(rows), Dyn(cols), Dyn(1), Dyn(ld))
-}
-
-/// The transpose of [`view`]: `cols × rows`.
-fn view_t<T: RealField>(
-    data: &[T],
-    rows: usize,
-    cols: usize,
-    ld: usize,
-) -> MatrixView<'_, T, Dyn, Dyn, Dyn, Dyn> {
-    let len = span(rows, cols, ld);
-    MatrixView::from_slice_with_strides_generic(&data[..len], Dyn(cols), Dyn(rows), Dyn(ld), Dyn(1))
-}
-
-/// The mutable [`view`].
-fn view_mut<T: RealField>(data: &mut [T], rows: usize, cols: usize, ld: usize) -> BlockMut<'_, T> {
-    let len = span(rows, cols, ld);
-    MatrixViewMut::from_slice_with_strides_generic(
-        &mut data[..len],
-        Dyn(rows),
-        Dyn(cols),
-        U1,
-        Dyn(ld),
-    )
 }
 
 /// Overwrites the lower triangle of the symmetric positive-definite `a` ($n\times n$; only
@@ -114,9 +71,6 @@ const SPLIT_MIN_ROWS: usize = 32;
 /// Columns per task of a threaded [`syrk_lower`].
 const SYRK_PANEL: usize = 32;
 
-/// A column-major block with contiguous columns (row stride 1, any column stride).
-type BlockMut<'a, T> = MatrixViewMut<'a, T, Dyn, Dyn, U1, Dyn>;
-
 /// Error of a pivot that is not positive.
 fn not_pd() -> GpError {
     GpError::NotPositiveDefinite {
@@ -143,7 +97,7 @@ fn chol_rec<T: RealField + Copy>(
     for (j, col) in l11.as_mut_slice().chunks_exact_mut(n1).enumerate() {
         col.copy_from_slice(&left[j * ld..j * ld + n1]);
     }
-    trsm_right_lt(view_mut(&mut left[n1..], n2, n1, ld), &l11, leaf);
+    trsm_right_lt(col_major_mut(&mut left[n1..], n2, n1, ld), &l11, leaf);
     // A22 -= L21 L21ᵀ on the lower triangle.
     syrk_lower(&mut right[n1..], n2, &left[n1..], n1, ld, leaf);
     chol_rec(&mut right[n1..], n2, ld, leaf)
@@ -179,7 +133,7 @@ fn chol_leaf<T: RealField + Copy>(a: &mut [T], n: usize, ld: usize) -> Result<()
 /// `l`. The rows of $X$ are independent: a solve too small for [`gemm`]'s own threads (its
 /// first product under [`PARALLEL_MIN_MACS`](ntk_ops::matmul::PARALLEL_MIN_MACS)) but worth a
 /// second core is split into two row halves solved at once.
-fn trsm_right_lt<T: RealField + Copy>(mut x: BlockMut<'_, T>, l: &DMatrix<T>, leaf: usize) {
+fn trsm_right_lt<T: RealField + Copy>(mut x: ColMajorMut<'_, T>, l: &DMatrix<T>, leaf: usize) {
     let (m, k) = x.shape();
     let threaded_gemm = m * (k / 2) * (k / 2) >= ntk_ops::matmul::PARALLEL_MIN_MACS;
     if !threaded_gemm && m >= 2 * SPLIT_MIN_ROWS && m * k * k / 2 >= SPLIT_MIN_MACS {
@@ -197,7 +151,12 @@ fn trsm_right_lt<T: RealField + Copy>(mut x: BlockMut<'_, T>, l: &DMatrix<T>, le
 /// [`trsm_right_lt`] on one thread (but for [`gemm`]'s own), for the columns `off..off + k`
 /// of the solution against the diagonal block `l[off.., off..]`: recursive on the block's
 /// halves, the off-diagonal part a product.
-fn trsm_rec<T: RealField + Copy>(x: &mut BlockMut<'_, T>, l: &DMatrix<T>, off: usize, leaf: usize) {
+fn trsm_rec<T: RealField + Copy>(
+    x: &mut ColMajorMut<'_, T>,
+    l: &DMatrix<T>,
+    off: usize,
+    leaf: usize,
+) {
     let (m, k) = x.shape();
     if m == 0 || k == 0 {
         return;
@@ -210,20 +169,20 @@ fn trsm_rec<T: RealField + Copy>(x: &mut BlockMut<'_, T>, l: &DMatrix<T>, off: u
     trsm_rec(&mut x1, l, off, leaf);
     // X2 -= X1 L21ᵀ, with L21 = l[off + k1.., off..off + k1].
     let ldl = l.nrows();
-    let l21t = view_t(&l.as_slice()[off * ldl + off + k1..], k - k1, k1, ldl);
+    let l21t = col_major_t(&l.as_slice()[off * ldl + off + k1..], k - k1, k1, ldl);
     gemm(T::one(), &mut x2, -T::one(), &x1, &l21t);
     trsm_rec(&mut x2, l, off + k1, leaf);
 }
 
 /// [`trsm_leaf`] on the CPU's widest vectors.
-fn trsm_leaf_wide<T: RealField + Copy>(x: &mut BlockMut<'_, T>, l: &DMatrix<T>, off: usize) {
-    ntk_ops::wide!([RealField + Copy] trsm_leaf(x: &mut BlockMut<'_, T>, l: &DMatrix<T>, off: usize) -> ());
+fn trsm_leaf_wide<T: RealField + Copy>(x: &mut ColMajorMut<'_, T>, l: &DMatrix<T>, off: usize) {
+    ntk_ops::wide!([RealField + Copy] trsm_leaf(x: &mut ColMajorMut<'_, T>, l: &DMatrix<T>, off: usize) -> ());
 }
 
 /// The leaf of [`trsm_rec`]: column $j$ of $X$ is $(B_j - \sum_{q<j} X_q L_{jq}) / L_{jj}$, on
 /// chunks of rows that stay in the L1 cache.
 #[inline(always)]
-fn trsm_leaf<T: RealField + Copy>(x: &mut BlockMut<'_, T>, l: &DMatrix<T>, off: usize) {
+fn trsm_leaf<T: RealField + Copy>(x: &mut ColMajorMut<'_, T>, l: &DMatrix<T>, off: usize) {
     let (m, k) = x.shape();
     for r0 in (0..m).step_by(ROW_CHUNK) {
         let mut rows = x.rows_mut(r0, ROW_CHUNK.min(m - r0));
@@ -275,10 +234,10 @@ fn syrk_lower<T: RealField + Copy>(
                 let w = SYRK_PANEL.min(m - j);
                 gemm(
                     T::one(),
-                    &mut view_mut(&mut panel[j..], m - j, w, ld),
+                    &mut col_major_mut(&mut panel[j..], m - j, w, ld),
                     -T::one(),
-                    &view(&a[j..], m - j, k, ld),
-                    &view_t(&a[j..], w, k, ld),
+                    &col_major(&a[j..], m - j, k, ld),
+                    &col_major_t(&a[j..], w, k, ld),
                 );
             });
         return;
@@ -289,8 +248,8 @@ fn syrk_lower<T: RealField + Copy>(
             T::zero(),
             &mut block,
             T::one(),
-            &view(a, m, k, ld),
-            &view_t(a, m, k, ld),
+            &col_major(a, m, k, ld),
+            &col_major_t(a, m, k, ld),
         );
         for j in 0..m {
             for i in j..m {
@@ -305,10 +264,10 @@ fn syrk_lower<T: RealField + Copy>(
     // C21 -= A2 A1ᵀ.
     gemm(
         T::one(),
-        &mut view_mut(&mut c1[m1..], m - m1, m1, ld),
+        &mut col_major_mut(&mut c1[m1..], m - m1, m1, ld),
         -T::one(),
-        &view(&a[m1..], m - m1, k, ld),
-        &view_t(a, m1, k, ld),
+        &col_major(&a[m1..], m - m1, k, ld),
+        &col_major_t(a, m1, k, ld),
     );
     syrk_lower(&mut c2[m1..], m - m1, &a[m1..], k, ld, leaf);
 }
@@ -340,7 +299,11 @@ where
     }
     let m = b.ncols();
     let mut bt = b.transpose();
-    trsm_right_lt(view_mut(bt.as_mut_slice(), m, n, m.max(1)), l, leaf.max(8));
+    trsm_right_lt(
+        col_major_mut(bt.as_mut_slice(), m, n, m.max(1)),
+        l,
+        leaf.max(8),
+    );
     b.copy_from(&bt.transpose());
     Ok(())
 }

@@ -46,7 +46,8 @@ use crate::mlp::Mlp;
 /// Rows per parallel block of [`HostJacobian`]'s $Jv$.
 const JVP_ROWS: usize = 128;
 
-/// Where one Dense layer's parameters sit in the flat vector.
+/// Where one Dense layer's parameters sit in the flat vector (read from
+/// [`MlpConfig::layout`](crate::MlpConfig::layout)).
 #[derive(Debug, Clone, Copy)]
 struct Slot {
     /// Offset of $W$ (`[out, in]`, row-major); $b$ follows it.
@@ -93,18 +94,15 @@ where
                 "HostJacobian has no GELU (no erf for generic reals): use MlpJacobian".into(),
             )
         })?;
-        let mut offset = 0;
-        let slots: Vec<Slot> = config
-            .widths
-            .windows(2)
-            .map(|w| {
-                let slot = Slot {
-                    offset,
-                    inputs: w[0],
-                    outputs: w[1],
-                };
-                offset += w[0] * w[1] + w[1];
-                slot
+        // The `state_dict` layout: per layer the weight `[out, in]`, then the bias.
+        let layout = config.layout();
+        let slots: Vec<Slot> = layout
+            .specs()
+            .chunks_exact(2)
+            .map(|wb| Slot {
+                offset: wb[0].offset,
+                inputs: wb[0].shape[1],
+                outputs: wb[0].shape[0],
             })
             .collect();
         let o = mlp.n_outputs();
@@ -123,7 +121,7 @@ where
             host: Arc::new(host),
             n,
             o,
-            p: offset,
+            p: layout.n_params(),
             slots,
             chunk_rows,
             cache: None,

@@ -100,17 +100,6 @@ impl<T: RealField + Copy> RowMajor<T> {
     }
 }
 
-/// $D \leftarrow AB$ (or $D + AB$ when `accumulate`), strides arbitrary ([`matmul::gemm`]).
-fn gemm<T: RealField + Copy>(
-    dst: &mut ViewMut<'_, T>,
-    a: &View<'_, T>,
-    b: &View<'_, T>,
-    accumulate: bool,
-) {
-    let beta = if accumulate { T::one() } else { T::zero() };
-    matmul::gemm(beta, dst, T::one(), a, b);
-}
-
 /// $D = M_1[\text{rows}]\, M_2[\text{cols}]^\top$ into the column-major block `dst` (column
 /// stride `ld`): one matrix product.
 fn gram_into<T: RealField + Copy>(
@@ -125,14 +114,13 @@ fn gram_into<T: RealField + Copy>(
     if r == 0 || c == 0 {
         return;
     }
-    let len = (c - 1) * ld + r;
-    let mut v =
-        ViewMut::from_slice_with_strides_generic(&mut dst[..len], Dyn(r), Dyn(c), Dyn(1), Dyn(ld));
-    gemm(
+    let mut v = matmul::col_major_mut(dst, r, c, ld);
+    matmul::gemm(
+        T::zero(),
         &mut v,
+        T::one(),
         &m1.rows_view(rows.0, r),
         &m2.rows_view_t(cols.0, c),
-        false,
     );
 }
 
@@ -230,11 +218,13 @@ impl<T: RealField + Copy> HostMlp<T> {
             }
             let mut z = RowMajor { data, cols: out };
             let a = &inputs[l];
-            gemm(
+            // z = b (every row) + A Wᵀ.
+            matmul::gemm(
+                T::one(),
                 &mut z.view_mut(),
+                T::one(),
                 &a.rows_view(0, n),
                 &w.rows_view_t(0, out),
-                true,
             );
             if l < last {
                 let mut d = vec![T::zero(); z.data.len()];
@@ -284,11 +274,12 @@ impl<T: RealField + Copy> HostMlp<T> {
                 data: vec![T::zero(); n * o * inp],
                 cols: inp,
             };
-            gemm(
+            matmul::gemm(
+                T::zero(),
                 &mut back.view_mut(),
+                T::one(),
                 &up.rows_view(0, n * o),
                 &w.rows_view(0, out),
-                false,
             );
             let d = &derivs[l];
             for (r, row) in back.data.chunks_exact_mut(inp).enumerate() {

@@ -23,12 +23,67 @@
 
 use std::any::TypeId;
 
-use nalgebra::{Dim, Matrix, RealField, Storage, StorageMut};
+use nalgebra::{
+    Dim, Dyn, Matrix, MatrixView, MatrixViewMut, RealField, Scalar, Storage, StorageMut, U1,
+};
 
 /// Products of fewer multiply–adds ($mnk$) than this run on one thread: waking rayon's
 /// workers costs tens of microseconds on a small VM, more than a second core saves on a
 /// product of a millisecond or less.
 pub const PARALLEL_MIN_MACS: usize = 1 << 25;
+
+/// A column-major block whose columns are contiguous: row stride 1, column stride `ld`.
+pub type ColMajor<'a, T> = MatrixView<'a, T, Dyn, Dyn, U1, Dyn>;
+/// The mutable [`ColMajor`].
+pub type ColMajorMut<'a, T> = MatrixViewMut<'a, T, Dyn, Dyn, U1, Dyn>;
+
+/// Entries a column-major `rows × cols` block with column stride `ld` spans:
+/// $(c - 1)\,\mathrm{ld} + r$, or 0 when it is empty.
+pub fn span(rows: usize, cols: usize, ld: usize) -> usize {
+    if rows == 0 || cols == 0 {
+        0
+    } else {
+        (cols - 1) * ld + rows
+    }
+}
+
+/// The `rows × cols` block at `data[0]`, column stride `ld`.
+///
+/// # Panics
+/// When `data` is shorter than the block's [`span`] (a programming error inside the
+/// workspace).
+pub fn col_major<T: Scalar>(data: &[T], rows: usize, cols: usize, ld: usize) -> ColMajor<'_, T> {
+    let len = span(rows, cols, ld);
+    MatrixView::from_slice_with_strides_generic(&data[..len], Dyn(rows), Dyn(cols), U1, Dyn(ld))
+}
+
+/// The transpose of [`col_major`]'s block: `cols × rows`, row stride `ld`.
+pub fn col_major_t<T: Scalar>(
+    data: &[T],
+    rows: usize,
+    cols: usize,
+    ld: usize,
+) -> MatrixView<'_, T, Dyn, Dyn, Dyn, U1> {
+    let len = span(rows, cols, ld);
+    MatrixView::from_slice_with_strides_generic(&data[..len], Dyn(cols), Dyn(rows), Dyn(ld), U1)
+}
+
+/// The mutable [`col_major`].
+pub fn col_major_mut<T: Scalar>(
+    data: &mut [T],
+    rows: usize,
+    cols: usize,
+    ld: usize,
+) -> ColMajorMut<'_, T> {
+    let len = span(rows, cols, ld);
+    MatrixViewMut::from_slice_with_strides_generic(
+        &mut data[..len],
+        Dyn(rows),
+        Dyn(cols),
+        U1,
+        Dyn(ld),
+    )
+}
 
 /// Whether `T` has the fast product (`f32` or `f64`).
 fn fast<T: 'static>() -> bool {
