@@ -38,8 +38,8 @@ use ntk_gp::fit::Param;
 use ntk_gp::ntk::{MatrixFreeSettings, MeanFunction, NtkGp, NtkGpConfig};
 use ntk_gp::strategy::Strategy;
 use ntk_ops::{
-    Activation, GramOperator, JacobianOperator, JacobianOptions, Mlp, MlpConfig, MlpJacobian,
-    TensorBlock, convert,
+    Activation, GramOperator, JacobianOperator, JacobianOptions, Mlp, MlpConfig, TensorBlock,
+    convert,
 };
 use rand::Rng;
 use rand_distr::{Distribution, StandardNormal};
@@ -558,7 +558,9 @@ where
         }
         Method::ParameterSpace => {
             let dev = Default::default();
-            let jac = MlpJacobian::new(mlp, convert::from_dmatrix_f64(x, &dev), opts)?;
+            // The host products on the CPU backends (as NtkGp's function space), burn's otherwise.
+            let jac =
+                ntk_gp::jacobian::NtkJacobian::new(mlp, convert::from_dmatrix_f64(x, &dev), opts)?;
             let (n, p) = (y.len(), jac.n_params());
             let y_t =
                 convert::from_dmatrix_f64(&DMatrix::from_column_slice(n, 1, y.as_slice()), &dev);
@@ -893,7 +895,7 @@ mod tests {
             b.lml
         );
         let exact = {
-            let jac = MlpJacobian::new(
+            let jac = ntk_ops::MlpJacobian::new(
                 cfg.init::<burn_ndarray::NdArray<f64>>(1, &Default::default())
                     .unwrap(),
                 convert::from_dmatrix_f64(&x, &Default::default()),
