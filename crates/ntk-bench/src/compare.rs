@@ -184,7 +184,7 @@ where
     }
     let t0 = std::time::Instant::now();
     let host = net.host(x)?;
-    let panel = ntk_ops::host_ntk::DEFAULT_PANEL;
+    let panel = ntk_ops::host_ntk::panel_for(n);
     let kernel_flops: f64 = (0..n)
         .step_by(panel)
         .map(|j| host.block_flops(n - j, panel.min(n - j)))

@@ -162,7 +162,7 @@ fn trsm_rec<T: RealField + Copy>(
         return;
     }
     if k <= leaf {
-        return trsm_leaf_wide(x, l, off);
+        return trsm_leaf_rows(x, l, off);
     }
     let k1 = (k / 2).next_multiple_of(8).min(k - 1);
     let (mut x1, mut x2) = x.columns_range_pair_mut(0..k1, k1..);
@@ -172,6 +172,22 @@ fn trsm_rec<T: RealField + Copy>(
     let l21t = col_major_t(&l.as_slice()[off * ldl + off + k1..], k - k1, k1, ldl);
     gemm(T::one(), &mut x2, -T::one(), &x1, &l21t);
     trsm_rec(&mut x2, l, off + k1, leaf);
+}
+
+/// [`trsm_leaf_wide`], its rows split across the cores when there are many (the leaves of a
+/// large solve whose products [`gemm`] already threads: 5000 rows at $n = 10^4$).
+fn trsm_leaf_rows<T: RealField + Copy>(x: &mut ColMajorMut<'_, T>, l: &DMatrix<T>, off: usize) {
+    let (m, k) = x.shape();
+    if m >= 2 * ROW_CHUNK && m * k * k / 2 >= SPLIT_MIN_MACS {
+        let m1 = (m / 2).next_multiple_of(ROW_CHUNK);
+        let (mut top, mut bottom) = x.rows_range_pair_mut(0..m1, m1..);
+        rayon::join(
+            || trsm_leaf_rows(&mut top, l, off),
+            || trsm_leaf_rows(&mut bottom, l, off),
+        );
+        return;
+    }
+    trsm_leaf_wide(x, l, off)
 }
 
 /// [`trsm_leaf`] on the CPU's widest vectors.
@@ -478,6 +494,18 @@ mod tests {
         solve_lower_blocked(&l, &mut x, 32).unwrap();
         // L is ill-conditioned here: the residual, not the distance to another solver's answer.
         let residual = (&l * &x - &b).norm() / b.norm();
+        assert!(residual < 1e-14, "{residual:e}");
+    }
+
+    /// A tall solve whose products [`gemm`] threads itself, so that its leaves split rows.
+    #[test]
+    fn tall_triangular_solve_splits_its_leaves() {
+        let (m, k) = (8192, 128);
+        let l = spd(k).cholesky().unwrap().unpack();
+        let b = DMatrix::from_fn(m, k, |i, j| ((i * 3 + j * 7) as f64 * 0.01).sin());
+        let mut x = b.clone();
+        trsm_right_lt(col_major_mut(x.as_mut_slice(), m, k, m), &l, 32);
+        let residual = (&x * l.transpose() - &b).norm() / b.norm();
         assert!(residual < 1e-14, "{residual:e}");
     }
 

@@ -50,8 +50,12 @@ fn hadamard_add<T: RealField + Copy>(d: &mut [T], a: &[T], b: &[T]) {
     }
 }
 
-/// Default panel width of [`HostNtk::lower_into`].
-pub const DEFAULT_PANEL: usize = 256;
+/// A good panel width for [`HostNtk::lower_into`] at side $n$: 256 columns, 512 from
+/// $n = 4096$ on (measured on the 2-core reference machine: 5 % faster there, while at small
+/// $n$ wider panels leave too few tasks to balance the cores).
+pub fn panel_for(n: usize) -> usize {
+    if n >= 4096 { 512 } else { 256 }
+}
 
 /// A row-major $r\times c$ host matrix.
 #[derive(Debug, Clone)]
@@ -612,7 +616,7 @@ impl<T: RealField + Copy> HostNtk<T> {
     /// (half the products of [`Self::cross`] with itself), mirrored.
     pub fn symmetric(&self) -> Result<DMatrix<T>> {
         let mut k = DMatrix::zeros(self.rows, self.rows);
-        self.lower_into(&mut k, DEFAULT_PANEL)?;
+        self.lower_into(&mut k, panel_for(self.rows))?;
         k.fill_upper_triangle_with_lower_triangle();
         Ok(k)
     }
