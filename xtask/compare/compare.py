@@ -26,8 +26,10 @@ def rows(all_anchors):
     """(tag, arch, n, n_test, task, dtype, anchors, anchor_reps, ours_reps, goal). anchors: [(backend, mode)]."""
     out = []
     for n in (100, 1000):
+        # ours: 30 repetitions (the whole row takes under a second), so that the median is
+        # a steady state rather than the first few runs of a fresh process.
         out.append((f"sine-predict-{n}", "sine", n, 100, "predict", "f64",
-                    [("jax-nt", "both"), ("torch", "both")], 3, 5, 5.0))
+                    [("jax-nt", "both"), ("torch", "both")], 3, 30, 5.0))
     for n in (500, 1000, 5000, 10000):
         if n <= 1000:
             anchors = [("jax-nt", "both"), ("torch", "both" if n <= 500 else "matfree")]

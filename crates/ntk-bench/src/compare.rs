@@ -205,18 +205,22 @@ where
     // The test points' kernels need no factor: they are computed while the factorization,
     // which leaves part of the second core idle at small n, runs.
     let host_t = xs.map(|xs| net.host(xs)).transpose()?;
-    let (factor, test) = rayon::join(
-        || {
-            let t1 = std::time::Instant::now();
-            cholesky_blocked(&mut k, ntk_gp::chol::block_for(n)).map(|()| t1.elapsed())
-        },
-        || {
-            host_t
-                .as_ref()
-                .map(|t| Ok::<_, GpError>((host.cross(t)?, t.diagonal())))
-                .transpose()
-        },
-    );
+    let mut factor = || {
+        let t1 = std::time::Instant::now();
+        cholesky_blocked(&mut k, ntk_gp::chol::block_for(n)).map(|()| t1.elapsed())
+    };
+    let test = || {
+        host_t
+            .as_ref()
+            .map(|t| Ok::<_, GpError>((host.cross(t)?, t.diagonal())))
+            .transpose()
+    };
+    // Small problems stay on this thread (a rayon hand-off costs more than they take).
+    let (factor, test) = if n >= 256 {
+        rayon::join(factor, test)
+    } else {
+        (factor(), test())
+    };
     let factor_s = factor?.as_secs_f64();
     let l = k;
     let z = solve_vector(&l, y, false);

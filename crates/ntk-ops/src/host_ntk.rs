@@ -35,6 +35,10 @@ use crate::mlp::{Head, Mlp, MlpConfig};
 /// product of this inner size).
 const HADAMARD_COST: usize = 64;
 
+/// Elementwise passes over fewer entries run on the calling thread: handing work to rayon's
+/// pool wakes a thread (tens of microseconds), more than such a pass takes.
+const PARALLEL_MIN_ENTRIES: usize = 1 << 15;
+
 /// Rows per block of a Hadamard-form kernel block (see `HostNtk::block_into`).
 const ROW_BLOCK: usize = 256;
 
@@ -233,18 +237,26 @@ impl<T: RealField + Copy> HostMlp<T> {
             if l < last {
                 let mut d = vec![T::zero(); z.data.len()];
                 let act = self.activation;
-                z.data
-                    .par_chunks_mut(4096)
-                    .zip(d.par_chunks_mut(4096))
-                    .for_each(|(zs, ds)| {
-                        if act == Activation::Tanh {
-                            crate::vmath::tanh_in_place(zs, ds);
-                            return;
-                        }
-                        for (v, dv) in zs.iter_mut().zip(ds) {
-                            (*v, *dv) = act.scalar_with_derivative(*v).expect("checked in new");
-                        }
-                    });
+                let apply = |(zs, ds): (&mut [T], &mut [T])| {
+                    if act == Activation::Tanh {
+                        crate::vmath::tanh_in_place(zs, ds);
+                        return;
+                    }
+                    for (v, dv) in zs.iter_mut().zip(ds) {
+                        (*v, *dv) = act.scalar_with_derivative(*v).expect("checked in new");
+                    }
+                };
+                if z.data.len() < PARALLEL_MIN_ENTRIES {
+                    z.data
+                        .chunks_mut(4096)
+                        .zip(d.chunks_mut(4096))
+                        .for_each(apply);
+                } else {
+                    z.data
+                        .par_chunks_mut(4096)
+                        .zip(d.par_chunks_mut(4096))
+                        .for_each(apply);
+                }
                 derivs.push(d);
                 inputs.push(z);
             } else {
@@ -594,6 +606,12 @@ impl<T: RealField + Copy> HostNtk<T> {
             });
         }
         let pb = panel.max(1);
+        if n <= pb {
+            // One panel: no task to share (handing it to rayon's pool costs a wake-up).
+            let mut scratch = (Vec::new(), Vec::new());
+            self.block_into(self, (0, n), (0, n), k.as_mut_slice(), n, &mut scratch);
+            return Ok(());
+        }
         // Column panels are disjoint slices of the column-major storage: one task each, taken
         // one at a time (their heights fall from n to one panel), scratch kept per worker.
         k.as_mut_slice()
