@@ -84,8 +84,8 @@ macro_rules! wide {
     }};
 }
 
-/// $1/k$ for $k = 0 \dots 18$ (entry 0 unused), the Horner steps of the Taylor series.
-const INV: [f64; 19] = [
+/// $1/k$ for $k = 0 \dots 17$ (entries 0 and 1 unused), the Horner steps of the Taylor series.
+const INV: [f64; 18] = [
     0.0,
     1.0,
     1.0 / 2.0,
@@ -104,7 +104,6 @@ const INV: [f64; 19] = [
     1.0 / 15.0,
     1.0 / 16.0,
     1.0 / 17.0,
-    1.0 / 18.0,
 ];
 
 /// $\ln 2$ split so that $k \cdot$ `LN2_HI` is exact for the $k \le 58$ used.
@@ -115,36 +114,33 @@ const LN2_LO: f64 = f64::from_bits(0x3DEA_39EF_3579_3C76); // 1.9082149292705877
 /// $\tanh x$ without branches (so that a loop over a slice vectorizes), within a few units in
 /// the last place of the correctly rounded value.
 ///
-/// With $y = 2\lvert x\rvert$ and $e = e^y - 1$, $\tanh\lvert x\rvert = e / (e + 2)$. For
-/// $y \le 1$, $e$ is its Taylor series to degree 18 (no cancellation); above, $e^y - 1$ with
-/// $e^y$ range-reduced ($y = k \ln 2 + r$, $\lvert r\rvert \le \tfrac12 \ln 2$, the Taylor
-/// series of $e^r$ to degree 14, $2^k$ written into the exponent bits), $y$ capped at 40,
-/// where $\tanh$ is 1 in f64. NaN stays NaN. The Horner steps are fused multiply–adds: half
-/// the instructions under [`wide!`](crate::wide)'s AVX2/AVX-512 copies (a CPU without FMA emulates them,
-/// slowly).
+/// With $y = 2\lvert x\rvert$ and $e = e^y - 1$, $\tanh\lvert x\rvert = e / (e + 2)$, and
+/// $e = 2^k (e^r - 1) + (2^k - 1)$ with $y = k \ln 2 + r$, $r \in [0, \ln 2]$: $e^r - 1$ is its
+/// Taylor series to degree 17 (no cancellation, also for $k = 0$, where $r = y$), the two
+/// terms have one sign, $2^k$ is written into the exponent bits, $y$ is capped at 40, where
+/// $\tanh$ is 1 in f64. NaN stays NaN. One path for every $x$ (no select between two series)
+/// and the Horner steps as fused multiply–adds: 16 of them per entry under
+/// [`wide!`](crate::wide)'s AVX2/AVX-512 copies (a CPU without FMA emulates them, slowly).
 #[inline(always)]
 pub fn tanh_f64(x: f64) -> f64 {
     let y = (2.0 * x.abs()).min(40.0);
-    // Small y: e^y − 1 = y (1 + y/2 (1 + y/3 (… (1 + y/18)))).
-    let mut s = 1.0f64;
-    for inv in INV[2..].iter().rev() {
-        let c = y * inv; // off the dependency chain of s
-        s = c.mul_add(s, 1.0);
-    }
-    let small = y * s;
-    // Large y: e^y = 2^k e^r; adding 1.5·2^52 rounds to an integer kept in the low bits.
+    // y = k ln 2 + r with k = ⌊y / ln 2⌉ − ½ rounded (so r ∈ [0, ln 2], up to rounding):
+    // adding 1.5·2^52 rounds to an integer kept in the low bits.
     const MAGIC: f64 = 6_755_399_441_055_744.0;
-    let t = y * std::f64::consts::LOG2_E + MAGIC;
+    let t = y.mul_add(std::f64::consts::LOG2_E, -0.5) + MAGIC;
     let k = t - MAGIC;
     let r = (y - k * LN2_HI) - k * LN2_LO;
+    // e^r − 1 = r (1 + r/2 (1 + r/3 (… (1 + r/17)))), with no cancellation.
     let mut p = 1.0f64;
-    for inv in INV[1..15].iter().rev() {
-        let c = r * inv;
+    for inv in INV[2..].iter().rev() {
+        let c = r * inv; // off the dependency chain of p
         p = c.mul_add(p, 1.0);
     }
+    let em1 = r * p;
+    // e^y − 1 = 2^k (e^r − 1) + (2^k − 1): two terms of one sign, 2^k written into the
+    // exponent bits.
     let scale = f64::from_bits((t.to_bits() << 52).wrapping_add(1023u64 << 52));
-    let large = p * scale - 1.0;
-    let e = if y <= 1.0 { small } else { large };
+    let e = scale.mul_add(em1, scale - 1.0);
     let th = (e / (e + 2.0)).copysign(x);
     if x.is_nan() { x } else { th }
 }
