@@ -481,13 +481,20 @@ impl<T: RealField + Copy> HostNtk<T> {
             }
         }
         let low_rank = (low_cols > 0).then(|| {
-            let mut data = Vec::with_capacity(rows * low_cols);
-            for r in 0..rows {
+            // Row r of G: per layer, Δ[r] ⊗ Ã[r], written in place.
+            let mut data = vec![T::zero(); rows * low_cols];
+            for (r, out) in data.chunks_exact_mut(low_cols).enumerate() {
+                let mut at = 0;
                 for (a, delta) in &kr_layers {
                     let a_row = &a.data[r * a.cols..(r + 1) * a.cols];
-                    for &dv in &delta.data[r * delta.cols..(r + 1) * delta.cols] {
-                        data.extend(a_row.iter().map(|&av| dv * av));
+                    let d_row = &delta.data[r * delta.cols..(r + 1) * delta.cols];
+                    let block = &mut out[at..at + d_row.len() * a.cols];
+                    for (&dv, chunk) in d_row.iter().zip(block.chunks_exact_mut(a.cols)) {
+                        for (o, &av) in chunk.iter_mut().zip(a_row) {
+                            *o = dv * av;
+                        }
                     }
+                    at += block.len();
                 }
             }
             RowMajor {
