@@ -9,9 +9,9 @@
 //!
 //! Strategy: dense function space — the structured NTK, only its lower triangle
 //! ([`HostNtk::lower_into`]), written straight into the storage of a blocked Cholesky
-//! ([`cholesky_blocked`]), the test points' kernels computed meanwhile — in f64 for the small sine MLP and in f32 (the anchors' precision) for
-//! the 803k-parameter MLP, where $n \le 10^4$ keeps $4n^2$ bytes and $n^3/3$ flops affordable
-//! (see `DESIGN-NOTES`).
+//! ([`cholesky_blocked`]), the test points' kernels computed meanwhile — in f64 for the small
+//! sine MLP and in f32 (the anchors' precision) for the 803k-parameter MLP, where
+//! $n \le 10^4$ keeps $4n^2$ bytes and $n^3/3$ flops affordable (see `DESIGN-NOTES`).
 
 use std::path::{Path, PathBuf};
 

@@ -132,20 +132,36 @@ fn chol_leaf<T: RealField + Copy>(a: &mut [T], n: usize, ld: usize) -> Result<()
 /// $X \leftarrow X L^{-\top}$ for the `m × k` block `x` and the lower-triangular `k × k`
 /// `l`. The rows of $X$ are independent: a solve too small for [`gemm`]'s own threads (its
 /// first product under [`PARALLEL_MIN_MACS`](ntk_ops::matmul::PARALLEL_MIN_MACS)) but worth a
-/// second core is split into two row halves solved at once.
+/// second core runs on halves of its rows at once.
 fn trsm_right_lt<T: RealField + Copy>(mut x: ColMajorMut<'_, T>, l: &DMatrix<T>, leaf: usize) {
     let (m, k) = x.shape();
-    let threaded_gemm = m * (k / 2) * (k / 2) >= ntk_ops::matmul::PARALLEL_MIN_MACS;
-    if !threaded_gemm && m >= 2 * SPLIT_MIN_ROWS && m * k * k / 2 >= SPLIT_MIN_MACS {
-        let m1 = (m / 2).next_multiple_of(8);
-        let (top, bottom) = x.rows_range_pair_mut(0..m1, m1..);
-        rayon::join(
-            || trsm_right_lt(top, l, leaf),
-            || trsm_right_lt(bottom, l, leaf),
-        );
-        return;
+    if m * (k / 2) * (k / 2) >= ntk_ops::matmul::PARALLEL_MIN_MACS {
+        trsm_rec(&mut x, l, 0, leaf)
+    } else {
+        by_row_halves(&mut x, SPLIT_MIN_ROWS, k * k / 2, &|x| {
+            trsm_rec(x, l, 0, leaf)
+        })
     }
-    trsm_rec(&mut x, l, 0, leaf)
+}
+
+/// `f(x)`, or `f` on the two halves of `x`'s rows at once (and so on down), while the halves
+/// keep about `min_rows` rows or more and the work, `macs_per_row` multiply–adds per row, is
+/// worth waking a second core.
+fn by_row_halves<T, F>(x: &mut ColMajorMut<'_, T>, min_rows: usize, macs_per_row: usize, f: &F)
+where
+    T: RealField + Copy,
+    F: Fn(&mut ColMajorMut<'_, T>) + Sync,
+{
+    let m = x.nrows();
+    if m < 2 * min_rows || m * macs_per_row < SPLIT_MIN_MACS {
+        return f(x);
+    }
+    let m1 = (m / 2).next_multiple_of(8);
+    let (mut top, mut bottom) = x.rows_range_pair_mut(0..m1, m1..);
+    rayon::join(
+        || by_row_halves(&mut top, min_rows, macs_per_row, f),
+        || by_row_halves(&mut bottom, min_rows, macs_per_row, f),
+    );
 }
 
 /// [`trsm_right_lt`] on one thread (but for [`gemm`]'s own), for the columns `off..off + k`
@@ -162,7 +178,9 @@ fn trsm_rec<T: RealField + Copy>(
         return;
     }
     if k <= leaf {
-        return trsm_leaf_rows(x, l, off);
+        // Many rows (the leaves of a solve whose products gemm threads: 5000 rows at
+        // n = 10⁴) split across the cores too.
+        return by_row_halves(x, ROW_CHUNK, k * k / 2, &|x| trsm_leaf_wide(x, l, off));
     }
     let k1 = (k / 2).next_multiple_of(8).min(k - 1);
     let (mut x1, mut x2) = x.columns_range_pair_mut(0..k1, k1..);
@@ -172,22 +190,6 @@ fn trsm_rec<T: RealField + Copy>(
     let l21t = col_major_t(&l.as_slice()[off * ldl + off + k1..], k - k1, k1, ldl);
     gemm(T::one(), &mut x2, -T::one(), &x1, &l21t);
     trsm_rec(&mut x2, l, off + k1, leaf);
-}
-
-/// [`trsm_leaf_wide`], its rows split across the cores when there are many (the leaves of a
-/// large solve whose products [`gemm`] already threads: 5000 rows at $n = 10^4$).
-fn trsm_leaf_rows<T: RealField + Copy>(x: &mut ColMajorMut<'_, T>, l: &DMatrix<T>, off: usize) {
-    let (m, k) = x.shape();
-    if m >= 2 * ROW_CHUNK && m * k * k / 2 >= SPLIT_MIN_MACS {
-        let m1 = (m / 2).next_multiple_of(ROW_CHUNK);
-        let (mut top, mut bottom) = x.rows_range_pair_mut(0..m1, m1..);
-        rayon::join(
-            || trsm_leaf_rows(&mut top, l, off),
-            || trsm_leaf_rows(&mut bottom, l, off),
-        );
-        return;
-    }
-    trsm_leaf_wide(x, l, off)
 }
 
 /// [`trsm_leaf`] on the CPU's widest vectors.
