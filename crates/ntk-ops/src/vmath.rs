@@ -3,12 +3,12 @@
 //!
 //! libm's `tanh` is a scalar call of about 18 ns on the reference machine; the host forward
 //! pass of the 803k-parameter MLP makes 22 million of them at $n = 10\,000$ (0.4 s). The
-//! branch-free [`tanh_f64`] below runs in a few nanoseconds per element under [`wide!`](crate::wide)
-//! and stays within a few units in the last place of libm (tested).
+//! branch-free [`tanh_f64`] below runs in a few nanoseconds per element under
+//! [`wide!`](crate::wide) and stays within a few units in the last place of libm (tested).
 
 /// Calls the `#[inline(always)]` function `body` (generic over `T` with the bounds in
-/// brackets, if they are given) through a copy compiled for AVX-512 (or AVX2 + FMA) when the CPU has it, and
-/// returns its value from the enclosing function.
+/// brackets, if they are given) through a copy compiled for AVX-512 (or AVX2 + FMA) when the
+/// CPU has it, and returns its value from the enclosing function.
 ///
 /// The workspace builds for baseline x86-64, whose loops run on 128-bit SSE2 vectors;
 /// the copies are `body` inlined into `#[target_feature]` functions, chosen at run time
@@ -34,39 +34,15 @@
 /// ```
 #[macro_export]
 macro_rules! wide {
-    ($body:ident($($a:ident: $t:ty),* $(,)?) -> $ret:ty) => {{
+    ($([$($bound:tt)+])? $body:ident($($a:ident: $t:ty),* $(,)?) -> $ret:ty) => {{
         #[cfg(target_arch = "x86_64")]
         {
             #[target_feature(enable = "avx512f,avx2,fma")]
-            fn v4($($a: $t),*) -> $ret {
+            fn v4$(<T: $($bound)+>)?($($a: $t),*) -> $ret {
                 $body($($a),*)
             }
             #[target_feature(enable = "avx2,fma")]
-            fn v3($($a: $t),*) -> $ret {
-                $body($($a),*)
-            }
-            if std::arch::is_x86_feature_detected!("avx512f") {
-                // SAFETY: the CPU has the features `v4` is compiled for.
-                return unsafe { v4($($a),*) };
-            }
-            if std::arch::is_x86_feature_detected!("avx2")
-                && std::arch::is_x86_feature_detected!("fma")
-            {
-                // SAFETY: as above, for `v3`.
-                return unsafe { v3($($a),*) };
-            }
-        }
-        return $body($($a),*);
-    }};
-    ([$($bound:tt)+] $body:ident($($a:ident: $t:ty),* $(,)?) -> $ret:ty) => {{
-        #[cfg(target_arch = "x86_64")]
-        {
-            #[target_feature(enable = "avx512f,avx2,fma")]
-            fn v4<T: $($bound)+>($($a: $t),*) -> $ret {
-                $body($($a),*)
-            }
-            #[target_feature(enable = "avx2,fma")]
-            fn v3<T: $($bound)+>($($a: $t),*) -> $ret {
+            fn v3$(<T: $($bound)+>)?($($a: $t),*) -> $ret {
                 $body($($a),*)
             }
             if std::arch::is_x86_feature_detected!("avx512f") {
