@@ -23,6 +23,16 @@ pub enum NtkJacobian<B: Backend> {
     Tensor(MlpJacobian<B>),
 }
 
+/// Forwards one method to whichever operator is inside.
+macro_rules! forward {
+    ($self:ident, $j:ident => $e:expr) => {
+        match $self {
+            Self::Host($j) => $e,
+            Self::Tensor($j) => $e,
+        }
+    };
+}
+
 impl<B: Backend> NtkJacobian<B>
 where
     B::FloatElem: RealField + Copy,
@@ -39,10 +49,7 @@ where
 
     /// The network.
     pub fn mlp(&self) -> &Mlp<B> {
-        match self {
-            Self::Host(j) => j.mlp(),
-            Self::Tensor(j) => j.mlp(),
-        }
+        forward!(self, j => j.mlp())
     }
 
     /// The inputs $X$ (`[n, d]`).
@@ -96,21 +103,8 @@ where
 
     /// The explicit Jacobian (`[n·o, p]`), for small problems.
     pub fn jacobian(&self) -> Result<Tensor<B, 2>, OpsError> {
-        match self {
-            Self::Host(j) => j.jacobian(),
-            Self::Tensor(j) => j.jacobian(),
-        }
+        forward!(self, j => j.jacobian())
     }
-}
-
-/// Forwards one trait method to whichever operator is inside.
-macro_rules! forward {
-    ($self:ident, $j:ident => $e:expr) => {
-        match $self {
-            Self::Host($j) => $e,
-            Self::Tensor($j) => $e,
-        }
-    };
 }
 
 impl<B: Backend> JacobianOperator<B> for NtkJacobian<B>
