@@ -16,7 +16,8 @@
 //! - [`lanczos`](mod@lanczos): Lanczos with full reorthogonalization.
 //! - [`slq`]: stochastic Lanczos quadrature for $\log\lvert A \rvert$ and
 //!   $\operatorname{tr} f(A)$, and [`slq::inv_quad_logdet`].
-//! - [`precond`]: preconditioners, including partial pivoted Cholesky.
+//! - [`precond`]: preconditioners, including partial pivoted Cholesky (from rows of $K$),
+//!   and [`nystrom`]: the Nyström preconditioner (from a sketch $A_0\Omega$).
 //! - [`root`]: low-rank (inverse) root decompositions for LOVE.
 //! - [`KrylovError`]: every way these can fail; nothing panics on bad numbers.
 //!
@@ -51,6 +52,7 @@ pub mod block;
 pub mod cg;
 pub mod error;
 pub mod lanczos;
+pub mod nystrom;
 pub mod operator;
 pub mod ops;
 pub mod precond;
@@ -63,6 +65,7 @@ pub use block::{Block, Scalar};
 pub use cg::{CgInfo, CgOutcome, CgParams, cg, pcg, solve};
 pub use error::KrylovError;
 pub use lanczos::{LanczosDecomposition, LanczosParams, SymTridiagonal, lanczos};
+pub use nystrom::Nystrom;
 pub use operator::LinearOperator;
 pub use precond::{Identity, PivotedCholesky, Preconditioner};
 pub use root::{RootDecomposition, inv_root_decomposition, root_decomposition};
