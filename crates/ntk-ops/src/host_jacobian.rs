@@ -32,7 +32,8 @@
 
 use burn::prelude::Backend;
 use burn::tensor::{Tensor, TensorData};
-use nalgebra::{Dyn, RealField};
+use krylov::LinearOperator;
+use nalgebra::{DMatrix, Dyn, RealField};
 use rayon::prelude::*;
 use std::sync::Arc;
 
@@ -173,6 +174,28 @@ where
             TensorData::new(jac, [self.n * o, p]),
             float_opts::<B>(&self.mlp.device()),
         ))
+    }
+
+    /// $JV$ for a host block `v` (`[p, k]`, one parameter vector per column), with no tensor
+    /// in between: the product a solver on host blocks ([`krylov::Block`] for `DMatrix`)
+    /// calls. Fails on a wrong row count, no columns, or NaN/Inf in `v`.
+    pub fn jvp_host(&self, v: &DMatrix<B::FloatElem>) -> Result<DMatrix<B::FloatElem>> {
+        check_host_block(v, self.p, "v")?;
+        let mut out = DMatrix::zeros(self.n * self.o, v.ncols());
+        for (vc, mut oc) in v.column_iter().zip(out.column_iter_mut()) {
+            self.jvp_one(vc.as_slice(), oc.as_mut_slice());
+        }
+        Ok(out)
+    }
+
+    /// $J^\top U$ for a host block `u` (`[n·o, k]`), as [`Self::jvp_host`].
+    pub fn vjp_host(&self, u: &DMatrix<B::FloatElem>) -> Result<DMatrix<B::FloatElem>> {
+        check_host_block(u, self.n * self.o, "u")?;
+        let mut g = DMatrix::zeros(self.p, u.ncols());
+        for (uc, mut gc) in u.column_iter().zip(g.column_iter_mut()) {
+            self.vjp_one(uc.as_slice(), gc.as_mut_slice());
+        }
+        Ok(g)
     }
 
     /// Whether the factors of all rows are kept between products.
@@ -329,6 +352,55 @@ where
                 }
             }
         });
+    }
+}
+
+/// Checks a host block: `rows` rows, at least one column, finite.
+fn check_host_block<T: RealField + Copy>(m: &DMatrix<T>, rows: usize, what: &str) -> Result<()> {
+    if m.nrows() != rows {
+        return Err(OpsError::ShapeMismatch {
+            what: what.to_string(),
+            expected: vec![rows, m.ncols()],
+            found: vec![m.nrows(), m.ncols()],
+        });
+    }
+    if m.ncols() == 0 {
+        return Err(OpsError::Empty {
+            what: format!("{what} has no columns"),
+        });
+    }
+    match m.iter().position(|x| !x.is_finite()) {
+        None => Ok(()),
+        Some(i) => Err(OpsError::NonFinite {
+            what: what.to_string(),
+            // Row-major, as the tensor checks report it.
+            index: Some((i % rows) * m.ncols() + i / rows),
+        }),
+    }
+}
+
+/// The Gram matrix $J^\top J$ ($p\times p$) of a [`HostJacobian`] as an operator on host
+/// blocks: $V \mapsto J^\top (J V)$ by [`HostJacobian::jvp_host`] and
+/// [`HostJacobian::vjp_host`], so that a parameter-space solver's $p \times k$ vectors never
+/// pass through tensors (the host counterpart of [`GramOperator`](crate::GramOperator)).
+#[derive(Debug, Clone)]
+pub struct HostGram<B: Backend>(pub HostJacobian<B>);
+
+impl<B: Backend> LinearOperator<DMatrix<B::FloatElem>> for HostGram<B>
+where
+    B::FloatElem: krylov::Scalar,
+{
+    fn nrows(&self) -> usize {
+        self.0.p
+    }
+    fn ncols(&self) -> usize {
+        self.0.p
+    }
+    fn apply(&self, x: &DMatrix<B::FloatElem>) -> DMatrix<B::FloatElem> {
+        self.0
+            .jvp_host(x)
+            .and_then(|jx| self.0.vjp_host(&jx))
+            .unwrap_or_else(|e| panic!("HostGram::apply: {e}"))
     }
 }
 
@@ -670,6 +742,50 @@ mod tests {
             let out = to_dmatrix_f64(host.outputs().unwrap());
             assert!((out - to_dmatrix_f64(reference.outputs().unwrap())).amax() < 1e-14);
         }
+    }
+
+    /// The host-block products against the tensor ones (two outputs, chunked factors), the
+    /// Gram operator against $J^\top J V$ from the explicit Jacobian, and typed errors.
+    #[test]
+    fn host_blocks_match_the_tensor_products() {
+        let dev = Default::default();
+        let mlp = MlpConfig::new(&[3, 6, 5, 2]).init::<B64>(4, &dev).unwrap();
+        let opts = JacobianOptions {
+            memory_budget: 2000,
+            ..JacobianOptions::default()
+        };
+        let host = HostJacobian::new(mlp, data(9, 3, 0.2), opts).unwrap();
+        assert!(!host.is_cached());
+        let (p, rows) = (host.n_params(), host.n_rows());
+        let v = DMatrix::from_fn(p, 3, |i, j| ((i * 3 + j) as f64 * 0.71).sin());
+        let u = DMatrix::from_fn(rows, 2, |i, j| ((i + 5 * j) as f64 * 0.43).cos());
+        let via_tensor =
+            |m: &DMatrix<f64>, f: &dyn Fn(Tensor<B64, 2>) -> Result<Tensor<B64, 2>>| {
+                to_dmatrix_f64(f(crate::convert::from_dmatrix_f64(m, &dev)).unwrap())
+            };
+        let jv = host.jvp_host(&v).unwrap();
+        assert!((&jv - via_tensor(&v, &|t| host.jvp(t))).norm() < 1e-12 * jv.norm());
+        let jtu = host.vjp_host(&u).unwrap();
+        assert!((&jtu - via_tensor(&u, &|t| host.vjp(t))).norm() < 1e-12 * jtu.norm());
+        let j = to_dmatrix_f64(host.jacobian().unwrap());
+        let gram = HostGram(host.clone());
+        assert_eq!((gram.nrows(), gram.ncols()), (p, p));
+        let want = j.transpose() * (&j * &v);
+        assert!((gram.apply(&v) - &want).norm() < 1e-12 * want.norm());
+        assert!(matches!(
+            host.jvp_host(&DMatrix::zeros(p + 1, 1)),
+            Err(OpsError::ShapeMismatch { .. })
+        ));
+        assert!(matches!(
+            host.vjp_host(&DMatrix::zeros(rows, 0)),
+            Err(OpsError::Empty { .. })
+        ));
+        let mut bad = u.clone();
+        bad[(4, 1)] = f64::INFINITY;
+        assert!(matches!(
+            host.vjp_host(&bad),
+            Err(OpsError::NonFinite { index: Some(9), .. })
+        ));
     }
 
     #[test]

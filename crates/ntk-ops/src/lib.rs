@@ -72,7 +72,7 @@ pub use cnn::{Cnn, CnnConfig};
 pub use device::{Device, DeviceError};
 pub use error::{OpsError, Result};
 pub use fisher::{FdScheme, FiniteDifferenceFisher, GgnOperator, GramOperator, Likelihood};
-pub use host_jacobian::HostJacobian;
+pub use host_jacobian::{HostGram, HostJacobian};
 pub use host_ntk::HostNtk;
 pub use jacobian::{JacobianOperator, JacobianOptions, MlpJacobian};
 pub use mlp::{Dense, Factors, Head, Mlp, MlpConfig};
