@@ -87,12 +87,14 @@ impl<B: Block> Nystrom<B> {
                 column: c / r.max(1),
             });
         }
-        // Ωᵀ Y_ν = Ωᵀ Y + ν ΩᵀΩ (symmetrized) must factor: ν = √n ε ‖Y‖_F (ε of the block's
-        // scalar type), raised a hundredfold while rounding still leaves it indefinite.
+        // Ωᵀ Y_ν = Ωᵀ Y + ν ΩᵀΩ (symmetrized) must factor: ν = ε ‖Y‖_F (ε of the block's
+        // scalar type), raised tenfold while rounding still leaves it indefinite. (Frangella et
+        // al. take √n ε ‖Y‖; at n in the hundreds of thousands in f32 that shift would
+        // swamp every eigenvalue under 10⁻⁴ of the largest.)
         let eps = scalar_eps::<B::Scalar>();
         let y_norm = y.col_dots(y).iter().map(|v| v.to_f64()).sum::<f64>().sqrt();
         let omega_omega = to64(omega.t_mul(omega));
-        let mut nu = (n as f64).sqrt() * eps * y_norm;
+        let mut nu = eps * y_norm;
         let mut tries = 0;
         let chol = loop {
             let core = &omega_y + &omega_omega * nu;
@@ -100,14 +102,14 @@ impl<B: Block> Nystrom<B> {
                 break c;
             }
             tries += 1;
-            if tries == 4 || nu == 0.0 {
+            if tries == 8 || nu == 0.0 {
                 return Err(KrylovError::NotPositiveDefinite {
                     iteration: 0,
                     column: 0,
                     curvature: f64::NAN,
                 });
             }
-            nu *= 100.0;
+            nu *= 10.0;
         };
         // B = Y_ν R⁻¹ (R = Lᵀ) = Y R⁻¹ + Ω (ν R⁻¹), then BᵀB = W S² Wᵀ and V = B W S⁻¹.
         let r_inv = chol
@@ -127,17 +129,36 @@ impl<B: Block> Nystrom<B> {
         let mut order: Vec<usize> = (0..r).collect();
         order.sort_by(|&i, &j| eig.eigenvalues[j].total_cmp(&eig.eigenvalues[i]));
         let top = order.first().map_or(0.0, |&i| eig.eigenvalues[i].max(0.0));
-        // Keep the directions the Gram matrix resolves (its rounding is ε s²_max).
+        // Keep the directions the Gram matrix resolves (its rounding is about ε s²_max).
         let keep: Vec<usize> = order
             .into_iter()
-            .filter(|&i| eig.eigenvalues[i] > eps.sqrt() * top && eig.eigenvalues[i] > 0.0)
+            .filter(|&i| eig.eigenvalues[i] > 100.0 * eps * top && eig.eigenvalues[i] > 0.0)
             .collect();
         let w_scaled = DMatrix::from_fn(r, keep.len(), |i, j| {
             let c = keep[j];
             eig.eigenvectors[(i, c)] / eig.eigenvalues[c].sqrt()
         });
-        let mut v = b.zeros_like(keep.len());
-        v.add_mul(&b, &to_scalar_matrix(&w_scaled));
+        let mut v0 = b.zeros_like(keep.len());
+        v0.add_mul(&b, &to_scalar_matrix(&w_scaled));
+        drop(b);
+        // V = B W S⁻¹ loses orthogonality in the directions of small S (by ε s²_max / s²);
+        // one Cholesky QR step restores it, so that P stays positive definite.
+        let k = keep.len();
+        let vtv = to64(v0.t_mul(&v0));
+        let chol_v = nalgebra::Cholesky::new((&vtv + vtv.transpose()) * 0.5).ok_or(
+            KrylovError::NotPositiveDefinite {
+                iteration: 0,
+                column: 0,
+                curvature: f64::NAN,
+            },
+        )?;
+        let l_inv_t = chol_v
+            .l()
+            .transpose()
+            .solve_upper_triangular(&DMatrix::identity(k, k))
+            .expect("a Cholesky factor is invertible");
+        let mut v = v0.zeros_like(k);
+        v.add_mul(&v0, &to_scalar_matrix(&l_inv_t));
         let lambda: Vec<f64> = keep
             .iter()
             .map(|&c| (eig.eigenvalues[c] - nu).max(0.0))
