@@ -7,7 +7,7 @@
 //! the same numbers (tested in ntk-ops to 1e-12).
 
 use burn::prelude::Backend;
-use burn::tensor::{Tensor, TensorData};
+use burn::tensor::Tensor;
 use nalgebra::RealField;
 use ntk_ops::{
     Activation, HostJacobian, HostNtk, JacobianOperator, JacobianOptions, Mlp, MlpJacobian,
@@ -70,11 +70,7 @@ where
                     HostNtk::<B::FloatElem>::new(j.mlp(), &convert::to_dmatrix_f64(j.inputs()))
                 };
                 let k = host(self)?.cross(&host(other)?)?;
-                let (r, c) = k.shape();
-                Ok(Tensor::from_data(
-                    TensorData::new(k.transpose().as_slice().to_vec(), [r, c]),
-                    convert::float_opts::<B>(&self.mlp().device()),
-                ))
+                Ok(convert::from_dmatrix_elems::<B>(&k, &self.mlp().device()))
             }
         }
     }
@@ -92,9 +88,10 @@ where
                     )?;
                     let d = h.diagonal();
                     let len = d.len();
-                    Ok(Tensor::from_data(
-                        TensorData::new(d, [len]),
-                        convert::float_opts::<B>(&j.mlp().device()),
+                    Ok(convert::tensor_from_elems::<B, 1>(
+                        d,
+                        [len],
+                        &j.mlp().device(),
                     ))
                 }
             },

@@ -2,11 +2,11 @@
 //! $k$ or $k \times k$ scalars cross to the host.
 
 use burn::prelude::Backend;
-use burn::tensor::{Tensor, TensorData};
+use burn::tensor::Tensor;
 use krylov::{Block, Scalar};
 use nalgebra::DMatrix;
 
-use crate::convert::{float_opts, to_vec_elem, zeros};
+use crate::convert::{from_dmatrix_elems, tensor_from_elems, to_vec_elem, zeros};
 
 /// A block $X \in \mathbb{R}^{n \times k}$ of $k$ column vectors held as a burn
 /// tensor of shape `[n, k]` on any backend.
@@ -32,10 +32,7 @@ impl<B: Backend> TensorBlock<B> {
     }
 
     fn row_tensor(&self, s: &[B::FloatElem]) -> Tensor<B, 2> {
-        Tensor::from_data(
-            TensorData::new(s.to_vec(), [1, s.len()]),
-            float_opts::<B>(&self.tensor.device()),
-        )
+        tensor_from_elems::<B, 2>(s.to_vec(), [1, s.len()], &self.tensor.device())
     }
 }
 
@@ -78,11 +75,7 @@ where
     }
 
     fn add_mul(&mut self, y: &Self, c: &DMatrix<Self::Scalar>) {
-        let (r, k) = c.shape();
-        let ct = Tensor::<B, 2>::from_data(
-            TensorData::new(c.transpose().as_slice().to_vec(), [r, k]),
-            float_opts::<B>(&self.tensor.device()),
-        );
+        let ct = from_dmatrix_elems::<B>(c, &self.tensor.device());
         self.tensor = self.tensor.clone() + y.tensor.clone().matmul(ct);
     }
 
@@ -103,11 +96,7 @@ where
     }
 
     fn from_host_like(&self, m: &DMatrix<Self::Scalar>) -> Self {
-        let (r, c) = m.shape();
-        Self::new(Tensor::from_data(
-            TensorData::new(m.transpose().as_slice().to_vec(), [r, c]),
-            float_opts::<B>(&self.tensor.device()),
-        ))
+        Self::new(from_dmatrix_elems::<B>(m, &self.tensor.device()))
     }
 }
 

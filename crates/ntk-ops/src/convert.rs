@@ -53,6 +53,25 @@ pub fn zeros<B: Backend, const D: usize>(shape: [usize; D], device: &B::Device) 
     Tensor::zeros(shape, float_opts::<B>(device))
 }
 
+/// A tensor of shape `shape` from row-major values already in the backend's float type (no
+/// conversion): what host code computing in `B::FloatElem` hands back.
+pub fn tensor_from_elems<B: Backend, const D: usize>(
+    values: Vec<B::FloatElem>,
+    shape: [usize; D],
+    device: &B::Device,
+) -> Tensor<B, D> {
+    Tensor::from_data(TensorData::new(values, shape), float_opts::<B>(device))
+}
+
+/// A host matrix in the backend's float type as a 2-d tensor.
+pub fn from_dmatrix_elems<B: Backend>(m: &DMatrix<B::FloatElem>, device: &B::Device) -> Tensor<B, 2>
+where
+    B::FloatElem: nalgebra::Scalar,
+{
+    let (r, c) = m.shape();
+    tensor_from_elems(m.transpose().as_slice().to_vec(), [r, c], device)
+}
+
 /// A 2-d tensor built from row-major `f64` values.
 pub fn tensor_from_f64<B: Backend>(
     values: Vec<f64>,

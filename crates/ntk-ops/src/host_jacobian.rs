@@ -31,13 +31,13 @@
 //! ```
 
 use burn::prelude::Backend;
-use burn::tensor::{Tensor, TensorData};
+use burn::tensor::Tensor;
 use krylov::LinearOperator;
 use nalgebra::{DMatrix, Dyn, RealField};
 use rayon::prelude::*;
 use std::sync::Arc;
 
-use crate::convert::{check_finite, check_shape, float_opts, to_vec_elem};
+use crate::convert::{check_finite, check_shape, tensor_from_elems, to_vec_elem};
 use crate::error::{OpsError, Result};
 use crate::host_ntk::{HostFactors, HostMlp, RowMajor, View, ViewMut};
 use crate::jacobian::{JacobianOperator, JacobianOptions, check_output_block, check_param_block};
@@ -140,9 +140,10 @@ where
 
     /// The inputs $X$ (`[n, d]`), as a new tensor.
     pub fn inputs(&self) -> Tensor<B, 2> {
-        Tensor::from_data(
-            TensorData::new(self.x.data.clone(), [self.n, self.x.cols]),
-            float_opts::<B>(&self.mlp.device()),
+        tensor_from_elems::<B, 2>(
+            self.x.data.clone(),
+            [self.n, self.x.cols],
+            &self.mlp.device(),
         )
     }
 
@@ -170,9 +171,10 @@ where
                 }
             }
         });
-        Ok(Tensor::from_data(
-            TensorData::new(jac, [self.n * o, p]),
-            float_opts::<B>(&self.mlp.device()),
+        Ok(tensor_from_elems::<B, 2>(
+            jac,
+            [self.n * o, p],
+            &self.mlp.device(),
         ))
     }
 
@@ -470,16 +472,13 @@ where
         // A plain head's outputs are the last layer's, kept from the host pass.
         let last = self.cache.as_ref().and_then(|f| f.last.as_ref());
         if let (crate::Head::Plain, Some(z)) = (self.mlp.config().head, last) {
-            return Ok(Tensor::from_data(
-                TensorData::new(z.data.clone(), [self.n, self.o]),
-                float_opts::<B>(&dev),
+            return Ok(tensor_from_elems::<B, 2>(
+                z.data.clone(),
+                [self.n, self.o],
+                &dev,
             ));
         }
-        let x = Tensor::from_data(
-            TensorData::new(self.x.data.clone(), [self.n, self.x.cols]),
-            float_opts::<B>(&dev),
-        );
-        Ok(self.mlp.forward(x))
+        Ok(self.mlp.forward(self.inputs()))
     }
 
     fn jvp(&self, v: Tensor<B, 2>) -> Result<Tensor<B, 2>> {
@@ -505,10 +504,7 @@ where
                     .for_each(|(r, e)| out[r * k + c] = *e);
             }
         }
-        Ok(Tensor::from_data(
-            TensorData::new(out, [rows, k]),
-            float_opts::<B>(&dev),
-        ))
+        Ok(tensor_from_elems::<B, 2>(out, [rows, k], &dev))
     }
 
     fn vjp(&self, u: Tensor<B, 2>) -> Result<Tensor<B, 2>> {
@@ -531,10 +527,7 @@ where
                 res.iter().enumerate().for_each(|(i, e)| g[i * k + c] = *e);
             }
         }
-        Ok(Tensor::from_data(
-            TensorData::new(g, [self.p, k]),
-            float_opts::<B>(&dev),
-        ))
+        Ok(tensor_from_elems::<B, 2>(g, [self.p, k], &dev))
     }
 
     /// Row $r = (i, j)$ of $K$ from the cached factors:
@@ -584,10 +577,7 @@ where
             }
         }
         let dev = self.mlp.device();
-        Some(Tensor::from_data(
-            TensorData::new(row, [rows]),
-            float_opts::<B>(&dev),
-        ))
+        Some(tensor_from_elems::<B, 1>(row, [rows], &dev))
     }
 
     fn ntk_diagonal(&self) -> Option<Tensor<B, 1>> {
@@ -608,10 +598,7 @@ where
         }
         let dev = self.mlp.device();
         let len = diag.len();
-        Some(Tensor::from_data(
-            TensorData::new(diag, [len]),
-            float_opts::<B>(&dev),
-        ))
+        Some(tensor_from_elems::<B, 1>(diag, [len], &dev))
     }
 }
 
