@@ -161,8 +161,9 @@ where
 
 /// Dense function-space inference for the network's NTK GP (zero mean, prior scale 1): the lower
 /// triangle of $K$ by structured blocks into a host matrix in the backend's precision, the
-/// blocked Cholesky of $K + \sigma^2 I$, $\log p(y)$; with `xs`, the mean $K_* \alpha$ and the
-/// latent variance $\operatorname{diag} K_{**} - \lVert L^{-1} K_*^\top \rVert^2_{\text{col}}$.
+/// blocked Cholesky of $K + \sigma^2 I = LL^\top$, $\log p(y)$; with `xs`, $V = L^{-1} K_*^\top$,
+/// the mean $V^\top L^{-1} y$ and the latent variance
+/// $\operatorname{diag} K_{**} - \lVert V \rVert^2_{\text{col}}$.
 pub fn dense_ntk_gp<B: Backend>(
     net: Network<'_, B>,
     x: &DMatrix<f64>,
@@ -237,19 +238,19 @@ where
     let predict = match test? {
         None => None,
         Some((mut v, kss)) => {
-            // v = K(X, X*), [n, m].
+            // v = K(X, X*), [n, m], then L⁻¹ K(X, X*): the mean is
+            // K*ᵀ (LLᵀ)⁻¹ y = (L⁻¹K*)ᵀ z, with no solve by Lᵀ.
             let m = v.ncols();
-            let alpha = solve_vector(&l, &z, true);
+            solve_lower_blocked(&l, &mut v, ntk_gp::chol::block_for(n))?;
             let mean: Vec<f64> = (0..m)
                 .map(|j| {
                     v.column(j)
                         .iter()
-                        .zip(alpha.iter())
+                        .zip(z.iter())
                         .map(|(a, b)| Into::<f64>::into(*a) * b)
                         .sum()
                 })
                 .collect();
-            solve_lower_blocked(&l, &mut v, ntk_gp::chol::block_for(n))?;
             let var: Vec<f64> = (0..m)
                 .map(|j| {
                     Into::<f64>::into(kss[j])
