@@ -58,9 +58,10 @@ pub struct Nystrom<B: Block> {
 
 impl<B: Block> Nystrom<B> {
     /// From `y` $= A_0\Omega$ and `omega` $=\Omega$ (both $n\times r$, on the same device) and
-    /// the shift `mu` $=\mu > 0$ of $A = A_0 + \mu I$. Costs two small host eigen-problems and
-    /// $O(n r^2)$ block work; directions whose singular value the rounding of the block's
-    /// scalar type cannot resolve are dropped, so the rank may come out below $r$.
+    /// the shift `mu` $=\mu > 0$ of $A = A_0 + \mu I$. Costs $r\times r$ factorizations on the
+    /// host and $O(n r^2)$ block work (four products $X^\top Y$, four $X + YC$); directions
+    /// whose singular value the rounding of the block's scalar type cannot resolve are
+    /// dropped, so the rank may come out below $r$.
     ///
     /// Fails on mismatched shapes, a non-positive or non-finite `mu`, non-finite entries, and
     /// an $\Omega^\top Y$ that is not positive semi-definite (`y` is not $A_0\Omega$ for a PSD
@@ -194,8 +195,8 @@ impl<B: Block> Nystrom<B> {
         self.nu
     }
 
-    /// $X + V\,\mathrm{diag}(c)\,V^\top X$ scaled columnwise by `s`: the one product shape
-    /// both the inverse and the factor take.
+    /// $s X + V\,\mathrm{diag}\big(c(\lambda_i)\big)\,V^\top X$: the one shape both the inverse
+    /// and the factor take.
     fn apply_spectral(&self, x: &B, s: f64, c: impl Fn(f64) -> f64) -> B {
         let mut z = x.clone();
         z.scale_cols(&vec![<B::Scalar as Scalar>::from_f64(s); x.ncols()]);
