@@ -14,6 +14,11 @@
 //! square root $F = V\big((\Lambda+\mu)^{1/2} - \mu^{1/2}\big)V^\top + \mu^{1/2} I$ as the
 //! factor for probes ($F F^\top = P$, since $V$ has orthonormal columns).
 //!
+//! In f32 the inverse cancels in the directions of $V$ ($\mu^{-1} - (\mu^{-1} - (\lambda+\mu)^{-1})$),
+//! so it is sound while $\lambda_{\max}/\mu$ stays well below $1/\varepsilon \approx 10^7$; past
+//! that, PCG stops with [`KrylovError::NotPositiveDefinitePreconditioner`] rather than give a
+//! wrong answer.
+//!
 //! Its use: an operator with a fast-decaying spectrum whose rows are not at hand (so
 //! [`PivotedCholesky`](crate::PivotedCholesky) does not apply), such as the parameter-space
 //! Gram matrix $J^\top J + \sigma^2 I$ of a network, where $\Omega = J^\top G$ for a Gaussian
@@ -81,21 +86,56 @@ impl<B: Block> Nystrom<B> {
                 reason: format!("must be positive and finite, got {mu}"),
             });
         }
+        if r > n {
+            return Err(KrylovError::InvalidParameter {
+                name: "omega",
+                reason: format!("a sketch of {r} columns of an operator of size {n}"),
+            });
+        }
         let to64 = |m: DMatrix<B::Scalar>| m.map(|v| v.to_f64());
+        // Column norms of Ω and Y, in f64.
+        let norms =
+            |m: &B| -> Vec<f64> { m.col_dots(m).iter().map(|v| v.to_f64().sqrt()).collect() };
+        let (omega_norms, y_norms) = (norms(omega), norms(y));
+        if let Some(c) = y_norms
+            .iter()
+            .chain(&omega_norms)
+            .position(|v| !v.is_finite())
+        {
+            return Err(KrylovError::NonFiniteInput {
+                column: c % r.max(1),
+            });
+        }
+        if r == 0 || y_norms.iter().all(|&v| v == 0.0) {
+            // No sketch, or A₀Ω = 0: P = μI.
+            return Ok(Self {
+                v: y.zeros_like(0),
+                lambda: Vec::new(),
+                mu,
+                nu: 0.0,
+                log_det: n as f64 * mu.ln(),
+            });
+        }
         let omega_y = to64(omega.t_mul(y));
         if let Some(c) = omega_y.iter().position(|v| !v.is_finite()) {
             return Err(KrylovError::NonFiniteInput {
                 column: c / r.max(1),
             });
         }
-        // Ωᵀ Y_ν = Ωᵀ Y + ν ΩᵀΩ (symmetrized) must factor: ν = ε ‖Y‖_F (ε of the block's
-        // scalar type), raised tenfold while rounding still leaves it indefinite. (Frangella et
-        // al. take √n ε ‖Y‖; at n in the hundreds of thousands in f32 that shift would
-        // swamp every eigenvalue under 10⁻⁴ of the largest.)
+        // Ωᵀ Y_ν = Ωᵀ Y + ν ΩᵀΩ (symmetrized) must factor. The approximation does not change
+        // when Ω's columns are rescaled, so ν is set in units of A₀'s eigenvalues:
+        // ν = ε ‖A₀ Ω D‖_F with D scaling Ω's columns to unit length (ε of the block's scalar
+        // type; Frangella et al.'s √n ε ‖Y‖ for an orthonormal Ω is the same size), raised
+        // tenfold while rounding still leaves the factorization indefinite.
         let eps = scalar_eps::<B::Scalar>();
-        let y_norm = y.col_dots(y).iter().map(|v| v.to_f64()).sum::<f64>().sqrt();
         let omega_omega = to64(omega.t_mul(omega));
-        let mut nu = eps * y_norm;
+        let mut nu = eps
+            * y_norms
+                .iter()
+                .zip(&omega_norms)
+                .map(|(y, w)| if *w > 0.0 { (y / w).powi(2) } else { 0.0 })
+                .sum::<f64>()
+                .sqrt();
         let mut tries = 0;
         let chol = loop {
             let core = &omega_y + &omega_omega * nu;
@@ -126,7 +166,15 @@ impl<B: Block> Nystrom<B> {
         b.add_mul(y, &to_scalar_matrix(&r_inv));
         b.add_mul(omega, &to_scalar_matrix(&(&r_inv * nu)));
         let gram = to64(b.t_mul(&b));
-        let eig = SymmetricEigen::new((&gram + gram.transpose()) * 0.5);
+        let not_finite = KrylovError::NonFiniteOperatorOutput {
+            iteration: 0,
+            column: 0,
+        };
+        if gram.iter().any(|v| !v.is_finite()) {
+            return Err(not_finite);
+        }
+        let eig = SymmetricEigen::try_new((&gram + gram.transpose()) * 0.5, f64::EPSILON, 10_000)
+            .ok_or(not_finite)?;
         let mut order: Vec<usize> = (0..r).collect();
         order.sort_by(|&i, &j| eig.eigenvalues[j].total_cmp(&eig.eigenvalues[i]));
         let top = order.first().map_or(0.0, |&i| eig.eigenvalues[i].max(0.0));
@@ -164,8 +212,8 @@ impl<B: Block> Nystrom<B> {
             .iter()
             .map(|&c| (eig.eigenvalues[c] - nu).max(0.0))
             .collect();
-        let log_det =
-            lambda.iter().map(|l| (l + mu).ln()).sum::<f64>() + (n - lambda.len()) as f64 * mu.ln();
+        let log_det = lambda.iter().map(|l| (l + mu).ln()).sum::<f64>()
+            + n.saturating_sub(lambda.len()) as f64 * mu.ln();
         Ok(Self {
             v,
             lambda,
@@ -268,6 +316,21 @@ mod tests {
             gap > -p.nu - 1e-12 * a0.norm(),
             "A0 - Â0 has eigenvalue {gap}"
         );
+        // Rescaling Ω's columns changes neither Â₀ nor the shift.
+        let d = DMatrix::from_diagonal(&nalgebra::DVector::from_fn(12, |j, _| {
+            10f64.powi(j as i32 % 3 - 1)
+        }));
+        let scaled = &omega * d;
+        let q = Nystrom::from_sketch(&(&a0 * &scaled), &scaled, mu).unwrap();
+        assert_eq!(q.rank(), p.rank());
+        assert!(
+            (q.nu() - p.nu()).abs() < 1e-6 * p.nu(),
+            "nu {} vs {}",
+            q.nu(),
+            p.nu()
+        );
+        let hat_q = &q.v * DMatrix::from_diagonal(&q.lambda.clone().into()) * q.v.transpose();
+        assert!((&hat_q - &hat).norm() < 1e-6 * hat.norm());
         let r = gaussian(n, 3, &mut rng);
         let z = p.apply_inverse(&r);
         assert!((&dense * &z - &r).norm() < 1e-9 * r.norm());
@@ -421,6 +484,22 @@ mod tests {
             Nystrom::from_sketch(&(-&omega), &omega, 1.0),
             Err(KrylovError::NotPositiveDefinite { .. })
         ));
+        // More sketch columns than rows.
+        let (tall_y, tall_omega) = (gaussian(2, 3, &mut rng), gaussian(2, 3, &mut rng));
+        assert!(matches!(
+            Nystrom::from_sketch(&tall_y, &tall_omega, 1.0),
+            Err(KrylovError::InvalidParameter { .. })
+        ));
+        // No columns, or A₀Ω = 0: P = μI.
+        for (y0, o0) in [
+            (DMatrix::<f64>::zeros(10, 0), DMatrix::zeros(10, 0)),
+            (DMatrix::zeros(10, 3), omega.clone()),
+        ] {
+            let p = Nystrom::from_sketch(&y0, &o0, 2.0).unwrap();
+            assert_eq!(p.rank(), 0);
+            assert!((p.log_det().unwrap() - 10.0 * 2f64.ln()).abs() < 1e-12);
+            assert_eq!(p.apply_inverse(&y), &y * 0.5);
+        }
         let mut bad = y.clone();
         bad[(3, 1)] = f64::NAN;
         assert!(matches!(
