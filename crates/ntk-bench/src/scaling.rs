@@ -566,9 +566,10 @@ where
                 ntk_gp::jacobian::NtkJacobian::new(mlp, convert::from_dmatrix_f64(x, &dev), opts)?;
             let p = jac.n_params();
             // The sketch Ω = Jᵀ G of the Nyström preconditioner (G Gaussian, n × rank).
+            // (Rank at most n and p: Ω = Jᵀ G has no more independent columns.)
             let g = krylov::slq::draw_probes(
                 y.len(),
-                s.precond_rank.min(y.len()),
+                s.precond_rank.min(y.len()).min(p),
                 Probes::Gaussian,
                 s.seed ^ 0x9e37,
             );
@@ -613,8 +614,14 @@ where
     A: LinearOperator<Bk>,
 {
     let n = y.len();
-    // The sketch and Ω (p × rank each) are dropped before the solve.
-    let precond = Nystrom::from_sketch(&gram.apply(&omega), &omega, s.noise)?;
+    // The sketch and Ω (p × rank each) are dropped before the solve; rank 0 is P = σ²I.
+    let sketch = if omega.ncols() == 0 {
+        omega.clone()
+    } else {
+        gram.apply(&omega)
+    };
+    let precond = Nystrom::from_sketch(&sketch, &omega, s.noise)?;
+    drop(sketch);
     drop(omega);
     let a = Shifted::new::<Bk>(gram, <Bk::Scalar as krylov::Scalar>::from_f64(s.noise))?;
     let params = InvQuadLogdetParams {
@@ -949,6 +956,31 @@ mod tests {
             dense.logdet,
             cg.logdet_std_error
         );
+    }
+
+    /// A preconditioner rank of 0 (none) and one above p (a 5-2-1 network, p = 15) both
+    /// still solve.
+    #[test]
+    fn parameter_space_takes_any_preconditioner_rank() {
+        let cfg = MlpConfig::new(&[5, 2, 1]);
+        let mut rng = crate::harness::stream_rng(5, 0);
+        let (x, y) = anchor_like_data(40, 5, &mut rng);
+        let mlp = || {
+            cfg.init::<burn_ndarray::NdArray<f64>>(3, &Default::default())
+                .unwrap()
+        };
+        let base = Settings::of(&ScalingConfig::quick());
+        let dense = lml_by(Method::Dense, mlp(), &x, &y, &base).unwrap().value;
+        for rank in [0, 30] {
+            let s = Settings {
+                precond_rank: rank,
+                ..base
+            };
+            let ps = lml_by(Method::ParameterSpace, mlp(), &x, &y, &s).unwrap();
+            assert!(ps.cg.unwrap().converged, "rank {rank}");
+            let q = (ps.value.inv_quad - dense.inv_quad).abs() / dense.inv_quad;
+            assert!(q < 1e-6, "rank {rank}: inv quad {q:e}");
+        }
     }
 
     #[test]
