@@ -311,6 +311,7 @@ impl Experiment for Scaling {
                     stopped.insert(m, pt.seconds);
                 }
                 points.push(pt);
+                write_points(ctx, &points)?;
             }
         }
         // The width sweep.
@@ -331,6 +332,7 @@ impl Experiment for Scaling {
                     stopped_w.insert(m, pt.seconds);
                 }
                 points.push(pt);
+                write_points(ctx, &points)?;
             }
         }
         bar.finish_and_clear();
@@ -614,15 +616,13 @@ where
     A: LinearOperator<Bk>,
 {
     let n = y.len();
-    // The sketch and Ω (p × rank each) are dropped before the solve; rank 0 is P = σ²I.
+    // The sketch and Ω (p × rank each) are consumed by the preconditioner; rank 0 is P = σ²I.
     let sketch = if omega.ncols() == 0 {
         omega.clone()
     } else {
         gram.apply(&omega)
     };
-    let precond = Nystrom::from_sketch(&sketch, &omega, s.noise)?;
-    drop(sketch);
-    drop(omega);
+    let precond = Nystrom::from_sketch(sketch, omega, s.noise)?;
     let a = Shifted::new::<Bk>(gram, <Bk::Scalar as krylov::Scalar>::from_f64(s.noise))?;
     let params = InvQuadLogdetParams {
         cg: CgParams {
@@ -649,6 +649,57 @@ where
     })
 }
 
+/// Writes `points.json` and `points.csv`: after every point, so that a long sweep stopped
+/// midway keeps what it measured.
+fn write_points(ctx: &mut RunContext, points: &[Point]) -> Result<(), BenchError> {
+    ctx.write_json("points", points)?;
+    let opt = |v: Option<f64>| v.map_or(String::new(), |v| format!("{v:e}"));
+    ctx.write_csv(
+        "points",
+        &[
+            "sweep",
+            "method",
+            "n",
+            "width",
+            "p",
+            "seconds",
+            "lml",
+            "logdet",
+            "inv_quad",
+            "cg_iterations",
+            "rel_residual",
+            "probe_rel_residual",
+            "converged",
+            "logdet_std_error",
+            "peak_mib",
+            "load",
+            "error",
+        ],
+        points.iter().map(|pt| {
+            vec![
+                pt.sweep.clone(),
+                pt.method.name().to_string(),
+                pt.n.to_string(),
+                pt.width.to_string(),
+                pt.p.to_string(),
+                pt.seconds.to_string(),
+                pt.lml.to_string(),
+                pt.logdet.to_string(),
+                pt.inv_quad.to_string(),
+                pt.cg_iterations.map_or(String::new(), |v| v.to_string()),
+                opt(pt.rel_residual),
+                opt(pt.probe_rel_residual),
+                pt.converged.map_or(String::new(), |v| v.to_string()),
+                opt(pt.logdet_std_error),
+                pt.peak_mib.to_string(),
+                pt.load.to_string(),
+                pt.error.clone().unwrap_or_default(),
+            ]
+        }),
+    )?;
+    Ok(())
+}
+
 impl Scaling {
     fn write_outputs(
         &self,
@@ -659,51 +710,7 @@ impl Scaling {
         stopped_w: &BTreeMap<Method, f64>,
     ) -> Result<Summary, BenchError> {
         let c = &self.config;
-        ctx.write_json("points", points)?;
-        let opt = |v: Option<f64>| v.map_or(String::new(), |v| format!("{v:e}"));
-        ctx.write_csv(
-            "points",
-            &[
-                "sweep",
-                "method",
-                "n",
-                "width",
-                "p",
-                "seconds",
-                "lml",
-                "logdet",
-                "inv_quad",
-                "cg_iterations",
-                "rel_residual",
-                "probe_rel_residual",
-                "converged",
-                "logdet_std_error",
-                "peak_mib",
-                "load",
-                "error",
-            ],
-            points.iter().map(|pt| {
-                vec![
-                    pt.sweep.clone(),
-                    pt.method.name().to_string(),
-                    pt.n.to_string(),
-                    pt.width.to_string(),
-                    pt.p.to_string(),
-                    pt.seconds.to_string(),
-                    pt.lml.to_string(),
-                    pt.logdet.to_string(),
-                    pt.inv_quad.to_string(),
-                    pt.cg_iterations.map_or(String::new(), |v| v.to_string()),
-                    opt(pt.rel_residual),
-                    opt(pt.probe_rel_residual),
-                    pt.converged.map_or(String::new(), |v| v.to_string()),
-                    opt(pt.logdet_std_error),
-                    pt.peak_mib.to_string(),
-                    pt.load.to_string(),
-                    pt.error.clone().unwrap_or_default(),
-                ]
-            }),
-        )?;
+        write_points(ctx, points)?;
         let mut summary = Summary::default()
             .metric("gemm_gflops/f32", gemm32)
             .metric("gemm_gflops/f64", gemm64);
