@@ -183,21 +183,31 @@ where
     /// calls. Fails on a wrong row count, no columns, or NaN/Inf in `v`.
     pub fn jvp_host(&self, v: &DMatrix<B::FloatElem>) -> Result<DMatrix<B::FloatElem>> {
         check_host_block(v, self.p, "v")?;
-        let mut out = DMatrix::zeros(self.n * self.o, v.ncols());
-        for (vc, mut oc) in v.column_iter().zip(out.column_iter_mut()) {
-            self.jvp_one(vc.as_slice(), oc.as_mut_slice());
-        }
-        Ok(out)
+        Ok(self.jvp_cols(v))
     }
 
     /// $J^\top U$ for a host block `u` (`[n·o, k]`), as [`Self::jvp_host`].
     pub fn vjp_host(&self, u: &DMatrix<B::FloatElem>) -> Result<DMatrix<B::FloatElem>> {
         check_host_block(u, self.n * self.o, "u")?;
+        Ok(self.vjp_cols(u))
+    }
+
+    /// $JV$, column by column, with no checks (`v` has $p$ rows).
+    fn jvp_cols(&self, v: &DMatrix<B::FloatElem>) -> DMatrix<B::FloatElem> {
+        let mut out = DMatrix::zeros(self.n * self.o, v.ncols());
+        for (vc, mut oc) in v.column_iter().zip(out.column_iter_mut()) {
+            self.jvp_one(vc.as_slice(), oc.as_mut_slice());
+        }
+        out
+    }
+
+    /// $J^\top U$, column by column, with no checks (`u` has $n o$ rows).
+    fn vjp_cols(&self, u: &DMatrix<B::FloatElem>) -> DMatrix<B::FloatElem> {
         let mut g = DMatrix::zeros(self.p, u.ncols());
         for (uc, mut gc) in u.column_iter().zip(g.column_iter_mut()) {
             self.vjp_one(uc.as_slice(), gc.as_mut_slice());
         }
-        Ok(g)
+        g
     }
 
     /// Whether the factors of all rows are kept between products.
@@ -398,11 +408,20 @@ where
     fn ncols(&self) -> usize {
         self.0.p
     }
+    /// $J^\top J X$. Non-finite entries of `x` propagate into the result (where a solver
+    /// reports them) instead of failing here.
+    ///
+    /// # Panics
+    /// If `x` does not have $p$ rows (the operator's contract).
     fn apply(&self, x: &DMatrix<B::FloatElem>) -> DMatrix<B::FloatElem> {
-        self.0
-            .jvp_host(x)
-            .and_then(|jx| self.0.vjp_host(&jx))
-            .unwrap_or_else(|e| panic!("HostGram::apply: {e}"))
+        assert_eq!(
+            x.nrows(),
+            self.0.p,
+            "HostGram::apply: a block of {} rows for an operator of size {}",
+            x.nrows(),
+            self.0.p
+        );
+        self.0.vjp_cols(&self.0.jvp_cols(x))
     }
 }
 
@@ -759,6 +778,15 @@ mod tests {
         assert_eq!((gram.nrows(), gram.ncols()), (p, p));
         let want = j.transpose() * (&j * &v);
         assert!((gram.apply(&v) - &want).norm() < 1e-12 * want.norm());
+        // As an operator it neither checks nor fails: no columns give none, a NaN
+        // propagates (a solver reports it), and CG ends with a typed error.
+        assert_eq!(gram.apply(&DMatrix::zeros(p, 0)).shape(), (p, 0));
+        let mut nan_v = v.clone();
+        nan_v[(0, 2)] = f64::NAN;
+        let out = gram.apply(&nan_v);
+        assert!(out.column(2).iter().any(|x| x.is_nan()));
+        assert!((out.columns(0, 2) - want.columns(0, 2)).norm() < 1e-12 * want.norm());
+        assert!(krylov::cg(&gram, &nan_v, &krylov::CgParams::default()).is_err());
         assert!(matches!(
             host.jvp_host(&DMatrix::zeros(p + 1, 1)),
             Err(OpsError::ShapeMismatch { .. })
