@@ -144,6 +144,11 @@ pub struct ScalingConfig {
     pub gemm_size: usize,
     /// Memory budget of the Jacobian products, bytes.
     pub memory_budget: usize,
+    /// The `points.json` of an earlier run with the same settings: its points (those without
+    /// an error) are taken as they are instead of being measured again, so that a long sweep
+    /// stopped midway, or extended to a larger $n$, reports every point in one table and one
+    /// figure.
+    pub resume: Option<std::path::PathBuf>,
 }
 
 impl Default for ScalingConfig {
@@ -166,6 +171,7 @@ impl Default for ScalingConfig {
             width_sweep_n: 1000,
             gemm_size: 2048,
             memory_budget: 4 << 30,
+            resume: None,
         }
     }
 }
@@ -291,6 +297,23 @@ impl Experiment for Scaling {
                 .unwrap_or(1);
         let d = c.widths[0];
         let (x_all, y_all) = anchor_like_data(max_n, d, &mut rng);
+        let earlier = match &c.resume {
+            Some(path) => read_points(path)?,
+            None => Vec::new(),
+        };
+        // A point of the earlier run, if it has this one (and did not fail).
+        let reuse = |sweep: &str, m: Method, n: usize, width: usize| {
+            earlier
+                .iter()
+                .find(|q| {
+                    q.sweep == sweep
+                        && q.method == m
+                        && q.n == n
+                        && q.width == width
+                        && q.error.is_none()
+                })
+                .cloned()
+        };
         let mut points = Vec::new();
         let bar = ctx.progress(
             (c.ns.len() + c.width_sweep.len()) as u64 * c.methods.len() as u64,
@@ -306,7 +329,10 @@ impl Experiment for Scaling {
                     continue;
                 }
                 let widest = *c.widths.iter().max().unwrap_or(&1);
-                let pt = measure(c, "n", m, &c.widths, widest, &x, &y, ctx.seed())?;
+                let pt = match reuse("n", m, n, widest) {
+                    Some(pt) => pt,
+                    None => measure(c, "n", m, &c.widths, widest, &x, &y, ctx.seed())?,
+                };
                 if pt.seconds > c.budget_s {
                     stopped.insert(m, pt.seconds);
                 }
@@ -327,7 +353,10 @@ impl Experiment for Scaling {
                 if stopped_w.contains_key(&m) || (m == Method::Dense && n > c.dense_max_n) {
                     continue;
                 }
-                let pt = measure(c, "width", m, &widths, w, &x, &y, ctx.seed())?;
+                let pt = match reuse("width", m, n, w) {
+                    Some(pt) => pt,
+                    None => measure(c, "width", m, &widths, w, &x, &y, ctx.seed())?,
+                };
                 if pt.seconds > c.budget_s {
                     stopped_w.insert(m, pt.seconds);
                 }
@@ -652,6 +681,15 @@ where
     })
 }
 
+/// The points of an earlier run's `points.json`.
+fn read_points(path: &std::path::Path) -> Result<Vec<Point>, BenchError> {
+    let bytes = std::fs::read(path).map_err(|e| BenchError::io(path, e))?;
+    serde_json::from_slice(&bytes).map_err(|source| BenchError::Json {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
 /// Writes `points.json` and `points.csv`: after every point, so that a long sweep stopped
 /// midway keeps what it measured.
 fn write_points(ctx: &mut RunContext, points: &[Point]) -> Result<(), BenchError> {
@@ -927,6 +965,41 @@ mod tests {
         }
         assert!(root.path().join("scaling/time-vs-n.png").is_file());
         assert!(root.path().join("scaling/report.md").is_file());
+    }
+
+    /// A resumed run takes the earlier run's points as they are and measures only the rest.
+    #[test]
+    fn resume_reuses_earlier_points() {
+        let root = tempfile::tempdir().unwrap();
+        let ctx = |dir: &str| {
+            RunContext::new(root.path().join(dir), Scaling::NAME, 0, Profile::Quick)
+                .unwrap()
+                .without_progress()
+        };
+        let base = serde_json::json!({"ns": [60], "width_sweep": [], "methods": ["dense"]});
+        crate::harness::run_json::<Scaling>(&mut ctx("a"), base).unwrap();
+        let read = |dir: &str| -> Vec<Point> {
+            read_points(&root.path().join(dir).join("scaling/points.json")).unwrap()
+        };
+        let mut first = read("a");
+        first[0].seconds = 1234.5;
+        let earlier = root.path().join("earlier.json");
+        std::fs::write(&earlier, serde_json::to_string(&first).unwrap()).unwrap();
+        // (A budget above the made-up time, which would stop the method otherwise.)
+        let more = serde_json::json!({"ns": [60, 80], "width_sweep": [], "methods": ["dense"],
+            "budget_s": 1e6,
+            "resume": earlier});
+        crate::harness::run_json::<Scaling>(&mut ctx("b"), more).unwrap();
+        let second = read("b");
+        assert_eq!(second.len(), 2);
+        assert_eq!((second[0].n, second[0].seconds), (60, 1234.5));
+        assert_eq!(second[0].lml, first[0].lml);
+        assert!(second[1].n == 80 && second[1].seconds < 1000.0 && second[1].lml.is_finite());
+        let missing = serde_json::json!({"resume": root.path().join("none.json")});
+        assert!(matches!(
+            crate::harness::run_json::<Scaling>(&mut ctx("c"), missing),
+            Err(BenchError::Io { .. })
+        ));
     }
 
     #[test]
