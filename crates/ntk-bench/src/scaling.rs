@@ -144,10 +144,11 @@ pub struct ScalingConfig {
     pub gemm_size: usize,
     /// Memory budget of the Jacobian products, bytes.
     pub memory_budget: usize,
-    /// The `points.json` of an earlier run with the same settings: its points (those without
-    /// an error) are taken as they are instead of being measured again, so that a long sweep
-    /// stopped midway, or extended to a larger $n$, reports every point in one table and one
-    /// figure.
+    /// The `points.json` of an earlier run (not this run's own, which it rewrites): its
+    /// points without an error, of the same sweep, method, $n$, width, parameter count and
+    /// [settings](Point::settings), are taken as they are instead of being measured again, so
+    /// that a long sweep stopped midway, or extended to a larger $n$, reports every point in
+    /// one table and one figure.
     pub resume: Option<std::path::PathBuf>,
 }
 
@@ -262,6 +263,26 @@ pub struct Point {
     pub load: f64,
     /// Why it failed, if it did.
     pub error: Option<String>,
+    /// The settings it was computed with (precision, activation, $\sigma^2$, tolerance,
+    /// iteration cap, probes, rank, memory budget, seed): `resume` reuses only points with the
+    /// same. Empty in files written before it was recorded (those are matched on the rest).
+    #[serde(default)]
+    pub settings: String,
+}
+
+/// The settings that change a point's numbers, in one string (see [`Point::settings`]).
+fn fingerprint(c: &ScalingConfig, seed: u64) -> String {
+    format!(
+        "{:?} {:?} noise {} tol {} iters {} probes {} rank {} budget {} seed {seed}",
+        c.dtype,
+        c.activation,
+        c.noise,
+        c.cg_tolerance,
+        c.max_iters,
+        c.probes,
+        c.precond_rank,
+        c.memory_budget
+    )
 }
 
 /// Figure 4 of the paper; see the [module docs](self).
@@ -298,11 +319,27 @@ impl Experiment for Scaling {
         let d = c.widths[0];
         let (x_all, y_all) = anchor_like_data(max_n, d, &mut rng);
         let earlier = match &c.resume {
-            Some(path) => read_points(path)?,
+            Some(path) => {
+                // This run rewrites its points.json after every point.
+                let own = ctx.path("points.json")?;
+                if own.exists()
+                    && std::fs::canonicalize(path).ok() == std::fs::canonicalize(&own).ok()
+                {
+                    return Err(BenchError::invalid(
+                        "resume",
+                        "is this run's own points.json, which the run overwrites: copy it \
+                         aside and resume from the copy",
+                    ));
+                }
+                read_points(path)?
+            }
             None => Vec::new(),
         };
-        // A point of the earlier run, if it has this one (and did not fail).
-        let reuse = |sweep: &str, m: Method, n: usize, width: usize| {
+        let settings = fingerprint(c, ctx.seed());
+        // A point of the earlier run, if it has this one (same sweep, method, n, width and
+        // parameter count) and it did not fail.
+        let reuse = |sweep: &str, m: Method, n: usize, width: usize, widths: &[usize]| {
+            let p = MlpConfig::new(widths).layout().n_params();
             earlier
                 .iter()
                 .find(|q| {
@@ -310,6 +347,8 @@ impl Experiment for Scaling {
                         && q.method == m
                         && q.n == n
                         && q.width == width
+                        && q.p == p
+                        && (q.settings.is_empty() || q.settings == settings)
                         && q.error.is_none()
                 })
                 .cloned()
@@ -329,7 +368,7 @@ impl Experiment for Scaling {
                     continue;
                 }
                 let widest = *c.widths.iter().max().unwrap_or(&1);
-                let pt = match reuse("n", m, n, widest) {
+                let pt = match reuse("n", m, n, widest, &c.widths) {
                     Some(pt) => pt,
                     None => measure(c, "n", m, &c.widths, widest, &x, &y, ctx.seed())?,
                 };
@@ -353,7 +392,7 @@ impl Experiment for Scaling {
                 if stopped_w.contains_key(&m) || (m == Method::Dense && n > c.dense_max_n) {
                     continue;
                 }
-                let pt = match reuse("width", m, n, w) {
+                let pt = match reuse("width", m, n, w, &widths) {
                     Some(pt) => pt,
                     None => measure(c, "width", m, &widths, w, &x, &y, ctx.seed())?,
                 };
@@ -441,6 +480,7 @@ fn measure(
         peak_mib: perf::peak_rss_mib(),
         load: perf::load_average(),
         error: None,
+        settings: fingerprint(c, seed),
     };
     match outcome {
         Ok(o) => {
@@ -995,6 +1035,25 @@ mod tests {
         assert_eq!((second[0].n, second[0].seconds), (60, 1234.5));
         assert_eq!(second[0].lml, first[0].lml);
         assert!(second[1].n == 80 && second[1].seconds < 1000.0 && second[1].lml.is_finite());
+        // A point of other settings, or of another network, is measured again.
+        let mut other = first.clone();
+        other[0].settings.push_str(" changed");
+        std::fs::write(&earlier, serde_json::to_string(&other).unwrap()).unwrap();
+        let again = serde_json::json!({"ns": [60], "width_sweep": [], "methods": ["dense"],
+            "budget_s": 1e6, "resume": earlier});
+        crate::harness::run_json::<Scaling>(&mut ctx("e"), again).unwrap();
+        assert!(read("e")[0].seconds < 1000.0);
+        first[0].p += 1;
+        std::fs::write(&earlier, serde_json::to_string(&first).unwrap()).unwrap();
+        let again = serde_json::json!({"ns": [60], "width_sweep": [], "methods": ["dense"],
+            "budget_s": 1e6, "resume": earlier});
+        crate::harness::run_json::<Scaling>(&mut ctx("d"), again).unwrap();
+        assert!(read("d")[0].seconds < 1000.0);
+        let own = serde_json::json!({"resume": root.path().join("d/scaling/points.json")});
+        assert!(matches!(
+            crate::harness::run_json::<Scaling>(&mut ctx("d"), own),
+            Err(BenchError::Invalid { .. })
+        ));
         let missing = serde_json::json!({"resume": root.path().join("none.json")});
         assert!(matches!(
             crate::harness::run_json::<Scaling>(&mut ctx("c"), missing),
