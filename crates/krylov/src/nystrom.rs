@@ -64,13 +64,13 @@ pub struct Nystrom<B: Block> {
 impl<B: Block> Nystrom<B> {
     /// From `y` $= A_0\Omega$ and `omega` $=\Omega$ (both $n\times r$, on the same device) and
     /// the shift `mu` $=\mu > 0$ of $A = A_0 + \mu I$. Costs $r\times r$ factorizations on the
-    /// host and $O(n r^2)$ block work (four products $X^\top Y$, four $X + YC$). Both blocks are
-    /// taken by value and freed as soon as they are used, so that at most three $n\times r$
-    /// blocks are alive at once, these two included, for `DMatrix` blocks (four briefly for
-    /// blocks whose $X + YC$ forms $YC$ first) (at $n = 1.2\cdot 10^7$, $r = 30$ in f32,
-    /// each is 1.4 GB); directions
+    /// host and $O(n r^2)$ block work (four products $X^\top Y$, four $X + YC$). Directions
     /// whose singular value the rounding of the block's scalar type cannot resolve are
     /// dropped, so the rank may come out below $r$.
+    ///
+    /// Both blocks are taken by value and freed as soon as they are used: at most three
+    /// $n\times r$ blocks are alive at once, these two included (four, briefly, for blocks
+    /// whose $X + YC$ forms $YC$ first). At $n = 1.2\cdot 10^7$, $r = 30$ in f32 each is 1.4 GB.
     ///
     /// Fails on mismatched shapes, a non-positive or non-finite `mu`, non-finite entries, and
     /// an $\Omega^\top Y$ that is not positive semi-definite (`y` is not $A_0\Omega$ for a PSD

@@ -336,8 +336,8 @@ impl Experiment for Scaling {
             None => Vec::new(),
         };
         let settings = fingerprint(c, ctx.seed());
-        // A point of the earlier run, if it has this one (same sweep, method, n, width and
-        // parameter count) and it did not fail.
+        // A point of the earlier run, if it has this one (same sweep, method, n, width,
+        // parameter count and settings) and it did not fail.
         let reuse = |sweep: &str, m: Method, n: usize, width: usize, widths: &[usize]| {
             let p = MlpConfig::new(widths).layout().n_params();
             earlier
