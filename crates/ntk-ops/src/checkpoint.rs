@@ -30,9 +30,20 @@ pub enum DiskDtype {
 ///
 /// Keys are looked up as `prefix + name` (e.g. prefix `"net."` for a
 /// submodule); tensors in the file that the layout does not name are ignored.
+/// Every tensor's presence, shape and dtype is checked against the layout before
+/// anything is allocated, so a layout far larger than the file (a mistyped width)
+/// is refused with the first tensor that differs, never by running out of memory.
+/// NaN or ±Inf in a tensor is an error naming it. A PyTorch pickle (`torch.save`)
+/// is recognised and refused with how to save safetensors instead.
 pub fn params_from_bytes(layout: &ParamLayout, bytes: &[u8], prefix: &str) -> Result<Vec<f64>> {
+    if let Some(format) = known_other_format(bytes) {
+        return Err(OpsError::NotSafetensors(format!(
+            "this is {format}, not safetensors: save the weights with \
+             `safetensors.torch.save_file(model.state_dict(), path)`"
+        )));
+    }
     let st = SafeTensors::deserialize(bytes)?;
-    let mut theta = Vec::with_capacity(layout.n_params());
+    let mut views = Vec::with_capacity(layout.specs().len());
     for spec in layout.specs() {
         let key = format!("{prefix}{}", spec.name);
         let view = st
@@ -45,25 +56,48 @@ pub fn params_from_bytes(layout: &ParamLayout, bytes: &[u8], prefix: &str) -> Re
                 found: view.shape().to_vec(),
             });
         }
+        if !matches!(view.dtype(), Dtype::F32 | Dtype::F64) {
+            return Err(OpsError::UnsupportedDtype {
+                name: key,
+                dtype: format!("{:?}", view.dtype()),
+            });
+        }
+        views.push((key, view));
+    }
+    // Every shape matched a tensor in the file, so p entries are really there.
+    let mut theta = Vec::with_capacity(layout.n_params());
+    for (key, view) in views {
+        let start = theta.len();
         let data = view.data();
-        match view.dtype() {
-            Dtype::F32 => theta.extend(
+        if view.dtype() == Dtype::F32 {
+            theta.extend(
                 data.chunks_exact(4)
                     .map(|b| f32::from_le_bytes(b.try_into().unwrap()) as f64),
-            ),
-            Dtype::F64 => theta.extend(
+            );
+        } else {
+            theta.extend(
                 data.chunks_exact(8)
                     .map(|b| f64::from_le_bytes(b.try_into().unwrap())),
-            ),
-            other => {
-                return Err(OpsError::UnsupportedDtype {
-                    name: key,
-                    dtype: format!("{other:?}"),
-                });
-            }
+            );
+        }
+        if let Some(index) = theta[start..].iter().position(|v| !v.is_finite()) {
+            return Err(OpsError::NonFiniteTensor { name: key, index });
         }
     }
     Ok(theta)
+}
+
+/// Names a file format that is often mistaken for safetensors, from its first bytes.
+fn known_other_format(bytes: &[u8]) -> Option<&'static str> {
+    if bytes.starts_with(b"PK\x03\x04") {
+        Some("a zip archive (PyTorch's `torch.save` format, a .pt/.pth file)")
+    } else if bytes.first() == Some(&0x80) && bytes.get(1).is_some_and(|v| (2..=5).contains(v)) {
+        Some("a Python pickle (an old-style `torch.save` .pt/.pth file)")
+    } else if bytes.starts_with(b"\x08") && bytes.windows(7).take(64).any(|w| w == b"pytorch") {
+        Some("an ONNX model (read as a graph by a later version; export safetensors for now)")
+    } else {
+        None
+    }
 }
 
 /// Safetensors bytes holding `theta` (layout order) under the layout's names.
@@ -211,5 +245,44 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(msg.contains("0.weight") && msg.contains("[4, 2]") && msg.contains("[3, 2]"));
+    }
+
+    #[test]
+    fn a_huge_layout_is_refused_before_allocating() {
+        let layout = ParamLayout::sequential_linear(&[2, 3, 1]);
+        let bytes =
+            params_to_bytes(&layout, &vec![0.1; layout.n_params()], DiskDtype::F32).unwrap();
+        for widths in [[2, 1_000_000_000, 1], [2, usize::MAX, 1]] {
+            let huge = ParamLayout::sequential_linear(&widths);
+            assert!(matches!(
+                params_from_bytes(&huge, &bytes, ""),
+                Err(OpsError::TensorShape { name, .. }) if name == "0.weight"
+            ));
+        }
+    }
+
+    #[test]
+    fn non_finite_weights_name_the_tensor() {
+        let layout = ParamLayout::sequential_linear(&[2, 3, 1]);
+        let mut theta = vec![0.1; layout.n_params()];
+        theta[layout.get("2.weight").unwrap().offset + 1] = f64::NAN;
+        let bytes = params_to_bytes(&layout, &theta, DiskDtype::F64).unwrap();
+        let e = params_from_bytes(&layout, &bytes, "").unwrap_err();
+        assert!(
+            matches!(&e, OpsError::NonFiniteTensor { name, index: 1 } if name == "2.weight"),
+            "{e:?}"
+        );
+        assert!(e.to_string().contains("`2.weight`"), "{e}");
+    }
+
+    #[test]
+    fn pytorch_pickles_are_recognised() {
+        let layout = ParamLayout::sequential_linear(&[2, 1]);
+        for bytes in [&b"PK\x03\x04archive/data.pkl"[..], &b"\x80\x02}q\x00"[..]] {
+            let e = params_from_bytes(&layout, bytes, "")
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("torch.save") && e.contains("save_file"), "{e}");
+        }
     }
 }

@@ -61,6 +61,17 @@ pub enum OpsError {
         /// The dtype found.
         dtype: String,
     },
+    /// A checkpoint tensor holds NaN or ±Inf.
+    #[error("tensor `{name}` in the checkpoint contains NaN or Inf (first at flat index {index})")]
+    NonFiniteTensor {
+        /// The tensor's key.
+        name: String,
+        /// Row-major index of the first bad entry.
+        index: usize,
+    },
+    /// The file is not safetensors but another known format; the message says how to convert.
+    #[error("{0}")]
+    NotSafetensors(String),
     /// The safetensors file could not be parsed or written.
     #[error("safetensors: {0}")]
     Safetensors(#[from] safetensors::SafeTensorError),

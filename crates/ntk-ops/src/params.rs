@@ -18,9 +18,13 @@ pub struct ParamSpec {
 }
 
 impl ParamSpec {
-    /// Number of entries.
+    /// Number of entries; `usize::MAX` when the product overflows (a shape no file or
+    /// memory can hold, which every comparison with a real file then refuses).
     pub fn numel(&self) -> usize {
-        self.shape.iter().product()
+        self.shape
+            .iter()
+            .try_fold(1usize, |a, &d| a.checked_mul(d))
+            .unwrap_or(usize::MAX)
     }
 }
 
@@ -43,7 +47,7 @@ impl ParamLayout {
                     shape,
                     offset,
                 };
-                offset += spec.numel();
+                offset = offset.saturating_add(spec.numel());
                 spec
             })
             .collect();
@@ -64,7 +68,8 @@ impl ParamLayout {
         }))
     }
 
-    /// Total number of parameters $p$.
+    /// Total number of parameters $p$ (`usize::MAX` when it overflows: see
+    /// [`ParamSpec::numel`]).
     pub fn n_params(&self) -> usize {
         self.n_params
     }
@@ -92,6 +97,14 @@ mod tests {
         assert_eq!(l.get("2.weight").unwrap().shape, vec![1, 3]);
         assert_eq!(l.get("2.weight").unwrap().offset, 18);
         assert_eq!(l.n_params(), 15 + 3 + 3 + 1);
+    }
+
+    #[test]
+    fn overflowing_shapes_saturate_instead_of_panicking() {
+        let l = ParamLayout::sequential_linear(&[2, usize::MAX, 1]);
+        assert_eq!(l.get("0.weight").unwrap().numel(), usize::MAX);
+        assert_eq!(l.n_params(), usize::MAX);
+        assert_eq!(l.get("2.bias").unwrap().offset, usize::MAX);
     }
 
     #[test]
