@@ -56,6 +56,26 @@ pub enum GpError {
     /// A saved state cannot be restored.
     #[error("invalid saved state: {0}")]
     InvalidState(String),
+    /// The objective of a fit is NaN or infinite where the fit starts (or ends), so no
+    /// direction of improvement exists: targets of extreme scale, or a degenerate kernel.
+    #[error(
+        "the log marginal likelihood is not finite at {at} ({value}): the targets may be of \
+         extreme scale (standardize them) or the kernel degenerate"
+    )]
+    NonFiniteObjective {
+        /// The point, in words (`σ² = 1, s² = 1`).
+        at: String,
+        /// The value found there.
+        value: f64,
+    },
+    /// An iterative routine used up its budget (evaluations or time) without finishing.
+    #[error("{what} did not finish: {reason}")]
+    Budget {
+        /// Which routine.
+        what: &'static str,
+        /// Which budget ran out, with the numbers.
+        reason: String,
+    },
     /// Hyper-parameter optimization failed.
     #[error("hyper-parameter optimization failed: {0}")]
     Optimization(String),

@@ -81,6 +81,7 @@ impl Default for NtkGpConfig {
 
 /// Settings of the matrix-free strategy (preconditioned CG and stochastic Lanczos quadrature).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct MatrixFreeSettings {
     /// Relative CG tolerance of the training solve and of the variance solves.
     pub cg_tolerance: f64,
@@ -95,8 +96,12 @@ pub struct MatrixFreeSettings {
     /// Predictive variances from a LOVE cache (Pleiss et al. 2018) of this many Lanczos
     /// steps instead of one CG solve per test point; `None`: exact CG variances.
     pub love_rank: Option<usize>,
-    /// Adam steps of the matrix-free hyper-parameter fit (stochastic-trace gradients).
+    /// Most Adam steps of the matrix-free hyper-parameter fit (stochastic-trace gradients).
     pub fit_steps: usize,
+    /// The fit has converged when no free log-variance moves by more than this in a step
+    /// (a relative change of the variance). A free constant mean is not stepped: it is
+    /// profiled out exactly at every step.
+    pub fit_tolerance: f64,
     /// Adam learning rate of that fit (on log-variances and the constant mean).
     pub fit_lr: f64,
     /// Use the $n$ unit vectors as trace probes (exact gradients, $n$ extra columns) instead of
@@ -116,7 +121,8 @@ impl Default for MatrixFreeSettings {
             precond_rank: 30,
             seed: 0,
             love_rank: None,
-            fit_steps: 150,
+            fit_steps: 1000,
+            fit_tolerance: 1e-6,
             fit_lr: 0.05,
             exact_trace: false,
             dense_fallback_max_n: 5000,
@@ -203,13 +209,11 @@ where
         let jac = NtkJacobian::new(mlp, convert::from_dmatrix_f64(x, &device), config.jacobian)?;
         let o = jac.n_outputs();
         let widths = &jac.mlp().config().widths;
-        let size = ProblemSize {
-            n: y.len(),
-            outputs: 1,
-            params: jac.n_params(),
-            layer_sum: widths.windows(2).map(|w| w[0] + w[1]).sum(),
-            activations: widths.iter().sum(),
-        };
+        let size = ProblemSize::mlp(widths, y.len(), 0).ok_or(GpError::Shape {
+            what: "parameter count (it overflows)",
+            expected: usize::MAX,
+            got: usize::MAX,
+        })?;
         let mut choice = choose(&size, &config.costs);
         if config.strategy != Strategy::Auto {
             choice.reason = format!("{:?} as asked ({})", config.strategy, choice.reason);
@@ -538,7 +542,45 @@ where
     }
 
     /// Predictive mean and latent variance at the rows of `x_test`.
+    ///
+    /// Test points are taken in chunks whose cross-kernel, test Jacobian or CG block holds
+    /// at most a quarter of the Jacobian's memory budget, so memory does not grow with the
+    /// number of test points (the results do not depend on the chunking: each test point's
+    /// prediction is its own).
     pub fn predict(&self, x_test: &DMatrix<f64>) -> Result<Prediction, GpError> {
+        let m = x_test.nrows();
+        let chunk = self.test_chunk_rows().clamp(1, m.max(1));
+        if m <= chunk {
+            return self.predict_rows(x_test);
+        }
+        let (mut mean, mut var, mut clamped) = (Vec::with_capacity(m), Vec::with_capacity(m), 0);
+        for start in (0..m).step_by(chunk) {
+            let rows = x_test.rows(start, chunk.min(m - start)).into_owned();
+            let p = self.predict_rows(&rows)?;
+            mean.extend(p.mean.iter());
+            var.extend(p.var.iter());
+            clamped += p.clamped;
+        }
+        Ok(Prediction {
+            mean: DVector::from_vec(mean),
+            var: DVector::from_vec(var),
+            clamped,
+        })
+    }
+
+    /// Test points per prediction chunk: a quarter of the Jacobian's memory budget over the
+    /// bytes one test point costs (a cross-kernel column, a Jacobian row, or a CG column).
+    fn test_chunk_rows(&self) -> usize {
+        let n = self.n_train().max(1);
+        let per_point = 8 * match &self.posterior {
+            Posterior::Function(_) => 3 * n,
+            Posterior::Parameter(_) => 3 * self.n_params().max(1),
+            Posterior::MatrixFree(_) => 8 * n,
+        };
+        (self.config.jacobian.memory_budget / 4 / per_point).max(1)
+    }
+
+    fn predict_rows(&self, x_test: &DMatrix<f64>) -> Result<Prediction, GpError> {
         let (jt, prior) = self.test_side(x_test)?;
         let m = x_test.nrows();
         let o = self.jac.n_outputs();
@@ -708,16 +750,38 @@ where
     } else {
         probes.ncols() as f64
     };
+    // Per-coordinate step sizes, halved whenever that coordinate's gradient changes sign
+    // (the iterate stepped over the optimum): with the probes fixed the surrogate is
+    // deterministic, so the steps shrink onto its optimum and the fit can say it converged.
+    let mut lr = [settings.fit_lr; 3];
+    let mut last_grad = [0.0f64; 3];
+    let (mut steps_run, mut converged) = (0, false);
+    let c_free = slots[2];
     for step in 1..=settings.fit_steps {
-        let (hyper, c) = unpack(&z);
+        steps_run = step;
+        let (hyper, c_adam) = unpack(&z);
         hyper.check()?;
-        let r = r0.add_scalar(-c);
+        // A free constant mean is profiled out exactly (generalized least squares): with
+        // x_0 = A⁻¹r_0 and x_1 = A⁻¹1 from the same batched solve, the optimum given the
+        // variances is c = 1ᵀx_0 / 1ᵀx_1, and α = x_0 − c x_1. By the envelope theorem the
+        // variances' gradients at the profiled c are those of the profile likelihood.
+        let r_base = if c_free.is_some() {
+            r0.clone()
+        } else {
+            r0.add_scalar(-c_adam)
+        };
         let r_dev = TensorBlock::<B>::new(convert::from_dmatrix_f64(
-            &DMatrix::from_column_slice(n, 1, r.as_slice()),
+            &DMatrix::from_column_slice(n, 1, r_base.as_slice()),
             &dev,
         ));
         let a = system(jac, hyper)?;
-        let rhs = r_dev.hcat(&probes_dev);
+        let lead = if c_free.is_some() {
+            r_dev.hcat(&ones)
+        } else {
+            r_dev.clone()
+        };
+        let k0 = lead.ncols();
+        let rhs = lead.hcat(&probes_dev);
         let precond = PivotedCholesky::new(&a.inner, hyper.noise, settings.precond_rank, &rhs)?;
         let params = CgParams {
             rel_tolerance: settings.cg_tolerance.max(1e-10),
@@ -725,18 +789,27 @@ where
             ..CgParams::default()
         };
         let x = pcg(&a, &precond, &rhs, None, &params)?.solution;
-        let alpha = x.columns(0, 1);
         let tr_inv = x
-            .columns(1, probes.ncols())
+            .columns(k0, probes.ncols())
             .col_dots(&probes_dev)
             .into_iter()
             .map(Scalar::to_f64)
             .sum::<f64>()
             / trace_div;
         let dot = |a: &TensorBlock<B>, b: &TensorBlock<B>| a.col_dots(b)[0].to_f64();
-        let a2 = dot(&alpha, &alpha);
-        let alpha_r = dot(&alpha, &r_dev);
-        let alpha_sum = dot(&alpha, &ones);
+        let x0 = x.columns(0, 1);
+        let (c, a2, alpha_r, alpha_sum) = match c_free {
+            Some((_, lo, hi)) => {
+                let x1 = x.columns(1, 1);
+                let (s0, s1) = (dot(&x0, &ones), dot(&x1, &ones));
+                let c = (s0 / s1).clamp(lo, hi);
+                let a2 = dot(&x0, &x0) - 2.0 * c * dot(&x0, &x1) + c * c * dot(&x1, &x1);
+                let alpha_r = dot(&x0, &r_dev) - c * s0 - c * dot(&x1, &r_dev) + c * c * s1;
+                (c, a2, alpha_r, s0 - c * s1)
+            }
+            None => (c_adam, dot(&x0, &x0), dot(&x0, &r_dev), dot(&x0, &ones)),
+        };
+        z[2] = c;
         let (s2n, s2) = (hyper.noise, hyper.prior_scale);
         let aka = (alpha_r - s2n * a2) / s2;
         let tr_inv_k = (n as f64 - s2n * tr_inv) / s2;
@@ -746,17 +819,35 @@ where
             s2 * 0.5 * (aka - tr_inv_k),
             alpha_sum,
         ];
+        if grad.iter().any(|g| !g.is_finite()) {
+            return Err(GpError::NonFiniteObjective {
+                at: format!("σ² = {s2n:e}, s² = {s2:e}, c = {c:e} (its gradient)"),
+                value: f64::NAN,
+            });
+        }
         let (b1, b2) = (0.9f64, 0.999f64);
-        for i in 0..3 {
+        let mut largest_step = 0.0f64;
+        for i in 0..2 {
             let Some((_, lo, hi)) = slots[i] else {
                 continue;
             };
+            if step > 1 && grad[i] * last_grad[i] < 0.0 {
+                lr[i] *= 0.5;
+            }
+            last_grad[i] = grad[i];
             // Ascent on log p.
             m[i] = b1 * m[i] + (1.0 - b1) * grad[i];
             v[i] = b2 * v[i] + (1.0 - b2) * grad[i] * grad[i];
             let mhat = m[i] / (1.0 - b1.powi(step as i32));
             let vhat = v[i] / (1.0 - b2.powi(step as i32));
-            z[i] = (z[i] + settings.fit_lr * mhat / (vhat.sqrt() + 1e-12)).clamp(lo, hi);
+            let before = z[i];
+            z[i] = (z[i] + lr[i] * mhat / (vhat.sqrt() + 1e-12)).clamp(lo, hi);
+            // Log-variances move in relative units.
+            largest_step = largest_step.max((z[i] - before).abs());
+        }
+        if largest_step < settings.fit_tolerance {
+            converged = true;
+            break;
         }
     }
     let (hyper, c) = unpack(&z);
@@ -770,12 +861,23 @@ where
                 .map(|i| z[i])
                 .collect(),
             value: f64::NAN,
-            iterations: settings.fit_steps as u64,
-            at_bound: vec![false; slots.iter().filter(|s| s.is_some()).count()],
-            termination: format!(
-                "{} Adam steps on stochastic-trace gradients",
-                settings.fit_steps
-            ),
+            iterations: steps_run as u64,
+            converged,
+            at_bound: (0..3)
+                .filter_map(|i| slots[i].map(|(_, lo, hi)| z[i] <= lo || z[i] >= hi))
+                .collect(),
+            termination: if converged {
+                format!(
+                    "converged: {steps_run} Adam steps on stochastic-trace gradients, the last \
+                     step below {:e}",
+                    settings.fit_tolerance
+                )
+            } else {
+                format!(
+                    "not converged: stopped at the limit of {steps_run} Adam steps on \
+                     stochastic-trace gradients (raise fit_steps)"
+                )
+            },
         }),
     ))
 }

@@ -6,20 +6,33 @@
 //! chain rule gives $\partial/\partial z_i = (x_i - \ell_i)(u_i - x_i)/(u_i-\ell_i)\cdot\partial/\partial x_i$.
 
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
-use argmin::core::{CostFunction, Executor, Gradient, State};
+use argmin::core::{CostFunction, Executor, Gradient, State, TerminationReason, TerminationStatus};
 use argmin::solver::linesearch::MoreThuenteLineSearch;
 use argmin::solver::quasinewton::LBFGS;
 
 use crate::error::GpError;
 
 /// How a bounded maximization is run.
+///
+/// Every budget is a hard bound: L-BFGS iterations bound the outer loop, and
+/// `max_evaluations` also bounds the line searches inside it (argmin's Moré–Thuente search
+/// has no iteration limit of its own and can cycle forever where the objective is not
+/// finite).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct MaximizeParams {
     /// Maximum number of L-BFGS iterations.
     pub max_iters: u64,
     /// Stop when the gradient norm (in the unconstrained variables) falls below this.
     pub grad_tolerance: f64,
+    /// Maximum number of objective evaluations, line searches included; running out is
+    /// [`GpError::Budget`].
+    pub max_evaluations: u64,
+    /// Wall-clock limit of the whole maximization (none by default); running out is
+    /// [`GpError::Budget`].
+    pub time_limit: Option<Duration>,
 }
 
 impl Default for MaximizeParams {
@@ -27,6 +40,8 @@ impl Default for MaximizeParams {
         Self {
             max_iters: 200,
             grad_tolerance: 1e-6,
+            max_evaluations: 2000,
+            time_limit: None,
         }
     }
 }
@@ -40,6 +55,10 @@ pub struct Maximum {
     pub value: f64,
     /// L-BFGS iterations run.
     pub iterations: u64,
+    /// Whether the solver met its convergence test (gradient or cost tolerance); `false`
+    /// when it stopped for another reason (iteration limit, a failed line search), which
+    /// `termination` names.
+    pub converged: bool,
     /// Why the solver stopped, in words (naming any coordinate left at a bound).
     pub termination: String,
     /// Per coordinate: whether the result sits at its lower or upper bound (within a
@@ -83,12 +102,17 @@ pub fn maximize_bounded(
             x0[i], lower[i], upper[i]
         )));
     }
+    let stopped = Mutex::new(None);
     let mut problem = Boxed {
         objective,
         lower,
         upper,
         scale: 1.0,
         cache: Mutex::new(None),
+        evaluations: AtomicU64::new(0),
+        max_evaluations: params.max_evaluations,
+        deadline: params.time_limit.map(|t| (Instant::now() + t, t)),
+        stopped: &stopped,
     };
     let z0: Vec<f64> = (0..d)
         .map(|i| {
@@ -102,10 +126,15 @@ pub fn maximize_bounded(
     // the solver would stop at a bound reporting convergence. Scaling the objective so that
     // the starting gradient has norm at most 1 keeps the first step within the box's interior;
     // the tolerances scale with it.
-    let g0 = problem
+    let (c0, g0) = problem
         .eval(&z0)
-        .map_err(|e| GpError::Optimization(e.to_string()))?
-        .1;
+        .map_err(|e| GpError::Optimization(e.to_string()))?;
+    if !c0.is_finite() || g0.iter().any(|g| !g.is_finite()) {
+        return Err(GpError::NonFiniteObjective {
+            at: format!("the starting point {x0:?}"),
+            value: -c0,
+        });
+    }
     let g0_norm = g0.iter().map(|g| g * g).sum::<f64>().sqrt();
     if g0_norm.is_finite() && g0_norm > 1.0 {
         problem.scale = 1.0 / g0_norm;
@@ -118,8 +147,16 @@ pub fn maximize_bounded(
     let scale = problem.scale;
     let result = Executor::new(problem, solver)
         .configure(|s| s.param(z0).max_iters(params.max_iters))
-        .run()
-        .map_err(|e| GpError::Optimization(e.to_string()))?;
+        .ctrlc(false)
+        .run();
+    // A budget that ran out stops the search from inside (argmin sees an error): say which.
+    if let Some(reason) = stopped.lock().expect("never poisoned").take() {
+        return Err(GpError::Budget {
+            what: "the hyper-parameter fit (L-BFGS)",
+            reason,
+        });
+    }
+    let result = result.map_err(|e| GpError::Optimization(e.to_string()))?;
     let state = result.state();
     let z = state
         .get_best_param()
@@ -131,6 +168,18 @@ pub fn maximize_bounded(
             !(1e-6..=1.0 - 1e-6).contains(&t)
         })
         .collect();
+    let converged = matches!(
+        state.get_termination_status(),
+        TerminationStatus::Terminated(
+            TerminationReason::SolverConverged | TerminationReason::TargetCostReached
+        )
+    );
+    if !state.get_best_cost().is_finite() {
+        return Err(GpError::NonFiniteObjective {
+            at: format!("the end of the fit {x:?}"),
+            value: -state.get_best_cost() / scale,
+        });
+    }
     let mut termination = state.get_termination_status().to_string();
     for (i, _) in at_bound.iter().enumerate().filter(|(_, b)| **b) {
         let (which, v) = if x[i] - lower[i] < upper[i] - x[i] {
@@ -145,6 +194,7 @@ pub fn maximize_bounded(
     Ok(Maximum {
         value: -state.get_best_cost() / scale,
         iterations: state.get_iter(),
+        converged,
         termination,
         at_bound,
         x,
@@ -167,6 +217,13 @@ struct Boxed<'a> {
     scale: f64,
     /// The last evaluation: argmin asks for cost and gradient separately.
     cache: Mutex<Option<Evaluation>>,
+    /// Objective evaluations so far, and their limit.
+    evaluations: AtomicU64,
+    max_evaluations: u64,
+    /// When the time runs out, and the limit as given.
+    deadline: Option<(Instant, Duration)>,
+    /// Why a budget stopped the search, if one did.
+    stopped: &'a Mutex<Option<String>>,
 }
 
 impl Boxed<'_> {
@@ -176,6 +233,21 @@ impl Boxed<'_> {
             && cz.as_slice() == z
         {
             return Ok((*v, g.clone()));
+        }
+        let count = self.evaluations.fetch_add(1, Ordering::Relaxed) + 1;
+        let over = if count > self.max_evaluations {
+            Some(format!(
+                "{} objective evaluations used (the limit) without converging",
+                self.max_evaluations
+            ))
+        } else {
+            self.deadline
+                .filter(|(at, _)| Instant::now() > *at)
+                .map(|(_, t)| format!("the time limit of {:.1} s ran out", t.as_secs_f64()))
+        };
+        if let Some(reason) = over {
+            *self.stopped.lock().expect("never poisoned") = Some(reason.clone());
+            return Err(argmin::core::Error::msg(reason));
         }
         let x: Vec<f64> = (0..z.len())
             .map(|i| to_box(z[i], self.lower[i], self.upper[i]))
@@ -275,5 +347,72 @@ mod tests {
             maximize_bounded(&g, &[0.0], &[1.0], &[1.0], Default::default()),
             Err(GpError::Optimization(_))
         ));
+    }
+
+    #[test]
+    fn a_non_finite_start_is_a_typed_error_not_a_hang() {
+        // What targets of scale 1e200 do to a log marginal likelihood: -inf everywhere.
+        let g = |_: &[f64]| Ok((f64::NEG_INFINITY, vec![f64::NAN]));
+        let e = maximize_bounded(&g, &[0.0], &[-1.0], &[1.0], Default::default()).unwrap_err();
+        assert!(matches!(e, GpError::NonFiniteObjective { .. }), "{e:?}");
+        assert!(e.to_string().contains("standardize"), "{e}");
+    }
+
+    #[test]
+    fn an_objective_that_turns_non_finite_is_bounded_by_the_evaluation_budget() {
+        // Finite at the start, -inf at every other point: the line search can never succeed.
+        let g = |x: &[f64]| {
+            if x[0] == 0.0 {
+                Ok((0.0, vec![1.0]))
+            } else {
+                Ok((f64::NEG_INFINITY, vec![f64::NAN]))
+            }
+        };
+        let params = MaximizeParams {
+            max_evaluations: 50,
+            ..Default::default()
+        };
+        match maximize_bounded(&g, &[0.0], &[-1.0], &[1.0], params) {
+            // Either the budget stops it, or the search gives up and says it did not converge.
+            Err(GpError::Budget { reason, .. }) => assert!(reason.contains("50"), "{reason}"),
+            Ok(m) => assert!(!m.converged, "{m:?}"),
+            Err(e) => panic!("unexpected {e:?}"),
+        }
+    }
+
+    #[test]
+    fn the_time_limit_stops_a_slow_fit() {
+        let g = |x: &[f64]| {
+            std::thread::sleep(Duration::from_millis(20));
+            Ok((-(x[0] - 0.3).powi(2), vec![-2.0 * (x[0] - 0.3)]))
+        };
+        let params = MaximizeParams {
+            time_limit: Some(Duration::from_millis(1)),
+            ..Default::default()
+        };
+        let e = maximize_bounded(&g, &[0.0], &[-1.0], &[1.0], params).unwrap_err();
+        assert!(
+            matches!(&e, GpError::Budget { reason, .. } if reason.contains("time limit")),
+            "{e:?}"
+        );
+    }
+
+    #[test]
+    fn a_converged_fit_says_so() {
+        let g = |x: &[f64]| Ok((-(x[0] - 0.3).powi(2), vec![-2.0 * (x[0] - 0.3)]));
+        let m = maximize_bounded(&g, &[0.0], &[-1.0], &[1.0], Default::default()).unwrap();
+        assert!(m.converged, "{m:?}");
+        let few = MaximizeParams {
+            max_iters: 1,
+            ..Default::default()
+        };
+        let g = |x: &[f64]| {
+            Ok((
+                -(x[0] - 0.3).powi(4) - (x[1] + 0.2).powi(2) * 10.0,
+                vec![-4.0 * (x[0] - 0.3).powi(3), -20.0 * (x[1] + 0.2)],
+            ))
+        };
+        let m = maximize_bounded(&g, &[0.9, 0.9], &[-1.0; 2], &[1.0; 2], few).unwrap();
+        assert!(!m.converged && m.termination.contains("Maximum"), "{m:?}");
     }
 }

@@ -4,14 +4,24 @@
 //! magnitude (see the architecture page of the book). For $N = no$ outputs in all, $p$
 //! parameters, $S = \sum_l (h_{l-1} + h_l)$ for an MLP of widths $h_l$, flops are:
 //!
-//! | strategy | time (flops) | memory (bytes, f64) |
+//! | strategy | time (flops) | peak memory (bytes, f64) |
 //! |---|---|---|
-//! | [`Strategy::Dense`] | $2N^2 S + N^3/3$ | $8N^2$ |
-//! | [`Strategy::ParameterSpace`] (Gram accumulated over chunks) | $2Np^2 + p^3/3$ | $8p^2$ |
-//! | [`Strategy::FunctionSpace`] (CG + SLQ) | $k\,c\,8Np$ | $8 n \sum_l h_l$ (activations) |
+//! | [`Strategy::Dense`] | $2N^2 S + N^3/3$ | $8(4N^2 + 2(N+m)A)$ |
+//! | [`Strategy::ParameterSpace`] | $2Np^2 + p^3/3$ | $8(2Np + 4p^2)$ |
+//! | [`Strategy::FunctionSpace`] (CG + SLQ) | $k\,c\,8Np$ | factors, product chunks, $8N(6c + 2r)$ |
 //!
-//! with $k$ CG iterations and $c$ right-hand sides (targets + probes). [`choose`] takes the
-//! cheapest strategy whose memory fits the budget and says why.
+//! with $k$ CG iterations, $c$ right-hand sides (targets + probes), $r$ the preconditioner's
+//! rank, $m$ test points and $A = \sum_l h_l$ the activations of a point. The memory
+//! column is what each strategy really holds at its peak: the dense one keeps the kernel,
+//! its eigen-decomposition for the fit and its Cholesky factor; the parameter-space one
+//! builds the $N \times p$ Jacobian (twice, on the device and on the host) and the
+//! $p \times p$ Gram matrix with its decomposition; the matrix-free one holds the cached
+//! per-layer factors (at most half the Jacobian's memory budget), one product's working
+//! chunk, and the CG and preconditioner vectors. Predictions run in chunks of test points
+//! that hold at most a quarter of the Jacobian's budget. [`estimates`] adds the process's
+//! own footprint ([`PROCESS_BYTES`]); the estimates were checked against measured peak
+//! resident memory (`docs/src/cli.md`). [`choose`] takes the cheapest strategy whose memory
+//! fits the budget and says why.
 
 use serde::{Deserialize, Serialize};
 
@@ -41,7 +51,34 @@ pub struct ProblemSize {
     pub layer_sum: usize,
     /// $\sum_l h_l$, the activations stored per point.
     pub activations: usize,
+    /// The widest layer $\max_l h_l$.
+    pub max_width: usize,
+    /// Test points $m$ predicted after the fit (0 if unknown).
+    pub n_test: usize,
 }
+
+impl ProblemSize {
+    /// The size of an MLP of `widths` (inputs first) with `n` training and `n_test` test
+    /// points and one output per point; `None` if the parameter count overflows `usize`.
+    pub fn mlp(widths: &[usize], n: usize, n_test: usize) -> Option<Self> {
+        let params = widths.windows(2).try_fold(0usize, |acc, w| {
+            acc.checked_add(w[0].checked_mul(w[1])?.checked_add(w[1])?)
+        })?;
+        Some(Self {
+            n,
+            outputs: 1,
+            params,
+            layer_sum: widths.windows(2).map(|w| w[0].saturating_add(w[1])).sum(),
+            activations: widths.iter().fold(0usize, |a, &w| a.saturating_add(w)),
+            max_width: widths.iter().copied().max().unwrap_or(0),
+            n_test,
+        })
+    }
+}
+
+/// The process's own resident memory before any data: the program, its libraries and the
+/// thread pools (measured: about 25 MiB for `ntk` on Linux).
+pub const PROCESS_BYTES: f64 = 32.0 * (1u64 << 20) as f64;
 
 /// Assumptions of the matrix-free estimate.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -52,14 +89,21 @@ pub struct CostAssumptions {
     pub columns: usize,
     /// Memory budget in bytes.
     pub memory_budget: f64,
+    /// The Jacobian operator's memory budget (`JacobianOptions::memory_budget`): cached
+    /// factors take at most half, one product's chunk at most half.
+    pub jacobian_budget: f64,
+    /// Rank of the matrix-free preconditioner.
+    pub precond_rank: usize,
 }
 
 impl Default for CostAssumptions {
     fn default() -> Self {
         Self {
             cg_iterations: 50,
-            columns: 11,
+            columns: 17,
             memory_budget: 8.0 * (1u64 << 30) as f64,
+            jacobian_budget: (1u64 << 30) as f64,
+            precond_rank: 30,
         }
     }
 }
@@ -86,25 +130,41 @@ pub struct Choice {
     pub reason: String,
 }
 
-/// The three estimates for `size`.
+/// The three estimates for `size`: flops and peak bytes (see the module docs).
 pub fn estimates(size: &ProblemSize, a: &CostAssumptions) -> Vec<Estimate> {
     let big_n = (size.n * size.outputs) as f64;
+    let (n, m) = (size.n as f64, size.n_test as f64);
     let p = size.params as f64;
+    let acts = size.activations as f64;
+    let cols = a.columns.max(1) as f64;
+    let budget = a.jacobian_budget;
+    // Predictions run in chunks of test points holding at most a quarter of the budget.
+    let test = |per_point: f64| (per_point * m).min(budget / 4.0);
+    // Per point: cached factors (activations in, derivatives out, the widest layer) and one
+    // product's working memory per column (three of the widest layer).
+    let factors = 8.0 * (2.0 * acts + size.max_width as f64) * n;
+    let work = 8.0 * 3.0 * size.max_width as f64 * n * cols;
     vec![
         Estimate {
             strategy: Strategy::Dense,
             flops: 2.0 * big_n * big_n * size.layer_sum as f64 + big_n.powi(3) / 3.0,
-            bytes: 8.0 * big_n * big_n,
+            bytes: PROCESS_BYTES
+                + 8.0 * (4.0 * big_n * big_n + 2.0 * (n + m) * acts)
+                + test(8.0 * 3.0 * big_n),
         },
         Estimate {
             strategy: Strategy::ParameterSpace,
             flops: 2.0 * big_n * p * p + p.powi(3) / 3.0,
-            bytes: 8.0 * p * p,
+            bytes: PROCESS_BYTES + 8.0 * (2.0 * big_n * p + 4.0 * p * p) + test(8.0 * 3.0 * p),
         },
         Estimate {
             strategy: Strategy::FunctionSpace,
             flops: (a.cg_iterations * a.columns) as f64 * 8.0 * big_n * p,
-            bytes: 8.0 * size.n as f64 * size.activations as f64,
+            bytes: PROCESS_BYTES
+                + factors.min(budget / 2.0)
+                + work.min(budget / 2.0)
+                + 8.0 * big_n * (6.0 * cols + 2.0 * a.precond_rank as f64)
+                + test(8.0 * 8.0 * big_n),
         },
     ]
 }
@@ -113,6 +173,8 @@ pub fn estimates(size: &ProblemSize, a: &CostAssumptions) -> Vec<Estimate> {
 /// matrix-free one always qualifies: its memory is only the activations, chunked if needed).
 pub fn choose(size: &ProblemSize, a: &CostAssumptions) -> Choice {
     let estimates = estimates(size, a);
+    // The matrix-free strategy qualifies even over the budget (nothing else would), so that
+    // a caller refusing plans over the budget sees its estimate.
     let best = estimates
         .iter()
         .filter(|e| e.strategy == Strategy::FunctionSpace || e.bytes <= a.memory_budget)
@@ -154,14 +216,30 @@ mod tests {
     use super::*;
 
     fn mlp(n: usize, widths: &[usize]) -> ProblemSize {
-        let params = widths.windows(2).map(|w| w[0] * w[1] + w[1]).sum();
-        ProblemSize {
-            n,
-            outputs: 1,
-            params,
-            layer_sum: widths.windows(2).map(|w| w[0] + w[1]).sum(),
-            activations: widths.iter().sum(),
-        }
+        ProblemSize::mlp(widths, n, 0).unwrap()
+    }
+
+    #[test]
+    fn sizes_that_overflow_are_none() {
+        assert!(ProblemSize::mlp(&[2, usize::MAX, 1], 10, 0).is_none());
+        assert_eq!(
+            ProblemSize::mlp(&[1, 40, 40, 1], 1, 0).unwrap().params,
+            1761
+        );
+    }
+
+    #[test]
+    fn every_strategy_is_charged_what_it_allocates() {
+        let a = CostAssumptions::default();
+        // Parameter space builds the n x p Jacobian: at n = 20 000, p = 4353 that is 0.7 GB,
+        // far above the 8p^2 = 0.15 GB it was once charged.
+        let e = estimates(&mlp(20_000, &[1, 64, 64, 1]), &a);
+        let bytes = |s| e.iter().find(|x| x.strategy == s).unwrap().bytes;
+        assert!(bytes(Strategy::ParameterSpace) > 8.0 * 20_000.0 * 4353.0);
+        assert!(bytes(Strategy::Dense) > 4.0 * 8.0 * 20_000f64.powi(2));
+        // Matrix-free: CG vectors alone are 17 columns x 6 vectors x n x 8 bytes.
+        assert!(bytes(Strategy::FunctionSpace) > 8.0 * 20_000.0 * 17.0 * 6.0);
+        assert!(bytes(Strategy::FunctionSpace) < 1.6 * (1u64 << 30) as f64);
     }
 
     #[test]
