@@ -1,8 +1,21 @@
-//! The CLI's error type: every failure is one clear line and exit code 2.
+//! The CLI's error type: every failure is one clear line and a documented exit code.
+//!
+//! | code | meaning |
+//! |---|---|
+//! | 0 | success |
+//! | 2 | bad input: arguments, files, shapes, a plan that does not fit in memory |
+//! | 3 | numerical failure: a fit or solve that did not finish, or a non-finite result |
+//!
+//! A panic or an abort (code 101 or a signal) is a bug.
 
 use std::path::PathBuf;
 
 use thiserror::Error;
+
+/// Exit code of a bad input.
+pub const EXIT_BAD_INPUT: u8 = 2;
+/// Exit code of a numerical failure.
+pub const EXIT_NUMERICAL: u8 = 3;
 
 /// Why a command failed.
 #[derive(Debug, Error)]
@@ -29,7 +42,32 @@ pub enum CliError {
     /// The weights do not fit the architecture, or cannot be read.
     #[error("{0}")]
     Model(String),
+    /// The plan needs more memory than is allowed or available.
+    #[error("{0}")]
+    Memory(String),
+    /// A result that should be a finite number is not.
+    #[error("{0}")]
+    NonFinite(String),
     /// The GP failed (bad noise, non-convergence, …).
     #[error(transparent)]
     Gp(#[from] ntk_gp::GpError),
+}
+
+impl CliError {
+    /// The process exit code: [`EXIT_NUMERICAL`] for numerical failures, else
+    /// [`EXIT_BAD_INPUT`].
+    pub fn exit_code(&self) -> u8 {
+        use ntk_gp::GpError as G;
+        match self {
+            Self::NonFinite(_) => EXIT_NUMERICAL,
+            Self::Gp(
+                G::NotPositiveDefinite { .. }
+                | G::NonFiniteObjective { .. }
+                | G::Budget { .. }
+                | G::Krylov(_)
+                | G::Optimization(_),
+            ) => EXIT_NUMERICAL,
+            _ => EXIT_BAD_INPUT,
+        }
+    }
 }

@@ -1,32 +1,30 @@
 //! `ntk`: adapt a trained network to new data, with uncertainty, from the shell.
 //!
-//! Every failure prints one line on standard error and exits with code 2; an output file is
-//! written all at once or not at all.
-
-mod error;
-mod output;
-mod spec;
-mod table;
+//! Every failure prints one line on standard error and exits with code 2 (bad input) or 3
+//! (numerical failure), never a panic; an output file is written all at once or not at all,
+//! and never over an input.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use burn::prelude::Backend;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use nalgebra::DVector;
 use ntk_gp::fit::Param;
 use ntk_gp::ntk::{MeanFunction, NtkGp, NtkGpConfig};
-use ntk_gp::strategy::Strategy;
+use ntk_gp::strategy::{CostAssumptions, ProblemSize, Strategy, estimates};
 use ntk_gp::train::{Loss, Optimizer, TrainConfig, train_mlp};
 use ntk_ops::checkpoint::{DiskDtype, load_mlp, params_to_bytes};
 use ntk_ops::{Activation, Device, DeviceError, Mlp, MlpConfig};
 use serde_json::json;
 
-use crate::error::CliError;
-use crate::output::{Z95, prediction_csv, write_atomically};
-use crate::spec::{ActivationName, ArchSpec};
-use crate::table::{Table, read_table};
+use ntk_cli::error::{CliError, EXIT_BAD_INPUT};
+use ntk_cli::memory;
+use ntk_cli::output::{Staged, Z95, prediction_csv, refuse_overwriting, write_atomically};
+use ntk_cli::progress::Progress;
+use ntk_cli::spec::{ActivationName, ArchSpec};
+use ntk_cli::table::{Table, read_table};
 
 /// The backend of `ntk train` (the CPU, in `f64`).
 type TrainBackend = ntk_ops::DefaultBackend;
@@ -89,10 +87,10 @@ struct ModelArgs {
     target: String,
     /// Noise variance σ² > 0, or `fit` to maximize the marginal likelihood (L-BFGS from half
     /// the targets' sample variance, within [1e-6, 1e6]; --json reports how the fit ended).
-    #[arg(long, default_value = "fit")]
+    #[arg(long, default_value = "fit", allow_negative_numbers = true)]
     noise: String,
     /// Prior scale s² > 0 of θ′ ~ N(0, s²I), or `fit`.
-    #[arg(long, default_value = "1")]
+    #[arg(long, default_value = "1", allow_negative_numbers = true)]
     prior_scale: String,
     /// Prior mean: zero, a fitted constant, or the network's own output.
     #[arg(long, value_enum, default_value = "network")]
@@ -107,12 +105,23 @@ struct ModelArgs {
     /// column and on the log marginal likelihood; function 1e-7 relative on mean/lower/upper,
     /// 1e-8 on var/std, the log marginal likelihood within 3 of its standard errors (printed
     /// by --json as `log_marginal_likelihood_std_error`), and a constant mean fitted matrix-free
-    /// (Adam) to 1e-4 relative.
+    /// (profiled out exactly from the CG solves) to 1e-6 relative.
     #[arg(long, value_enum, default_value = "auto")]
     strategy: StrategyArg,
     /// Device: `cpu`, or `cuda` / `cuda:INDEX` when built with the `cuda` feature.
     #[arg(long, default_value = "cpu")]
     device: String,
+    /// Largest peak memory to plan for, e.g. `4GiB`, `500MB` or bytes (default: the memory
+    /// available now). A plan whose estimate is larger is refused, naming one that fits.
+    #[arg(long, value_name = "SIZE")]
+    max_memory: Option<String>,
+    /// Wall-clock limit in seconds of the hyper-parameter fit (default: none; the fit is
+    /// always bounded by its iteration and evaluation limits).
+    #[arg(long, value_name = "SECONDS")]
+    time_limit: Option<f64>,
+    /// No progress line on standard error (it is shown only on a terminal, after 2 s).
+    #[arg(long)]
+    quiet: bool,
 }
 
 #[derive(Args)]
@@ -148,10 +157,10 @@ struct TrainArgs {
     #[arg(long, default_value_t = 1000)]
     epochs: usize,
     /// Learning rate.
-    #[arg(long, default_value_t = 1e-3)]
+    #[arg(long, default_value_t = 1e-3, allow_negative_numbers = true)]
     lr: f64,
     /// Momentum of SGD.
-    #[arg(long, default_value_t = 0.9)]
+    #[arg(long, default_value_t = 0.9, allow_negative_numbers = true)]
     momentum: f64,
     /// Minibatch size.
     #[arg(long, default_value_t = 32)]
@@ -162,6 +171,9 @@ struct TrainArgs {
     /// Where to write the weights.
     #[arg(long, value_name = "M.safetensors")]
     out: PathBuf,
+    /// Largest peak memory to plan for (as for `ntk adapt`).
+    #[arg(long, value_name = "SIZE")]
+    max_memory: Option<String>,
 }
 
 #[derive(Args)]
@@ -185,11 +197,9 @@ fn main() -> ExitCode {
                 let _ = e.print();
                 return ExitCode::SUCCESS;
             }
-            // One line, as for every other failure.
-            let text = e.to_string();
-            let line = text.lines().next().unwrap_or("invalid arguments");
-            eprintln!("ntk: {}", line.trim_start_matches("error: "));
-            return ExitCode::from(2);
+            // One line, as for every other failure, keeping clap's lists and tips.
+            eprintln!("ntk: {}", one_line(&e.to_string()));
+            return ExitCode::from(EXIT_BAD_INPUT);
         }
     };
     let result = match cli.command {
@@ -201,8 +211,38 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("ntk: {e}");
-            ExitCode::from(2)
+            ExitCode::from(e.exit_code())
         }
+    }
+}
+
+/// Clap's message as one line: the lines before `Usage:`, trimmed and joined, a list after
+/// a colon separated by commas (`the following required arguments were not provided:
+/// --train <TRAIN.csv>, --test <TEST.csv>`), allowed values and tips kept.
+fn one_line(text: &str) -> String {
+    let mut out = String::new();
+    let mut in_list = false;
+    let lines = text
+        .lines()
+        .map(str::trim)
+        .take_while(|l| !l.starts_with("Usage:") && !l.starts_with("For more information"))
+        .filter(|l| !l.is_empty());
+    for line in lines {
+        let line = line.trim_start_matches("error: ");
+        if out.is_empty() {
+        } else if in_list && (line.starts_with('-') || line.starts_with('<')) {
+            out.push_str(if out.ends_with(':') { " " } else { ", " });
+        } else {
+            out.push_str("; ");
+            in_list = false;
+        }
+        out.push_str(line);
+        in_list |= line.ends_with(':');
+    }
+    if out.is_empty() {
+        "invalid arguments".into()
+    } else {
+        out
     }
 }
 
@@ -288,14 +328,9 @@ fn load<B: Backend>(model: &ModelArgs, device: &B::Device) -> Result<Mlp<B>, Cli
     })
 }
 
-fn gp_config(model: &ModelArgs, y: &DVector<f64>) -> Result<NtkGpConfig, CliError> {
-    Ok(NtkGpConfig {
-        strategy: match model.strategy {
-            StrategyArg::Auto => Strategy::Auto,
-            StrategyArg::Dense => Strategy::Dense,
-            StrategyArg::Function => Strategy::FunctionSpace,
-            StrategyArg::Parameter => Strategy::ParameterSpace,
-        },
+fn gp_config(model: &ModelArgs, y: &DVector<f64>, plan: &Plan) -> Result<NtkGpConfig, CliError> {
+    let mut config = NtkGpConfig {
+        strategy: plan.strategy,
         noise: param("--noise", &model.noise, noise_init(y))?,
         prior_scale: param("--prior-scale", &model.prior_scale, 1.0)?,
         mean: match model.mean {
@@ -308,7 +343,135 @@ fn gp_config(model: &ModelArgs, y: &DVector<f64>) -> Result<NtkGpConfig, CliErro
             MeanArg::Network => MeanFunction::Network,
         },
         ..NtkGpConfig::default()
+    };
+    config.optimizer.time_limit = time_limit(model)?;
+    Ok(config)
+}
+
+/// Checks the values of the model flags before any file is read.
+fn check_flags(model: &ModelArgs) -> Result<(), CliError> {
+    param("--noise", &model.noise, 1.0)?;
+    param("--prior-scale", &model.prior_scale, 1.0)?;
+    time_limit(model)?;
+    memory_limit(model.max_memory.as_deref())?;
+    Ok(())
+}
+
+fn time_limit(model: &ModelArgs) -> Result<Option<Duration>, CliError> {
+    model
+        .time_limit
+        .map(|t| {
+            Duration::try_from_secs_f64(t)
+                .ok()
+                .filter(|d| !d.is_zero())
+                .ok_or_else(|| {
+                    CliError::Usage(format!(
+                        "--time-limit must be a positive number of seconds, got {t}"
+                    ))
+                })
+        })
+        .transpose()
+}
+
+/// The memory a run may use: `--max-memory`, else what the machine has available now.
+fn memory_limit(max_memory: Option<&str>) -> Result<Option<f64>, CliError> {
+    match max_memory {
+        Some(text) => memory::parse_size(text)
+            .map(Some)
+            .map_err(|e| CliError::Usage(format!("--max-memory: {e}"))),
+        None => Ok(memory::available_bytes()),
+    }
+}
+
+/// The strategy a task runs with and the peak memory it is estimated to need.
+struct Plan {
+    strategy: Strategy,
+    reason: String,
+    size: ProblemSize,
+    estimated_bytes: f64,
+    limit_bytes: Option<f64>,
+}
+
+/// Chooses the strategy for `n` training and `m` test points and refuses a plan whose
+/// estimated peak exceeds the memory limit, naming the estimate and a strategy that fits.
+/// Nothing of the task has been allocated yet.
+fn plan(model: &ModelArgs, n: usize, m: usize) -> Result<Plan, CliError> {
+    let size = ProblemSize::mlp(&model.arch.widths, n, m).ok_or_else(|| {
+        CliError::Usage(format!(
+            "architecture {} has more parameters than a {}-bit machine can count",
+            model.arch,
+            usize::BITS
+        ))
+    })?;
+    let limit = memory_limit(model.max_memory.as_deref())?;
+    let costs = CostAssumptions {
+        memory_budget: limit.unwrap_or(f64::INFINITY),
+        ..CostAssumptions::default()
+    };
+    let all = estimates(&size, &costs);
+    let (strategy, reason) = match model.strategy {
+        StrategyArg::Auto => {
+            let c = ntk_gp::strategy::choose(&size, &costs);
+            (c.strategy, c.reason)
+        }
+        other => {
+            let s = match other {
+                StrategyArg::Dense => Strategy::Dense,
+                StrategyArg::Function => Strategy::FunctionSpace,
+                _ => Strategy::ParameterSpace,
+            };
+            (s, format!("{s:?} as asked"))
+        }
+    };
+    let estimated_bytes = all
+        .iter()
+        .find(|e| e.strategy == strategy)
+        .map_or(0.0, |e| e.bytes);
+    if let Some(limit) = limit.filter(|l| estimated_bytes > *l) {
+        let fits: Vec<String> = all
+            .iter()
+            .filter(|e| e.bytes <= limit)
+            .map(|e| {
+                format!(
+                    "--strategy {} ({})",
+                    strategy_flag(e.strategy),
+                    memory::format_bytes(e.bytes)
+                )
+            })
+            .collect();
+        let source = if model.max_memory.is_some() {
+            "--max-memory"
+        } else {
+            "available memory"
+        };
+        return Err(CliError::Memory(format!(
+            "the {strategy:?} strategy needs about {} at n = {n}, {m} test points, p = {}, over the {} of {source}; {}",
+            memory::format_bytes(estimated_bytes),
+            size.params,
+            memory::format_bytes(limit),
+            if fits.is_empty() {
+                "no strategy fits: use fewer points or a machine with more memory".to_string()
+            } else {
+                format!("what fits: {}", fits.join(", "))
+            }
+        )));
+    }
+    Ok(Plan {
+        strategy,
+        reason,
+        size,
+        estimated_bytes,
+        limit_bytes: limit,
     })
+}
+
+fn strategy_flag(s: Strategy) -> &'static str {
+    match s {
+        Strategy::Dense => "dense",
+        Strategy::FunctionSpace => "function",
+        Strategy::ParameterSpace => "parameter",
+        Strategy::Auto => "auto",
+    }
 }
 
 fn check_inputs(arch: &ArchSpec, table: &Table, path: &Path) -> Result<(), CliError> {
@@ -327,24 +490,14 @@ fn check_inputs(arch: &ArchSpec, table: &Table, path: &Path) -> Result<(), CliEr
     Ok(())
 }
 
-/// The outcome of adapting to one task.
-struct Adapted<B: Backend> {
-    gp: NtkGp<B>,
-    csv: String,
-    metrics: Option<serde_json::Value>,
-    seconds_fit: f64,
-    seconds_predict: f64,
+/// One task's data, read and checked.
+struct Task {
+    train: Table,
+    test: Table,
+    y: DVector<f64>,
 }
 
-fn adapt_one<B: Backend>(
-    mlp: &Mlp<B>,
-    model: &ModelArgs,
-    train: &Path,
-    test: &Path,
-) -> Result<Adapted<B>, CliError>
-where
-    B::FloatElem: krylov::Scalar,
-{
+fn read_task(model: &ModelArgs, train: &Path, test: &Path) -> Result<Task, CliError> {
     let train_t = read_table(train, &model.target, true)?;
     let test_t = read_table(test, &model.target, false)?;
     check_inputs(&model.arch, &train_t, train)?;
@@ -358,21 +511,87 @@ where
             ),
         });
     }
-    let y = train_t.target.expect("required above");
+    let y = train_t
+        .complete_target()
+        .expect("a training file has every target");
+    Ok(Task {
+        train: train_t,
+        test: test_t,
+        y,
+    })
+}
+
+/// The outcome of adapting to one task.
+struct Adapted<B: Backend> {
+    gp: NtkGp<B>,
+    csv: String,
+    metrics: Option<serde_json::Value>,
+    seconds_fit: f64,
+    seconds_predict: f64,
+}
+
+fn adapt_one<B: Backend>(
+    mlp: &Mlp<B>,
+    model: &ModelArgs,
+    task: &Task,
+    plan: &Plan,
+    progress: &Progress,
+) -> Result<Adapted<B>, CliError>
+where
+    B::FloatElem: krylov::Scalar,
+{
+    let y = &task.y;
+    progress.set_message(format!(
+        "fitting: {:?}, n = {}, p = {}, about {}",
+        plan.strategy,
+        plan.size.n,
+        plan.size.params,
+        memory::format_bytes(plan.estimated_bytes)
+    ));
     let t0 = Instant::now();
-    let gp = NtkGp::new(mlp.clone(), &train_t.inputs, &y, gp_config(model, &y)?)?;
+    let gp = NtkGp::new(
+        mlp.clone(),
+        &task.train.inputs,
+        y,
+        gp_config(model, y, plan)?,
+    )?;
     let seconds_fit = t0.elapsed().as_secs_f64();
+    let lml = gp.log_marginal_likelihood();
+    if !lml.is_finite() {
+        return Err(CliError::NonFinite(format!(
+            "the log marginal likelihood is {lml} at σ² = {:e}, s² = {:e}: the targets may be \
+             of extreme scale (standardize them)",
+            gp.hyper().noise,
+            gp.hyper().prior_scale
+        )));
+    }
+    progress.set_message(format!(
+        "predicting {} test points ({:?})",
+        task.test.inputs.nrows(),
+        plan.strategy
+    ));
     let t1 = Instant::now();
-    let pred = gp.predict(&test_t.inputs)?;
+    let pred = gp.predict(&task.test.inputs)?;
     let seconds_predict = t1.elapsed().as_secs_f64();
     let noise = gp.hyper().noise;
-    let metrics = test_t
+    if let Some(i) = (0..pred.mean.len()).find(|&i| {
+        !(pred.mean[i].is_finite() && pred.var[i].is_finite() && (pred.var[i] + noise).is_finite())
+    }) {
+        return Err(CliError::NonFinite(format!(
+            "the prediction at test row {} is not finite (mean {}, var {}): nothing was written",
+            i + 1,
+            pred.mean[i],
+            pred.var[i]
+        )));
+    }
+    let metrics = task
+        .test
         .target
         .as_ref()
-        .map(|yt| metrics(yt, &pred.mean, &pred.var, noise));
+        .and_then(|yt| metrics(yt, &pred.mean, &pred.var, noise));
     let csv = prediction_csv(
-        &test_t.input_names,
-        &test_t.inputs,
+        &task.test.input_names,
+        &task.test.inputs,
         &pred.mean,
         &pred.var,
         noise,
@@ -386,25 +605,49 @@ where
     })
 }
 
-/// RMSE, mean negative log predictive density of N(mean, var + σ²), and 95% coverage.
+/// RMSE, mean negative log predictive density of N(mean, var + σ²), and 95% coverage over
+/// the test rows that have a target (`None` if none has).
 fn metrics(
-    y: &DVector<f64>,
+    y: &[Option<f64>],
     mean: &DVector<f64>,
     var: &DVector<f64>,
     noise: f64,
-) -> serde_json::Value {
-    let n = y.len() as f64;
-    let (mut se, mut nlpd, mut inside) = (0.0, 0.0, 0.0);
-    for i in 0..y.len() {
+) -> Option<serde_json::Value> {
+    let (mut n, mut se, mut nlpd, mut inside) = (0usize, 0.0, 0.0, 0.0);
+    for (i, yi) in y.iter().enumerate() {
+        let Some(yi) = yi else { continue };
         let v = var[i] + noise;
-        let r = y[i] - mean[i];
+        let r = yi - mean[i];
+        n += 1;
         se += r * r;
         nlpd += 0.5 * (r * r / v + v.ln() + (2.0 * std::f64::consts::PI).ln());
         if r.abs() <= Z95 * v.sqrt() {
             inside += 1.0;
         }
     }
-    json!({ "rmse": (se / n).sqrt(), "nlpd": nlpd / n, "coverage95": inside / n })
+    let nf = n as f64;
+    (n > 0).then(|| {
+        json!({ "rmse": (se / nf).sqrt(), "nlpd": nlpd / nf, "coverage95": inside / nf, "n_scored": n })
+    })
+}
+
+/// Warns on standard error when a fit stopped without converging or at a bound.
+fn warn_about_fit<B: Backend>(gp: &NtkGp<B>, task: &str)
+where
+    B::FloatElem: krylov::Scalar,
+{
+    let Some(f) = gp.fit_report() else { return };
+    if !f.converged {
+        eprintln!(
+            "ntk: warning: {task}the hyper-parameter fit did not converge ({})",
+            f.termination
+        );
+    } else if f.at_bound.contains(&true) {
+        eprintln!(
+            "ntk: warning: {task}a fitted hyper-parameter stopped at its bound ({})",
+            f.termination
+        );
+    }
 }
 
 fn adapt(args: &AdaptArgs) -> Result<(), CliError> {
@@ -421,47 +664,60 @@ where
                 .into(),
         ));
     }
+    check_flags(&args.model)?;
+    if let Some(out) = &args.output {
+        refuse_overwriting(out, &[&args.train, &args.test, &args.model.model])?;
+    }
     let t0 = Instant::now();
+    // The data, then the weights (their shapes are compared with the architecture before
+    // anything is allocated), then the plan, refused if it does not fit in memory.
+    let task = read_task(&args.model, &args.train, &args.test)?;
     let mlp = load::<B>(&args.model, dev)?;
-    let a = adapt_one(&mlp, &args.model, &args.train, &args.test)?;
+    let plan = plan(&args.model, task.y.len(), task.test.inputs.nrows())?;
+    let progress = Progress::start(String::new(), args.model.quiet);
+    let a = adapt_one(&mlp, &args.model, &task, &plan, &progress)?;
+    drop(progress);
     match &args.output {
         Some(path) => write_atomically(path, a.csv.as_bytes())?,
         None => print!("{}", a.csv),
     }
     if args.json {
         let h = a.gp.hyper();
+        let reason = match args.model.strategy {
+            StrategyArg::Auto => plan.reason.clone(),
+            _ => a.gp.choice().reason.clone(),
+        };
         let summary = json!({
             "strategy": format!("{:?}", a.gp.choice().strategy),
-            "strategy_reason": a.gp.choice().reason,
+            "strategy_reason": reason,
             "noise": h.noise,
             "prior_scale": h.prior_scale,
             "constant_mean": matches!(args.model.mean, MeanArg::Constant).then(|| a.gp.constant_mean()),
             "log_marginal_likelihood": a.gp.log_marginal_likelihood(),
             // Matrix-free: the SLQ log-determinant's standard error, halved as in the lml.
             "log_marginal_likelihood_std_error": a.gp.matrix_free_state().map(|st| 0.5 * st.logdet.std_error),
-            "fit": a.gp.fit_report().map(|f| json!({ "iterations": f.iterations, "termination": f.termination, "at_bound": f.at_bound })),
+            "fit": a.gp.fit_report().map(|f| json!({ "iterations": f.iterations, "converged": f.converged, "termination": f.termination, "at_bound": f.at_bound })),
             "n_train": a.gp.n_train(),
-            "n_test": a.csv.lines().count() - 1,
+            "n_test": task.test.inputs.nrows(),
             "n_params": a.gp.n_params(),
             "metrics": a.metrics,
+            "memory": {
+                "estimated_peak_bytes": plan.estimated_bytes,
+                "peak_rss_bytes": memory::peak_rss_bytes(),
+                "limit_bytes": plan.limit_bytes,
+            },
             "timings": { "fit_s": a.seconds_fit, "predict_s": a.seconds_predict, "total_s": t0.elapsed().as_secs_f64() },
         });
         println!("{summary}");
     } else if let Some(m) = &a.metrics {
         eprintln!("ntk: {m}");
     }
-    if let Some(f) = a.gp.fit_report().filter(|f| f.at_bound.contains(&true)) {
-        eprintln!(
-            "ntk: warning: a fitted hyper-parameter stopped at its bound ({})",
-            f.termination
-        );
-    }
+    warn_about_fit(&a.gp, "");
     Ok(())
 }
 
 fn train(args: &TrainArgs) -> Result<(), CliError> {
-    let data = read_table(&args.data, &args.target, true)?;
-    check_inputs(&args.arch, &data, &args.data)?;
+    refuse_overwriting(&args.out, &[&args.data])?;
     if *args.arch.widths.last().expect("parsed") != 1 {
         return Err(CliError::Usage(format!(
             "architecture {}: `ntk train` fits one target, so the last width must be 1",
@@ -473,6 +729,33 @@ fn train(args: &TrainArgs) -> Result<(), CliError> {
             "--epochs and --batch-size must be positive".into(),
         ));
     }
+    if !(args.lr.is_finite() && args.lr > 0.0) || !(0.0..1.0).contains(&args.momentum) {
+        return Err(CliError::Usage(format!(
+            "--lr must be positive and --momentum in [0, 1), got {} and {}",
+            args.lr, args.momentum
+        )));
+    }
+    // Parameters, gradients, momentum and their copies, and one batch's activations.
+    let size = ProblemSize::mlp(&args.arch.widths, args.batch_size, 0).ok_or_else(|| {
+        CliError::Usage(format!(
+            "architecture {} has more parameters than a {}-bit machine can count",
+            args.arch,
+            usize::BITS
+        ))
+    })?;
+    let need = ntk_gp::strategy::PROCESS_BYTES
+        + 8.0 * (8.0 * size.params as f64 + 8.0 * (args.batch_size * size.activations) as f64);
+    if let Some(limit) = memory_limit(args.max_memory.as_deref())?.filter(|l| need > *l) {
+        return Err(CliError::Memory(format!(
+            "training {} ({} parameters) needs about {}, over the {} available",
+            args.arch,
+            size.params,
+            memory::format_bytes(need),
+            memory::format_bytes(limit)
+        )));
+    }
+    let data = read_table(&args.data, &args.target, true)?;
+    check_inputs(&args.arch, &data, &args.data)?;
     let config = mlp_config(&args.arch);
     let init = config
         .init::<TrainBackend>(args.seed, &Default::default())
@@ -488,7 +771,9 @@ fn train(args: &TrainArgs) -> Result<(), CliError> {
         decay: 1.0,
         seed: args.seed,
     };
-    let y = data.target.expect("required above");
+    let y = data
+        .complete_target()
+        .expect("a training file has every target");
     let (mlp, report) = train_mlp(
         &init,
         &data.inputs,
@@ -497,7 +782,14 @@ fn train(args: &TrainArgs) -> Result<(), CliError> {
         &schedule,
         |_, _| {},
     )?;
-    let bytes = params_to_bytes(&mlp.layout(), &mlp.flatten_f64(), DiskDtype::F32)
+    let final_loss = report.epoch_loss.last().copied().unwrap_or(f64::NAN);
+    let theta = mlp.flatten_f64();
+    if !final_loss.is_finite() || theta.iter().any(|v| !v.is_finite()) {
+        return Err(CliError::NonFinite(format!(
+            "training diverged (final loss {final_loss}): lower --lr; nothing was written"
+        )));
+    }
+    let bytes = params_to_bytes(&mlp.layout(), &theta, DiskDtype::F32)
         .map_err(|e| CliError::Model(e.to_string()))?;
     write_atomically(&args.out, &bytes)?;
     eprintln!(
@@ -505,7 +797,7 @@ fn train(args: &TrainArgs) -> Result<(), CliError> {
         args.arch,
         mlp.n_params(),
         args.epochs,
-        report.epoch_loss.last().copied().unwrap_or(f64::NAN),
+        final_loss,
         args.out.display()
     );
     Ok(())
@@ -519,7 +811,7 @@ fn tasks_on<B: Backend>(args: &TasksArgs, dev: &B::Device) -> Result<(), CliErro
 where
     B::FloatElem: krylov::Scalar,
 {
-    let mlp = load::<B>(&args.model, dev)?;
+    check_flags(&args.model)?;
     let entries = std::fs::read_dir(&args.dir).map_err(|source| CliError::Io {
         path: args.dir.clone(),
         source,
@@ -540,20 +832,50 @@ where
             args.dir.display()
         )));
     }
-    // Every task is adapted before anything is written, so that a bad task leaves neither
-    // prediction files nor a partial summary behind.
-    let bar = indicatif::ProgressBar::new(names.len() as u64).with_style(
+    let files: Vec<(PathBuf, PathBuf)> = names
+        .iter()
+        .map(|name| {
+            let train = args.dir.join(format!("{name}.train.csv"));
+            let test = args.dir.join(format!("{name}.test.csv"));
+            let test = if test.exists() { test } else { train.clone() };
+            (train, test)
+        })
+        .collect();
+    if let Some(out) = &args.out_dir {
+        let mut inputs: Vec<&Path> = vec![&args.model.model];
+        inputs.extend(files.iter().flat_map(|(a, b)| [a.as_path(), b.as_path()]));
+        for name in &names {
+            refuse_overwriting(&out.join(format!("{name}.pred.csv")), &inputs)?;
+        }
+    }
+    // Every task is read and planned, then adapted, before anything is written, so that a
+    // bad task leaves neither prediction files nor a partial summary behind.
+    let tasks = files
+        .iter()
+        .map(|(train, test)| read_task(&args.model, train, test))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mlp = load::<B>(&args.model, dev)?;
+    let plans = tasks
+        .iter()
+        .map(|t| plan(&args.model, t.y.len(), t.test.inputs.nrows()))
+        .collect::<Result<Vec<_>, _>>()?;
+    let bar = if args.model.quiet {
+        indicatif::ProgressBar::hidden()
+    } else {
+        indicatif::ProgressBar::new(names.len() as u64)
+    }
+    .with_style(
         indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} tasks, {elapsed} {msg}")
             .expect("a valid template"),
     );
+    let progress = Progress::start(String::new(), true);
     let mut rows = Vec::with_capacity(names.len());
     let mut predictions = Vec::with_capacity(names.len());
-    for name in &names {
+    for ((name, task), plan) in names.iter().zip(&tasks).zip(&plans) {
         bar.set_message(name.clone());
-        let train = args.dir.join(format!("{name}.train.csv"));
-        let test = args.dir.join(format!("{name}.test.csv"));
-        let test = if test.exists() { test } else { train.clone() };
-        let a = adapt_one(&mlp, &args.model, &train, &test).inspect_err(|_| bar.abandon())?;
+        let a =
+            adapt_one(&mlp, &args.model, task, plan, &progress).inspect_err(|_| bar.abandon())?;
+        warn_about_fit(&a.gp, &format!("task {name}: "));
         let m = |k: &str| {
             a.metrics
                 .as_ref()
@@ -578,9 +900,12 @@ where
             path: out.clone(),
             source,
         })?;
+        // All prediction files or none.
+        let mut staged = Staged::default();
         for (name, csv) in names.iter().zip(&predictions) {
-            write_atomically(&out.join(format!("{name}.pred.csv")), csv.as_bytes())?;
+            staged.add(&out.join(format!("{name}.pred.csv")), csv.as_bytes())?;
         }
+        staged.commit()?;
     }
     println!("task,n_train,noise,log_marginal_likelihood,rmse,nlpd,coverage95");
     for row in rows {

@@ -13,25 +13,56 @@ pub struct Table {
     pub input_names: Vec<String>,
     /// Inputs, one row per data row.
     pub inputs: DMatrix<f64>,
-    /// The target column, if the file has it.
-    pub target: Option<DVector<f64>>,
+    /// The target column, if the file has it: one entry per row, `None` where a test file
+    /// leaves the cell empty (a training file must fill every cell).
+    pub target: Option<Vec<Option<f64>>>,
+}
+
+impl Table {
+    /// The target column when every row has a value (always so for a training file).
+    pub fn complete_target(&self) -> Option<DVector<f64>> {
+        let t = self.target.as_ref()?;
+        t.iter()
+            .copied()
+            .collect::<Option<Vec<f64>>>()
+            .map(DVector::from_vec)
+    }
 }
 
 /// Reads `path`: the column named `target` (if present) is the target, every other column
-/// an input in header order. Fails on an empty file, a non-numeric cell, NaN or Inf (naming
-/// line and column), and a missing target when `require_target`.
+/// an input in header order. See [`parse_table`] for what is accepted.
 pub fn read_table(path: &Path, target: &str, require_target: bool) -> Result<Table, CliError> {
+    let bytes = std::fs::read(path).map_err(|source| CliError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    parse_table(&bytes, path, target, require_target)
+}
+
+/// Parses CSV `bytes` (read from `path`, which names the file in messages).
+///
+/// Accepted: a header and numeric rows; quoting, CRLF line ends, a UTF-8 byte-order mark,
+/// cells padded with white space, and blank or white-space-only lines (skipped). With
+/// `require_target` (a training file) every row needs a target; otherwise (a test file) a
+/// target cell may be empty, and that row is predicted but not scored.
+///
+/// Refused, naming line and column: an empty file, duplicate column names, a non-numeric
+/// cell, NaN or Inf, a row with the wrong number of fields, an empty input cell, and a
+/// missing target column or cell when `require_target`.
+pub fn parse_table(
+    bytes: &[u8],
+    path: &Path,
+    target: &str,
+    require_target: bool,
+) -> Result<Table, CliError> {
     let bad = |message: String| CliError::Csv {
         path: path.to_path_buf(),
         message,
     };
-    let file = std::fs::File::open(path).map_err(|source| CliError::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
     let mut reader = csv::ReaderBuilder::new()
         .trim(csv::Trim::All)
-        .from_reader(file);
+        .flexible(true)
+        .from_reader(bytes);
     let headers: Vec<String> = reader
         .headers()
         .map_err(|e| bad(format!("cannot read the header: {e}")))?
@@ -40,6 +71,18 @@ pub fn read_table(path: &Path, target: &str, require_target: bool) -> Result<Tab
         .collect();
     if headers.iter().all(|h| h.is_empty()) {
         return Err(bad("the file is empty (no header)".into()));
+    }
+    for (c, h) in headers.iter().enumerate() {
+        if h.is_empty() {
+            return Err(bad(format!("header: column {} has no name", c + 1)));
+        }
+        if let Some(first) = headers[..c].iter().position(|g| g == h) {
+            return Err(bad(format!(
+                "header: column `{h}` appears twice (columns {} and {})",
+                first + 1,
+                c + 1
+            )));
+        }
     }
     let target_col = headers.iter().position(|h| h == target);
     if require_target && target_col.is_none() {
@@ -55,9 +98,12 @@ pub fn read_table(path: &Path, target: &str, require_target: bool) -> Result<Tab
         return Err(bad("there are no input columns besides the target".into()));
     }
     let (mut inputs, mut targets) = (Vec::new(), Vec::new());
-    for (i, record) in reader.records().enumerate() {
-        let line = i + 2;
-        let record = record.map_err(|e| bad(format!("line {line}: {e}")))?;
+    for record in reader.records() {
+        let record = record.map_err(|e| bad(e.to_string()))?;
+        let line = record.position().map_or(0, |p| p.line());
+        if record.iter().all(str::is_empty) {
+            continue; // a blank or white-space-only line
+        }
         if record.len() != headers.len() {
             return Err(bad(format!(
                 "line {line}: {} fields, the header has {}",
@@ -67,6 +113,9 @@ pub fn read_table(path: &Path, target: &str, require_target: bool) -> Result<Tab
         }
         let cell = |c: usize| -> Result<f64, CliError> {
             let text = &record[c];
+            if text.is_empty() {
+                return Err(bad(format!("line {line}, column `{}`: empty", headers[c])));
+            }
             let v: f64 = text.parse().map_err(|_| {
                 bad(format!(
                     "line {line}, column `{}`: `{text}` is not a number",
@@ -86,17 +135,21 @@ pub fn read_table(path: &Path, target: &str, require_target: bool) -> Result<Tab
             inputs.push(cell(c)?);
         }
         if let Some(t) = target_col {
-            targets.push(cell(t)?);
+            targets.push(if !require_target && record[t].is_empty() {
+                None
+            } else {
+                Some(cell(t)?)
+            });
         }
     }
-    let n = targets.len().max(inputs.len() / input_cols.len());
+    let n = inputs.len() / input_cols.len();
     if n == 0 {
         return Err(bad("the file has a header but no data rows".into()));
     }
     Ok(Table {
         input_names: input_cols.iter().map(|&c| headers[c].clone()).collect(),
         inputs: DMatrix::from_row_slice(n, input_cols.len(), &inputs),
-        target: target_col.map(|_| DVector::from_vec(targets)),
+        target: target_col.map(|_| targets),
     })
 }
 
@@ -145,7 +198,7 @@ mod tests {
             t.inputs,
             DMatrix::from_row_slice(2, 2, &[1.0, 2.0, 3.0, 4.0])
         );
-        assert_eq!(t.target.unwrap().as_slice(), &[10.0, 30.0]);
+        assert_eq!(t.complete_target().unwrap().as_slice(), &[10.0, 30.0]);
         let t = read_table(&f.0, "b", true).unwrap();
         assert_eq!(t.input_names, vec!["a", "y"]);
     }
@@ -172,5 +225,47 @@ mod tests {
         // Without a required target, a file lacking it is inputs only.
         let t = read_table(&file("x,z\n1,2\n").0, "y", false).unwrap();
         assert!(t.target.is_none() && t.inputs.ncols() == 2);
+    }
+
+    #[test]
+    fn duplicate_column_names_are_refused() {
+        let m = read_table(&file("x1,y,y\n1,2,3\n").0, "y", true)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            m.contains("column `y` appears twice (columns 2 and 3)"),
+            "{m}"
+        );
+        let m = read_table(&file("x,,y\n1,2,3\n").0, "y", true)
+            .unwrap_err()
+            .to_string();
+        assert!(m.contains("column 2 has no name"), "{m}");
+    }
+
+    #[test]
+    fn blank_and_white_space_lines_are_skipped() {
+        for text in [
+            "x,y\n1,2\n3,4\n   \n",
+            "x,y\n1,2\n\t\n3,4\n",
+            "x,y\r\n1,2\r\n3,4\r\n \r\n",
+        ] {
+            let t = read_table(&file(text).0, "y", true).unwrap();
+            assert_eq!(t.inputs.as_slice(), &[1.0, 3.0], "{text:?}");
+            assert_eq!(t.complete_target().unwrap().as_slice(), &[2.0, 4.0]);
+        }
+    }
+
+    #[test]
+    fn a_test_file_may_leave_target_cells_empty_but_a_training_file_may_not() {
+        let f = file("x,y\n1,2\n3,\n5,6\n");
+        let t = read_table(&f.0, "y", false).unwrap();
+        assert_eq!(t.target, Some(vec![Some(2.0), None, Some(6.0)]));
+        assert_eq!(t.complete_target(), None);
+        let m = read_table(&f.0, "y", true).unwrap_err().to_string();
+        assert!(m.contains("line 3, column `y`: empty"), "{m}");
+        let m = read_table(&file("x,y\n,2\n").0, "y", false)
+            .unwrap_err()
+            .to_string();
+        assert!(m.contains("line 2, column `x`: empty"), "{m}");
     }
 }

@@ -1,80 +1,11 @@
 //! The `ntk` command end to end: train, adapt, tasks, and every bad input (exit code 2, one
 //! line on standard error, no partial output file).
 
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
-fn ntk(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_ntk"))
-        .args(args)
-        .output()
-        .unwrap()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
-    let p = dir.join(name);
-    std::fs::write(&p, text).unwrap();
-    p
-}
-
-/// `n` points of y = sin(2x) (+ a small deterministic wiggle) on [lo, hi].
-fn sine_csv(n: usize, lo: f64, hi: f64, target: bool) -> String {
-    let mut s = String::from(if target { "x,y\n" } else { "x\n" });
-    for i in 0..n {
-        let x = lo + (hi - lo) * i as f64 / (n - 1) as f64;
-        if target {
-            s.push_str(&format!(
-                "{x},{}\n",
-                (2.0 * x).sin() + 0.05 * (13.0 * x).cos()
-            ));
-        } else {
-            s.push_str(&format!("{x}\n"));
-        }
-    }
-    s
-}
-
-/// A trained 1-16-1 tanh network in a temporary folder.
-fn trained() -> (tempfile::TempDir, PathBuf) {
-    let dir = tempfile::tempdir().unwrap();
-    let data = write(dir.path(), "source.csv", &sine_csv(40, -2.0, 2.0, true));
-    let model = dir.path().join("m.safetensors");
-    let o = ntk(&[
-        "train",
-        "--arch",
-        "1-16-1:tanh",
-        "--data",
-        data.to_str().unwrap(),
-        "--epochs",
-        "100",
-        "--batch-size",
-        "8",
-        "--lr",
-        "0.01",
-        "--out",
-        model.to_str().unwrap(),
-    ]);
-    assert!(o.status.success(), "{}", stderr(&o));
-    assert!(
-        stderr(&o).contains("trained 1-16-1:tanh (49 parameters)"),
-        "{}",
-        stderr(&o)
-    );
-    (dir, model)
-}
-
-fn csv_column(text: &str, name: &str) -> Vec<f64> {
-    let mut lines = text.lines();
-    let header: Vec<&str> = lines.next().unwrap().split(',').collect();
-    let c = header.iter().position(|h| *h == name).unwrap();
-    lines
-        .map(|l| l.split(',').nth(c).unwrap().parse().unwrap())
-        .collect()
-}
+use common::*;
 
 #[test]
 fn adapt_writes_predictions_and_json_and_the_strategies_agree() {
@@ -267,22 +198,6 @@ fn tasks_adapts_every_task_in_a_folder() {
     let err = stderr(&o);
     assert_eq!(err.trim_end().lines().count(), 1, "{err}");
     assert!(err.contains("device `cuda:4096`"), "{err}");
-}
-
-/// Runs `ntk` with `args` and checks the failure contract: exit code 2, exactly one line on
-/// standard error containing every needle, nothing on standard output, and no file at `out`.
-fn fails_cleanly(args: &[&str], needles: &[&str], out: &Path) {
-    let o = ntk(args);
-    let err = stderr(&o);
-    assert_eq!(o.status.code(), Some(2), "{args:?}: {err}");
-    assert_eq!(err.trim_end().lines().count(), 1, "{args:?}: {err}");
-    assert!(err.starts_with("ntk: "), "{err}");
-    for needle in needles {
-        assert!(err.contains(needle), "{needle:?} not in {err}");
-    }
-    assert!(o.stdout.is_empty(), "{args:?} printed {:?}", o.stdout);
-    assert!(!out.exists(), "a partial output was left for {args:?}");
-    assert!(!err.contains("panicked"), "{err}");
 }
 
 /// One bad `ntk adapt` call: (model, arch, train, test, extra flags) and the needles of its error.
@@ -617,7 +532,8 @@ mod pytorch_fixture {
                 var: 1e-8,
                 lml: 1e-6,
                 lml_std_errors: 3.0,
-                fitted_constant: 1e-4,
+                // Profiled out exactly from the CG solves (it was 1e-4 with Adam steps).
+                fitted_constant: 1e-6,
             },
         );
     }
