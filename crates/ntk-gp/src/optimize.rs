@@ -131,7 +131,7 @@ pub fn maximize_bounded(
         .map_err(|e| GpError::Optimization(e.to_string()))?;
     if !c0.is_finite() || g0.iter().any(|g| !g.is_finite()) {
         return Err(GpError::NonFiniteObjective {
-            at: format!("the starting point {x0:?}"),
+            at: "the start of the fit".into(),
             value: -c0,
         });
     }
@@ -176,7 +176,7 @@ pub fn maximize_bounded(
     );
     if !state.get_best_cost().is_finite() {
         return Err(GpError::NonFiniteObjective {
-            at: format!("the end of the fit {x:?}"),
+            at: "the end of the fit".into(),
             value: -state.get_best_cost() / scale,
         });
     }

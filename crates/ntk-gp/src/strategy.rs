@@ -77,8 +77,8 @@ impl ProblemSize {
 }
 
 /// The process's own resident memory before any data: the program, its libraries and the
-/// thread pools (measured: about 25 MiB for `ntk` on Linux).
-pub const PROCESS_BYTES: f64 = 32.0 * (1u64 << 20) as f64;
+/// thread pools (measured: about 8 MiB for `ntk` on Linux).
+pub const PROCESS_BYTES: f64 = 12.0 * (1u64 << 20) as f64;
 
 /// Assumptions of the matrix-free estimate.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -141,9 +141,9 @@ pub fn estimates(size: &ProblemSize, a: &CostAssumptions) -> Vec<Estimate> {
     // Predictions run in chunks of test points holding at most a quarter of the budget.
     let test = |per_point: f64| (per_point * m).min(budget / 4.0);
     // Per point: cached factors (activations in, derivatives out, the widest layer) and one
-    // product's working memory per column (three of the widest layer).
+    // product's working memory per column (a row of the widest layer).
     let factors = 8.0 * (2.0 * acts + size.max_width as f64) * n;
-    let work = 8.0 * 3.0 * size.max_width as f64 * n * cols;
+    let work = 8.0 * size.max_width as f64 * n * cols;
     vec![
         Estimate {
             strategy: Strategy::Dense,
