@@ -54,6 +54,9 @@ pub struct LaplaceClassifier {
     pub log_marginal_likelihood: f64,
     /// Newton steps taken.
     pub iterations: usize,
+    /// Whether $\Psi$ settled within the tolerance; `false` when the step limit ended the
+    /// iteration first.
+    pub converged: bool,
 }
 
 /// Numerically stable softmax of one row of logits.
@@ -106,12 +109,19 @@ impl LaplaceClassifier {
         loop {
             let (log_lik, grad, w) = likelihood_terms(&f, labels, classes);
             let psi = log_lik - 0.5 * a.dot(&(&f - prior_mean));
+            if !psi.is_finite() {
+                return Err(GpError::NonFiniteObjective {
+                    at: format!("Newton step {iterations} towards the Laplace mode"),
+                    value: psi,
+                });
+            }
             let w_sqrt = block_sqrt(&w, n, classes);
             let b_mat = DMatrix::identity(nc, nc) + &w_sqrt * kernel * &w_sqrt;
             let b_chol = Cholesky::new(b_mat).ok_or(GpError::NotPositiveDefinite {
                 what: "I + W½KW½",
             })?;
-            if iterations >= params.max_iters || (psi - psi_old).abs() < params.tolerance {
+            let converged = (psi - psi_old).abs() < params.tolerance;
+            if iterations >= params.max_iters || converged {
                 let log_det_b = 2.0
                     * b_chol
                         .l_dirty()
@@ -126,6 +136,7 @@ impl LaplaceClassifier {
                     b_chol,
                     log_marginal_likelihood: psi - 0.5 * log_det_b,
                     iterations,
+                    converged,
                 });
             }
             psi_old = psi;
@@ -401,6 +412,35 @@ mod tests {
             }
         }
         assert!(lap.log_marginal_likelihood.is_finite() && lap.log_marginal_likelihood < 0.0);
+    }
+
+    #[test]
+    fn the_newton_iteration_says_whether_it_converged() {
+        let (jt, _, labels, c, s2) = problem();
+        let k = &jt * jt.transpose() * s2;
+        let mu = DVector::zeros(labels.len() * c);
+        let lap = LaplaceClassifier::fit(&k, &mu, &labels, c, LaplaceParams::default()).unwrap();
+        assert!(lap.converged && lap.iterations < 100);
+        let one = LaplaceParams {
+            max_iters: 1,
+            ..Default::default()
+        };
+        let lap = LaplaceClassifier::fit(&k, &mu, &labels, c, one).unwrap();
+        assert!(!lap.converged && lap.iterations == 1);
+        // Logits of ±1e308 against the labels: the log-likelihood overflows to -inf, a typed
+        // error rather than a result.
+        let mu1 = DVector::from_fn(labels.len() * c, |r, _| {
+            if labels[r / c] == r % c {
+                -1e308
+            } else {
+                1e308
+            }
+        });
+        let e = LaplaceClassifier::fit(&k, &mu1, &labels, c, LaplaceParams::default());
+        assert!(
+            matches!(e, Err(GpError::NonFiniteObjective { .. })),
+            "{e:?}"
+        );
     }
 
     #[test]
