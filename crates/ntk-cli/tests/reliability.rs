@@ -100,9 +100,14 @@ fn absurd_widths_are_refused_before_any_allocation() {
         ("1-1000000000-1:tanh", "[1000000000, 1]"),
     ] {
         fails_cleanly(
-            &[
-                "adapt", "--model", m, "--arch", arch, "--train", t, "--test", t, "--output", o,
-            ],
+            &strs(&adapt_args(
+                Path::new(m),
+                arch,
+                Path::new(t),
+                Path::new(t),
+                Path::new(o),
+                &[],
+            )),
             &[needle, "[16, 1]"],
             &out,
         );
@@ -167,19 +172,14 @@ fn an_output_that_is_an_input_is_refused_and_the_input_kept() {
         .collect();
     let respelled = d.join("sub/../train.csv");
     for victim in [s(&train), s(&test), s(&model), s(&respelled)] {
-        let o = ntk(&[
-            "adapt",
-            "--model",
-            s(&model),
-            "--arch",
+        let o = ntk(&strs(&adapt_args(
+            &model,
             "1-16-1:tanh",
-            "--train",
-            s(&train),
-            "--test",
-            s(&test),
-            "--output",
-            victim,
-        ]);
+            &train,
+            &test,
+            Path::new(victim),
+            &[],
+        )));
         assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
         assert!(
             stderr(&o).contains("would destroy the input"),
@@ -227,21 +227,14 @@ fn non_finite_predictions_are_a_failure_not_a_file() {
     let out = d.join("out.csv");
     fails_with(
         3,
-        &[
-            "adapt",
-            "--model",
-            s(&model),
-            "--arch",
+        &strs(&adapt_args(
+            &model,
             "1-8-1:relu",
-            "--train",
-            s(&data),
-            "--test",
-            s(&test),
-            "--output",
-            s(&out),
-            "--noise",
-            "0.1",
-        ],
+            &data,
+            &test,
+            &out,
+            &["--noise", "0.1"],
+        )),
         &["not finite", "nothing was written"],
         &out,
     );
@@ -256,20 +249,14 @@ fn a_run_leaves_no_temporary_file() {
     let d = dir.path();
     let train = write(d, "train.csv", &sine_csv(10, -1.0, 1.0, true));
     let out = d.join("out.csv");
-    let o = ntk(&[
-        "adapt",
-        "--model",
-        s(&model),
-        "--arch",
+    let o = ntk(&strs(&adapt_args(
+        &model,
         "1-16-1:tanh",
-        "--train",
-        s(&train),
-        "--test",
-        s(&train),
-        "--output",
-        s(&out),
-        "--quiet",
-    ]);
+        &train,
+        &train,
+        &out,
+        &["--quiet"],
+    )));
     assert!(o.status.success(), "{}", stderr(&o));
     let names: Vec<String> = std::fs::read_dir(d)
         .unwrap()
@@ -288,23 +275,14 @@ fn a_plan_over_the_memory_limit_is_refused_with_one_that_fits() {
     let train = write(d, "train.csv", &sine_csv(20_000, -2.0, 2.0, true));
     let out = d.join("out.csv");
     fails_cleanly(
-        &[
-            "adapt",
-            "--model",
-            s(&model),
-            "--arch",
+        &strs(&adapt_args(
+            &model,
             "1-16-1:tanh",
-            "--train",
-            s(&train),
-            "--test",
-            s(&train),
-            "--output",
-            s(&out),
-            "--strategy",
-            "dense",
-            "--max-memory",
-            "2GB",
-        ],
+            &train,
+            &train,
+            &out,
+            &["--strategy", "dense", "--max-memory", "2GB"],
+        )),
         &[
             "Dense strategy needs about",
             "GiB",
@@ -313,40 +291,26 @@ fn a_plan_over_the_memory_limit_is_refused_with_one_that_fits() {
         &out,
     );
     fails_cleanly(
-        &[
-            "adapt",
-            "--model",
-            s(&model),
-            "--arch",
+        &strs(&adapt_args(
+            &model,
             "1-16-1:tanh",
-            "--train",
-            s(&train),
-            "--test",
-            s(&train),
-            "--output",
-            s(&out),
-            "--max-memory",
-            "1kB",
-        ],
+            &train,
+            &train,
+            &out,
+            &["--max-memory", "1kB"],
+        )),
         &["no strategy fits"],
         &out,
     );
     fails_cleanly(
-        &[
-            "adapt",
-            "--model",
-            s(&model),
-            "--arch",
+        &strs(&adapt_args(
+            &model,
             "1-16-1:tanh",
-            "--train",
-            s(&train),
-            "--test",
-            s(&train),
-            "--output",
-            s(&out),
-            "--max-memory",
-            "lots",
-        ],
+            &train,
+            &train,
+            &out,
+            &["--max-memory", "lots"],
+        )),
         &["--max-memory", "lots"],
         &out,
     );
@@ -592,19 +556,7 @@ fn duplicate_column_names_are_refused() {
     let dup = write(d, "dup.csv", "x,y,y\n1,2,3\n");
     let out = d.join("out.csv");
     fails_cleanly(
-        &[
-            "adapt",
-            "--model",
-            s(&model),
-            "--arch",
-            "2-16-1:tanh",
-            "--train",
-            s(&dup),
-            "--test",
-            s(&dup),
-            "--output",
-            s(&out),
-        ],
+        &strs(&adapt_args(&model, "2-16-1:tanh", &dup, &dup, &out, &[])),
         &["dup.csv", "column `y` appears twice (columns 2 and 3)"],
         &out,
     );
@@ -620,26 +572,22 @@ fn the_matrix_free_fit_reports_whether_it_converged() {
     let d = dir.path();
     let train = write(d, "train.csv", &sine_csv(60, -2.0, 2.0, true));
     let out = d.join("out.csv");
-    let o = ntk(&[
-        "adapt",
-        "--model",
-        s(&model),
-        "--arch",
+    let o = ntk(&strs(&adapt_args(
+        &model,
         "1-16-1:tanh",
-        "--train",
-        s(&train),
-        "--test",
-        s(&train),
-        "--output",
-        s(&out),
-        "--strategy",
-        "function",
-        "--mean",
-        "constant",
-        "--prior-scale",
-        "fit",
-        "--json",
-    ]);
+        &train,
+        &train,
+        &out,
+        &[
+            "--strategy",
+            "function",
+            "--mean",
+            "constant",
+            "--prior-scale",
+            "fit",
+            "--json",
+        ],
+    )));
     assert!(o.status.success(), "{}", stderr(&o));
     let json: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     let fit = &json["fit"];
@@ -670,20 +618,14 @@ fn ordinary_files_are_accepted() {
     let train = write(d, "train.csv", &text);
     let test = write(d, "test.csv", "x,y\n0.1,0.2\n0.2,\n0.3,0.5\n \n");
     let out = d.join("out.csv");
-    let o = ntk(&[
-        "adapt",
-        "--model",
-        s(&model),
-        "--arch",
+    let o = ntk(&strs(&adapt_args(
+        &model,
         "1-16-1:tanh",
-        "--train",
-        s(&train),
-        "--test",
-        s(&test),
-        "--output",
-        s(&out),
-        "--json",
-    ]);
+        &train,
+        &test,
+        &out,
+        &["--json"],
+    )));
     assert!(o.status.success(), "{}", stderr(&o));
     let json: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(json["n_train"], 10);

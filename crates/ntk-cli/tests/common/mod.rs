@@ -96,3 +96,29 @@ pub fn fails_with(code: i32, args: &[&str], needles: &[&str], out: &Path) {
     assert!(!out.exists(), "a partial output was left for {args:?}");
     assert!(!err.contains("panicked"), "{err}");
 }
+
+/// `ntk adapt --model M --arch A --train T --test Q --output O` and then `extra`.
+pub fn adapt_args(
+    model: &Path,
+    arch: &str,
+    train: &Path,
+    test: &Path,
+    out: &Path,
+    extra: &[&str],
+) -> Vec<String> {
+    let mut args: Vec<String> = ["adapt", "--model"].map(String::from).to_vec();
+    args.push(model.display().to_string());
+    args.extend(["--arch".into(), arch.into(), "--train".into()]);
+    args.push(train.display().to_string());
+    args.push("--test".into());
+    args.push(test.display().to_string());
+    args.push("--output".into());
+    args.push(out.display().to_string());
+    args.extend(extra.iter().map(|s| s.to_string()));
+    args
+}
+
+/// The arguments as `&str`s, for [`ntk`] and [`fails_cleanly`].
+pub fn strs(args: &[String]) -> Vec<&str> {
+    args.iter().map(String::as_str).collect()
+}
