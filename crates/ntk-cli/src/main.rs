@@ -729,7 +729,8 @@ fn train(args: &TrainArgs) -> Result<(), CliError> {
             "--epochs and --batch-size must be positive".into(),
         ));
     }
-    if !(args.lr.is_finite() && args.lr > 0.0) || !(0.0..1.0).contains(&args.momentum) {
+    let lr_ok = args.lr.is_finite() && args.lr > 0.0;
+    if !(lr_ok && (0.0..1.0).contains(&args.momentum)) {
         return Err(CliError::Usage(format!(
             "--lr must be positive and --momentum in [0, 1), got {} and {}",
             args.lr, args.momentum

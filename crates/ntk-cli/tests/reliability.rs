@@ -35,7 +35,7 @@ fn s(p: &Path) -> &str {
     p.to_str().unwrap()
 }
 
-/// 1. Targets so large that the log marginal likelihood is not finite sent the line search
+/// Defect 1: Targets so large that the log marginal likelihood is not finite sent the line search
 /// into an endless loop; now a typed numerical failure, at once, for `adapt` and `tasks`.
 #[test]
 fn extreme_targets_fail_fast_instead_of_hanging() {
@@ -85,7 +85,7 @@ fn extreme_targets_fail_fast_instead_of_hanging() {
     assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
 }
 
-/// 2. Absurd widths panicked ("capacity overflow") or aborted (a 32 GB allocation) before
+/// Defect 2: Absurd widths panicked ("capacity overflow") or aborted (a 32 GB allocation) before
 /// the file's shapes were compared; now the file, the parameter count or the memory
 /// estimate refuses them, in `adapt`, `train` and `tasks`.
 #[test]
@@ -157,7 +157,7 @@ fn absurd_widths_are_refused_before_any_allocation() {
     );
 }
 
-/// 3. `--output` naming an input destroyed it (the training file, the test file or the
+/// Defect 3: `--output` naming an input destroyed it (the training file, the test file or the
 /// model); now refused under any spelling of the path, and the input is untouched.
 #[test]
 fn an_output_that_is_an_input_is_refused_and_the_input_kept() {
@@ -202,7 +202,7 @@ fn an_output_that_is_an_input_is_refused_and_the_input_kept() {
     }
 }
 
-/// 4. Non-finite predictions were written with exit code 0; now a numerical failure with
+/// Defect 4: Non-finite predictions were written with exit code 0; now a numerical failure with
 /// nothing written. (Inputs far outside the training range overflow a ReLU network's
 /// kernel.)
 #[test]
@@ -240,7 +240,7 @@ fn non_finite_predictions_are_a_failure_not_a_file() {
     );
 }
 
-/// 5. The temporary file had a predictable name, opened without O_EXCL: now a random,
+/// Defect 5: The temporary file had a predictable name, opened without O_EXCL: now a random,
 /// exclusively created one (unit tests in `output.rs` plant a link under the old name);
 /// here: nothing but the output is left in the folder.
 #[test]
@@ -265,7 +265,7 @@ fn a_run_leaves_no_temporary_file() {
     assert!(names.iter().all(|n| !n.contains("tmp")), "{names:?}");
 }
 
-/// 6. The memory estimate was off by 70× and a plan that cannot fit ran anyway: now a plan
+/// Defect 6: The memory estimate was off by 70× and a plan that cannot fit ran anyway: now a plan
 /// over `--max-memory` (or the available memory) is refused with its estimate and what
 /// fits, before anything large is allocated; `--json` reports estimate and measured peak.
 #[test]
@@ -380,7 +380,7 @@ fn memory_estimates_are_within_2x_of_the_measured_peak() {
     }
 }
 
-/// 7. Clap's useful part (the missing arguments, the allowed values) was dropped, and a
+/// Defect 7: Clap's useful part (the missing arguments, the allowed values) was dropped, and a
 /// negative number was parsed as a flag.
 #[test]
 fn argument_errors_keep_their_useful_part() {
@@ -450,7 +450,7 @@ fn argument_errors_keep_their_useful_part() {
     );
 }
 
-/// 8. `ntk tasks` left a partial set of prediction files when a write failed part-way; now
+/// Defect 8: `ntk tasks` left a partial set of prediction files when a write failed part-way; now
 /// all or none.
 #[test]
 fn tasks_write_all_predictions_or_none() {
@@ -488,7 +488,7 @@ fn tasks_write_all_predictions_or_none() {
     assert!(o.stdout.is_empty());
 }
 
-/// 9. NaN weights were reported as "targets contains a non-finite value", and a PyTorch
+/// Defect 9: NaN weights were reported as "targets contains a non-finite value", and a PyTorch
 /// pickle as "header too large".
 #[test]
 fn bad_weights_are_named_for_what_they_are() {
@@ -548,7 +548,7 @@ fn bad_weights_are_named_for_what_they_are() {
     fails_cleanly(&args, &["torch.save", "safetensors.torch.save_file"], &out);
 }
 
-/// 10. Duplicate header names were accepted (`x1,y,y`: the second `y` became an input).
+/// Defect 10: Duplicate header names were accepted (`x1,y,y`: the second `y` became an input).
 #[test]
 fn duplicate_column_names_are_refused() {
     let (dir, model) = trained();
@@ -562,7 +562,7 @@ fn duplicate_column_names_are_refused() {
     );
 }
 
-/// 11. The matrix-free fit of a constant mean missed its documented accuracy and its Adam
+/// Defect 11: The matrix-free fit of a constant mean missed its documented accuracy and its Adam
 /// fit stopped short without saying so: the constant is now profiled out exactly (the
 /// fixture test checks it against numpy to 1e-6), and `--json` says whether the fit
 /// converged.
@@ -607,7 +607,7 @@ fn the_matrix_free_fit_reports_whether_it_converged() {
     );
 }
 
-/// 12. Ordinary files were refused: a white-space-only trailing line, and empty target
+/// Defect 12: Ordinary files were refused: a white-space-only trailing line, and empty target
 /// cells in a test file (those rows are predicted, not scored).
 #[test]
 fn ordinary_files_are_accepted() {
