@@ -7,143 +7,33 @@
 //! pixel corner) or PixelIsPoint ((I, J) is a pixel centre). Rasters whose
 //! model type is not geographic (lon/lat) are refused. No-data comes from
 //! GDAL's `GDAL_NODATA` tag (42113), where present.
+//!
+//! The parsing lives in `geotiff/parse.rs` (bytes in, [`GeoRaster`] out), which
+//! the fuzzing harness (`cargo xtask fuzz geotiff`) compiles too; this module
+//! adds reading from a file.
 
-use std::fs::File;
-use std::io::BufReader;
 use std::path::Path;
 
-use tiff::decoder::{Decoder, DecodingResult};
-use tiff::tags::Tag;
+mod parse;
 
-/// A single-band raster on a lon/lat grid.
-#[derive(Debug, Clone)]
-pub struct GeoRaster {
-    /// Columns.
-    pub width: usize,
-    /// Rows (north to south).
-    pub height: usize,
-    /// Longitude of the centre of column 0.
-    pub lon0: f64,
-    /// Latitude of the centre of row 0.
-    pub lat0: f64,
-    /// Pixel size in longitude (degrees, positive).
-    pub dlon: f64,
-    /// Pixel size in latitude (degrees, positive; rows go south).
-    pub dlat: f64,
-    /// Row-major values.
-    pub values: Vec<f64>,
-    /// The no-data value, if the file declares one.
-    pub nodata: Option<f64>,
-}
+pub use parse::GeoRaster;
 
 impl GeoRaster {
-    /// The (lon, lat) of the centre of pixel (column `i`, row `j`).
-    pub fn centre(&self, i: usize, j: usize) -> (f64, f64) {
-        (
-            self.lon0 + i as f64 * self.dlon,
-            self.lat0 - j as f64 * self.dlat,
-        )
-    }
-
-    /// Whether `v` is a data value (finite and not the no-data value).
-    pub fn is_data(&self, v: f64) -> bool {
-        v.is_finite() && self.nodata.is_none_or(|nd| v != nd)
-    }
-
-    /// Reads a GeoTIFF file.
+    /// Reads a GeoTIFF file (see [`GeoRaster::from_bytes`]); errors name the file.
     pub fn read(path: &Path) -> Result<Self, String> {
         let err = |e: &dyn std::fmt::Display| format!("{}: {e}", path.display());
-        let file = File::open(path).map_err(|e| err(&e))?;
-        let mut dec = Decoder::new(BufReader::new(file)).map_err(|e| err(&e))?;
-        let (w, h) = dec.dimensions().map_err(|e| err(&e))?;
-        let (width, height) = (w as usize, h as usize);
-        let scale = dec
-            .get_tag_f64_vec(Tag::ModelPixelScaleTag)
-            .map_err(|e| err(&format!("no ModelPixelScaleTag ({e}): not a GeoTIFF")))?;
-        let tie = dec
-            .get_tag_f64_vec(Tag::ModelTiepointTag)
-            .map_err(|e| err(&format!("no ModelTiepointTag ({e}): not a GeoTIFF")))?;
-        if scale.len() < 2 || tie.len() < 6 || !(scale[0] > 0.0 && scale[1] > 0.0) {
-            return Err(err(&format!(
-                "unusable georeference: scale {scale:?}, tiepoint {tie:?}"
-            )));
-        }
-        let keys = match dec.find_tag(Tag::GeoKeyDirectoryTag).map_err(|e| err(&e))? {
-            Some(v) => v.into_u16_vec().map_err(|e| err(&e))?,
-            None => Vec::new(),
-        };
-        if let Some(model) = geo_key(&keys, 1024)
-            && model != 2
-        {
-            return Err(err(&format!(
-                "model type {model} is not geographic (lon/lat): reproject the raster first"
-            )));
-        }
-        // PixelIsArea (1, default): the tiepoint is a pixel corner, centres are half a pixel in.
-        let half = if geo_key(&keys, 1025) == Some(2) {
-            0.0
-        } else {
-            0.5
-        };
-        let (i0, j0, x0, y0) = (tie[0], tie[1], tie[3], tie[4]);
-        let nodata = match dec.find_tag(Tag::GdalNodata).map_err(|e| err(&e))? {
-            Some(v) => {
-                let s = v.into_string().map_err(|e| err(&e))?;
-                let s = s.trim_matches(|c: char| c == '\0' || c.is_whitespace());
-                Some(
-                    s.parse::<f64>()
-                        .map_err(|_| err(&format!("GDAL_NODATA `{s}` is not a number")))?,
-                )
-            }
-            None => None,
-        };
-        let values: Vec<f64> = match dec.read_image().map_err(|e| err(&e))? {
-            DecodingResult::F32(v) => v.into_iter().map(f64::from).collect(),
-            DecodingResult::F64(v) => v,
-            DecodingResult::U8(v) => v.into_iter().map(f64::from).collect(),
-            DecodingResult::U16(v) => v.into_iter().map(f64::from).collect(),
-            DecodingResult::I16(v) => v.into_iter().map(f64::from).collect(),
-            DecodingResult::I32(v) => v.into_iter().map(f64::from).collect(),
-            _ => {
-                return Err(err(
-                    &"unsupported sample type (want float or 8-32 bit integers)",
-                ));
-            }
-        };
-        if values.len() != width * height {
-            return Err(err(&format!(
-                "{} samples for {width} x {height} pixels: want a single band",
-                values.len()
-            )));
-        }
-        Ok(Self {
-            width,
-            height,
-            lon0: x0 + (half - i0) * scale[0],
-            lat0: y0 - (half - j0) * scale[1],
-            dlon: scale[0],
-            dlat: scale[1],
-            values,
-            nodata,
-        })
+        let bytes = std::fs::read(path).map_err(|e| err(&e))?;
+        Self::from_bytes(&bytes).map_err(|e| err(&e))
     }
-}
-
-/// The value of GeoKey `id` stored inline (TIFFTagLocation 0) in a GeoKey
-/// directory: header (version, revision, minor, count), then 4 shorts per key.
-fn geo_key(dir: &[u16], id: u16) -> Option<u16> {
-    let count = usize::from(*dir.get(3)?);
-    dir.get(4..)?
-        .chunks_exact(4)
-        .take(count)
-        .find(|k| k[0] == id && k[1] == 0)
-        .map(|k| k[3])
 }
 
 #[cfg(test)]
 pub(crate) mod tests {
+    use super::parse::geo_key;
     use super::*;
+    use std::fs::File;
     use tiff::encoder::{TiffEncoder, colortype};
+    use tiff::tags::Tag;
 
     /// Writes a small GeoTIFF: `values` (row-major, `w` columns), top-left
     /// corner at (lon, lat), `step` degrees per pixel, no-data −9999.
@@ -188,6 +78,33 @@ pub(crate) mod tests {
 
         std::fs::write(&path, b"not a tiff").unwrap();
         assert!(GeoRaster::read(&path).is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// Found by `cargo xtask fuzz geotiff` (inputs in crates/ntk-fuzz/regressions/geotiff/):
+    /// a NaN tiepoint or an infinite pixel size was read as a raster with NaN or infinite
+    /// coordinates.
+    #[test]
+    fn refuses_a_georeference_that_is_not_finite() {
+        let dir = crate::download::tests::temp_dir("geotiff-nan");
+        let path = dir.join("t.tif");
+        let vals = [0.5f32; 6];
+        for (corner, step) in [
+            ((f64::NAN, 14.0), 0.5),
+            ((2.5, f64::INFINITY), 0.5),
+            ((2.5, 14.0), f64::INFINITY),
+            // Finite numbers, but the last pixel's longitude overflows.
+            ((2.5, 14.0), 1e308),
+        ] {
+            write_geotiff(&path, 3, 2, corner, step, &vals);
+            let err = GeoRaster::read(&path).unwrap_err();
+            assert!(
+                err.contains("unusable georeference"),
+                "{corner:?} {step}: {err}"
+            );
+        }
+        write_geotiff(&path, 3, 2, (2.5, 14.0), 1e300, &vals);
+        assert!(GeoRaster::read(&path).is_ok());
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -1,6 +1,7 @@
 //! The layer check: workspace crates only depend on the layers below them.
 //!
-//! `bench → gp → ops → krylov`; the CLI sits beside bench. krylov must also stay
+//! `bench → gp → ops → krylov`; the CLI sits beside bench, and the fuzzing harness
+//! (ntk-fuzz) on top of everything, bench and the CLI included. krylov must also stay
 //! free of burn (and of cubecl, burn's GPU runtime) so it is usable on its own.
 
 use std::process::Command;
@@ -39,6 +40,11 @@ const LAYERS: &[Layer] = &[
     Layer {
         name: "ntk-cli",
         may_use: &["ntk-gp", "ntk-ops", "ntk-krylov"],
+        forbidden_prefixes: &[],
+    },
+    Layer {
+        name: "ntk-fuzz",
+        may_use: &["ntk-cli", "ntk-bench", "ntk-gp", "ntk-ops", "ntk-krylov"],
         forbidden_prefixes: &[],
     },
     Layer {
@@ -140,6 +146,8 @@ mod tests {
             ("ntk-ops", &["ntk-krylov", "burn"]),
             ("ntk-gp", &["ntk-ops", "ntk-krylov"]),
             ("ntk-bench", &["ntk-gp", "ntk-ops", "ntk-krylov"]),
+            ("ntk-cli", &["ntk-gp", "ntk-ops"]),
+            ("ntk-fuzz", &["ntk-cli", "ntk-bench", "ntk-ops"]),
             ("xtask", &["clap"]),
         ]);
         assert_eq!(violations(&m).unwrap(), Vec::<String>::new());

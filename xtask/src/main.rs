@@ -33,7 +33,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// Everything CI checks: fmt, clippy, the layer check, the tests.
+    /// Everything CI checks: fmt, clippy, the layer check, the tests, a short fuzzing run.
     Ci,
     /// Check that workspace crates depend only on the layers below them.
     CheckLayers,
@@ -63,6 +63,14 @@ enum Cmd {
         #[command(subcommand)]
         command: data::DataCmd,
     },
+    /// Fuzz the parsers of user files (crates/ntk-fuzz): fails if anything is found.
+    Fuzz {
+        /// Seconds per target.
+        #[arg(long, default_value_t = 60)]
+        seconds: u64,
+        /// One target: csv, safetensors, dly, geotiff or arch (default: all).
+        target: Option<String>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -91,6 +99,7 @@ fn main() -> ExitCode {
         } => reproduce(name.as_deref(), quick, cuda, device.as_deref()),
         Cmd::Bench { command } => bench::run_bench(command),
         Cmd::Data { command } => data::run(command),
+        Cmd::Fuzz { seconds, target } => cargo(&fuzz_args(seconds, target.as_deref())),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -110,7 +119,7 @@ pub(crate) fn root() -> PathBuf {
 }
 
 /// Runs `cargo` with `args` in the workspace root, echoing the command.
-pub(crate) fn cargo(args: &[&str]) -> Result<(), String> {
+pub(crate) fn cargo(args: &[impl AsRef<std::ffi::OsStr>]) -> Result<(), String> {
     run(Command::new(env!("CARGO")).args(args))
 }
 
@@ -158,8 +167,24 @@ fn ci() -> Result<(), String> {
     layers::check_workspace()?;
     data::verify_shipped()?;
     cargo(&["test", "--workspace"])?;
+    // Every fuzz target for a few seconds (the build is the tests' dev profile).
+    cargo(&fuzz_args(CI_FUZZ_SECONDS, None))?;
     smoke()?;
     Ok(())
+}
+
+/// Seconds per fuzz target in `cargo xtask ci`.
+const CI_FUZZ_SECONDS: u64 = 5;
+
+/// The `cargo` arguments of `cargo xtask fuzz`: the harness in the dev profile (its
+/// dependencies, the parsers included, are optimized by the workspace's profile).
+fn fuzz_args(seconds: u64, target: Option<&str>) -> Vec<String> {
+    let mut args: Vec<String> = ["run", "--quiet", "--package", "ntk-fuzz", "--", "fuzz"]
+        .map(String::from)
+        .to_vec();
+    args.extend(["--seconds".into(), seconds.to_string()]);
+    args.extend(target.map(String::from));
+    args
 }
 
 /// The experiments' quick profiles as a smoke test (dev profile, already built by the tests):
@@ -322,7 +347,28 @@ fn reproduce_args<'a>(
 
 #[cfg(test)]
 mod tests {
-    use super::reproduce_args;
+    use super::{fuzz_args, reproduce_args};
+
+    #[test]
+    fn fuzz_runs_the_harness_on_one_or_all_targets() {
+        assert_eq!(
+            fuzz_args(5, None),
+            [
+                "run",
+                "--quiet",
+                "--package",
+                "ntk-fuzz",
+                "--",
+                "fuzz",
+                "--seconds",
+                "5"
+            ]
+        );
+        assert_eq!(
+            fuzz_args(600, Some("csv"))[6..],
+            ["--seconds", "600", "csv"]
+        );
+    }
 
     #[test]
     fn reproduce_builds_with_cuda_when_asked() {
