@@ -117,7 +117,7 @@ struct ModelArgs {
     max_memory: Option<String>,
     /// Wall-clock limit in seconds of the hyper-parameter fit (default: none; the fit is
     /// always bounded by its iteration and evaluation limits).
-    #[arg(long, value_name = "SECONDS")]
+    #[arg(long, value_name = "SECONDS", allow_negative_numbers = true)]
     time_limit: Option<f64>,
     /// No progress line on standard error (it is shown only on a terminal, after 2 s).
     #[arg(long)]

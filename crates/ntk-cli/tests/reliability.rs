@@ -448,6 +448,23 @@ fn argument_errors_keep_their_useful_part() {
         &["--lr must be positive"],
         dummy,
     );
+    fails_cleanly(
+        &[
+            "adapt",
+            "--model",
+            "m",
+            "--arch",
+            "1-4-1:tanh",
+            "--train",
+            "a",
+            "--test",
+            "b",
+            "--time-limit",
+            "-1",
+        ],
+        &["--time-limit must be a positive number of seconds, got -1"],
+        dummy,
+    );
 }
 
 /// Defect 8: `ntk tasks` left a partial set of prediction files when a write failed part-way; now
