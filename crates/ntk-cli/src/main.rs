@@ -348,13 +348,13 @@ fn gp_config(model: &ModelArgs, y: &DVector<f64>, plan: &Plan) -> Result<NtkGpCo
     Ok(config)
 }
 
-/// Checks the values of the model flags before any file is read.
-fn check_flags(model: &ModelArgs) -> Result<(), CliError> {
+/// Checks the values of the model flags before any file is read; gives the memory limit
+/// every task is planned against.
+fn check_flags(model: &ModelArgs) -> Result<Option<f64>, CliError> {
     param("--noise", &model.noise, 1.0)?;
     param("--prior-scale", &model.prior_scale, 1.0)?;
     time_limit(model)?;
-    memory_limit(model.max_memory.as_deref())?;
-    Ok(())
+    memory_limit(model.max_memory.as_deref())
 }
 
 fn time_limit(model: &ModelArgs) -> Result<Option<Duration>, CliError> {
@@ -395,7 +395,7 @@ struct Plan {
 /// Chooses the strategy for `n` training and `m` test points and refuses a plan whose
 /// estimated peak exceeds the memory limit, naming the estimate and a strategy that fits.
 /// Nothing of the task has been allocated yet.
-fn plan(model: &ModelArgs, n: usize, m: usize) -> Result<Plan, CliError> {
+fn plan(model: &ModelArgs, limit: Option<f64>, n: usize, m: usize) -> Result<Plan, CliError> {
     let size = ProblemSize::mlp(&model.arch.widths, n, m).ok_or_else(|| {
         CliError::Usage(format!(
             "architecture {} has more parameters than a {}-bit machine can count",
@@ -403,7 +403,6 @@ fn plan(model: &ModelArgs, n: usize, m: usize) -> Result<Plan, CliError> {
             usize::BITS
         ))
     })?;
-    let limit = memory_limit(model.max_memory.as_deref())?;
     let costs = CostAssumptions {
         memory_budget: limit.unwrap_or(f64::INFINITY),
         ..CostAssumptions::default()
@@ -664,7 +663,7 @@ where
                 .into(),
         ));
     }
-    check_flags(&args.model)?;
+    let limit = check_flags(&args.model)?;
     if let Some(out) = &args.output {
         refuse_overwriting(out, &[&args.train, &args.test, &args.model.model])?;
     }
@@ -673,7 +672,7 @@ where
     // anything is allocated), then the plan, refused if it does not fit in memory.
     let task = read_task(&args.model, &args.train, &args.test)?;
     let mlp = load::<B>(&args.model, dev)?;
-    let plan = plan(&args.model, task.y.len(), task.test.inputs.nrows())?;
+    let plan = plan(&args.model, limit, task.y.len(), task.test.inputs.nrows())?;
     let progress = Progress::start(String::new(), args.model.quiet);
     let a = adapt_one(&mlp, &args.model, &task, &plan, &progress)?;
     drop(progress);
@@ -812,7 +811,7 @@ fn tasks_on<B: Backend>(args: &TasksArgs, dev: &B::Device) -> Result<(), CliErro
 where
     B::FloatElem: krylov::Scalar,
 {
-    check_flags(&args.model)?;
+    let limit = check_flags(&args.model)?;
     let entries = std::fs::read_dir(&args.dir).map_err(|source| CliError::Io {
         path: args.dir.clone(),
         source,
@@ -858,7 +857,7 @@ where
     let mlp = load::<B>(&args.model, dev)?;
     let plans = tasks
         .iter()
-        .map(|t| plan(&args.model, t.y.len(), t.test.inputs.nrows()))
+        .map(|t| plan(&args.model, limit, t.y.len(), t.test.inputs.nrows()))
         .collect::<Result<Vec<_>, _>>()?;
     let bar = if args.model.quiet {
         indicatif::ProgressBar::hidden()

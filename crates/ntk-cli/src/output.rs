@@ -94,8 +94,8 @@ impl Staged {
     /// are removed again and the rest are deleted, so no partial set is left.
     pub fn commit(self) -> Result<(), CliError> {
         let mut done: Vec<PathBuf> = Vec::new();
-        let mut files = self.files.into_iter();
-        for (tmp, path) in files.by_ref() {
+        // On an early return the files not yet moved are dropped, which deletes them.
+        for (tmp, path) in self.files {
             if let Err(e) = tmp.persist(&path) {
                 for p in &done {
                     let _ = std::fs::remove_file(p);

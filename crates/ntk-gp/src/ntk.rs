@@ -727,7 +727,7 @@ where
         spec.prior_scale.start().ln(),
         spec.constant_mean.map_or(0.0, |p| p.start()),
     ];
-    let (mut m, mut v) = ([0.0; 3], [0.0; 3]);
+    let (mut m, mut v) = ([0.0; 2], [0.0; 2]);
     let unpack = |z: &[f64; 3]| {
         (
             Hyper {
@@ -753,8 +753,8 @@ where
     // Per-coordinate step sizes, halved whenever that coordinate's gradient changes sign
     // (the iterate stepped over the optimum): with the probes fixed the surrogate is
     // deterministic, so the steps shrink onto its optimum and the fit can say it converged.
-    let mut lr = [settings.fit_lr; 3];
-    let mut last_grad = [0.0f64; 3];
+    let mut lr = [settings.fit_lr; 2];
+    let mut last_grad = [0.0f64; 2];
     let (mut steps_run, mut converged) = (0, false);
     let c_free = slots[2];
     for step in 1..=settings.fit_steps {
