@@ -14,9 +14,10 @@ use burn::prelude::Backend;
 use burn::tensor::Tensor;
 use burn::tensor::backend::AutodiffBackend;
 
+use crate::chunk::{RowCost, RowPlan};
 use crate::convert::check_finite;
 use crate::error::{OpsError, Result};
-use crate::jacobian::{JacobianOperator, check_output_block, check_param_block};
+use crate::jacobian::{JacobianOperator, JacobianOptions, check_output_block, check_param_block};
 
 /// Autodiff nested twice, on which the generic path runs models.
 pub type Nested<B> = Autodiff<Autodiff<B>>;
@@ -64,7 +65,7 @@ pub struct AutodiffJacobian<B: Backend, M, F> {
     x: Tensor<B, 2>,
     n_outputs: usize,
     n_params: usize,
-    chunk_rows: usize,
+    plan: RowPlan,
 }
 
 impl<B, M, F> AutodiffJacobian<B, M, F>
@@ -93,27 +94,58 @@ where
             });
         }
         let n_params = model.num_params();
+        let [_, d] = x.dims();
+        let elem = std::mem::size_of::<B::FloatElem>();
+        let plan = RowPlan::new(
+            n,
+            Self::row_cost(elem * 16 * (d + n_outputs)),
+            Default::default(),
+        );
         Ok(Self {
             model,
             forward,
             x,
             n_outputs,
             n_params,
-            chunk_rows: n,
+            plan,
         })
     }
 
-    /// Processes at most `rows` data points per pass (bounds the tape's memory).
-    pub fn with_chunk_rows(mut self, rows: usize) -> Self {
-        self.chunk_rows = rows.max(1);
-        self
+    /// The tape of one row costs `bytes` (both passes; the default guesses sixteen times
+    /// the row's inputs and outputs, as the module's activations are unknown): rows are
+    /// chunked by the one row planner under `options` (nothing is cached).
+    pub fn with_options(mut self, options: JacobianOptions, bytes: usize) -> Result<Self> {
+        options.check()?;
+        self.plan = RowPlan::new(self.x.dims()[0], Self::row_cost(bytes), options);
+        Ok(self)
     }
 
-    fn chunks(&self) -> impl Iterator<Item = (usize, usize)> + '_ {
-        let n = self.x.dims()[0];
-        (0..n)
-            .step_by(self.chunk_rows)
-            .map(move |s| (s, self.chunk_rows.min(n - s)))
+    /// Processes at most `rows` data points per pass (bounds the tape's memory).
+    pub fn with_chunk_rows(self, rows: usize) -> Self {
+        let bytes = Self::row_cost_bytes(&self.plan);
+        let options = JacobianOptions {
+            max_chunk_rows: rows.max(1),
+            cache_factors: false,
+            ..self.plan.options()
+        };
+        self.with_options(options, bytes)
+            .expect("the options it had were valid")
+    }
+
+    fn row_cost(bytes: usize) -> RowCost {
+        RowCost {
+            saved: 0,
+            work: bytes.max(1),
+        }
+    }
+
+    fn row_cost_bytes(plan: &RowPlan) -> usize {
+        plan.cost().work
+    }
+
+    /// Chunks for a product with `k` columns: the tape of $k$ backward passes per row.
+    fn chunks(&self, k: usize) -> impl Iterator<Item = (usize, usize)> + use<B, M, F> {
+        self.plan.chunks(self.plan.product_rows(k, false))
     }
 
     /// $\nabla_\theta \langle u, f(X_c) \rangle$ on the inner level, for a chunk.
@@ -159,7 +191,7 @@ where
 
     fn outputs(&self) -> Result<Tensor<B, 2>> {
         Ok(Tensor::cat(
-            self.chunks()
+            self.chunks(1)
                 .map(|(s, m)| {
                     (self.forward)(&self.model, lift(self.x.clone().narrow(0, s, m)))
                         .inner()
@@ -177,7 +209,7 @@ where
         let cols = (0..k)
             .map(|c| {
                 let mut acc: Option<Tensor<B, 1>> = None;
-                for (s, m) in self.chunks() {
+                for (s, m) in self.chunks(1) {
                     let uc = u
                         .clone()
                         .narrow(0, s * o, m * o)
@@ -208,7 +240,7 @@ where
                     v.clone().narrow(1, c, 1).reshape([self.n_params]),
                 );
                 let parts = self
-                    .chunks()
+                    .chunks(1)
                     .map(|(s, m)| {
                         let u =
                             crate::convert::zeros::<Autodiff<B>, 2>([m, o], &dev).require_grad();

@@ -1,5 +1,5 @@
 //! A small LeNet-style convolutional network. Its Jacobian products run on
-//! the tape-free fast path ([`SequentialJacobian`], via
+//! the tape-free fast path ([`NetworkJacobian`], via
 //! [`CnnConfig::sequential`]); the burn [`Module`] here serves the generic
 //! autodiff path ([`CnnConfig::generic_jacobian`]), kept as the oracle.
 //!
@@ -23,9 +23,9 @@ use crate::autodiff::{AutodiffJacobian, Nested};
 use crate::convert::tensor1_from_f64;
 use crate::error::{OpsError, Result};
 use crate::jacobian::JacobianOptions;
+use crate::network::{Layer, Network, NetworkConfig, NetworkJacobian};
 use crate::params::ParamLayout;
 use crate::rng::SplitMix64;
-use crate::sequential::{Layer, Sequential, SequentialConfig, SequentialJacobian};
 
 /// Shape of a [`Cnn`].
 #[derive(Clone, Debug, PartialEq)]
@@ -116,9 +116,9 @@ impl CnnConfig {
         })
     }
 
-    /// The same network as a [`SequentialConfig`] (identical layer indices,
+    /// The same network as a [`NetworkConfig`] (identical layer indices,
     /// hence identical flat-parameter layout).
-    pub fn sequential(&self) -> Result<SequentialConfig> {
+    pub fn sequential(&self) -> Result<NetworkConfig> {
         let [c, _, _] = self.input;
         let [c1, c2] = self.channels;
         let [h, w] = self.final_hw().ok_or_else(|| {
@@ -127,24 +127,24 @@ impl CnnConfig {
                 self.input, self.kernel
             ))
         })?;
-        let pool = Layer::AvgPool2d { kernel: [2, 2] };
-        Ok(SequentialConfig::new(
+        let pool = Layer::avg_pool2d([2, 2]);
+        Ok(NetworkConfig::new(
             &self.input,
             vec![
                 Layer::conv2d(c, c1, self.kernel),
-                Layer::Act(self.activation),
+                Layer::act(self.activation),
                 pool.clone(),
                 Layer::conv2d(c1, c2, self.kernel),
-                Layer::Act(self.activation),
+                Layer::act(self.activation),
                 pool,
-                Layer::Flatten,
+                Layer::flatten(),
                 Layer::linear(c2 * h * w, self.outputs),
             ],
         ))
     }
 
-    /// The CNN with parameters `theta` as a [`Sequential`] network (fast path).
-    pub fn network<B: Backend>(&self, theta: &[f64], device: &B::Device) -> Result<Sequential<B>> {
+    /// The CNN with parameters `theta` as a [`Network`] (fast path).
+    pub fn network<B: Backend>(&self, theta: &[f64], device: &B::Device) -> Result<Network<B>> {
         self.layout()?;
         self.sequential()?.with_params(theta, &[], device)
     }
@@ -156,7 +156,7 @@ impl CnnConfig {
         theta: &[f64],
         x: Tensor<B, 2>,
         options: JacobianOptions,
-    ) -> Result<SequentialJacobian<B>> {
+    ) -> Result<NetworkJacobian<B>> {
         self.network::<B>(theta, &x.device())?.jacobian(x, options)
     }
 

@@ -45,6 +45,7 @@ pub mod activation;
 pub mod autodiff;
 pub mod block;
 pub mod checkpoint;
+mod chunk;
 pub mod cnn;
 pub mod convert;
 pub mod device;
@@ -55,10 +56,10 @@ pub mod host_ntk;
 pub mod jacobian;
 pub mod matmul;
 pub mod mlp;
+pub mod network;
 pub mod ntk;
 pub mod params;
 pub mod rng;
-pub mod sequential;
 pub mod vmath;
 
 #[cfg(test)]
@@ -76,12 +77,9 @@ pub use host_jacobian::{HostGram, HostJacobian};
 pub use host_ntk::HostNtk;
 pub use jacobian::{JacobianOperator, JacobianOptions, MlpJacobian};
 pub use mlp::{Dense, Factors, Head, Mlp, MlpConfig};
+pub use network::{GenericJacobian, Layer, Network, NetworkConfig, NetworkJacobian, NetworkModule};
 pub use ntk::{NtkOperator, ntk_diagonal, ntk_lower_blocks, ntk_matrix};
 pub use params::{ParamLayout, ParamSpec};
-pub use sequential::{
-    GenericSequentialJacobian, Layer, Sequential, SequentialConfig, SequentialJacobian,
-    SequentialModule,
-};
 
 /// The default backend: burn-ndarray in `f64`.
 pub type DefaultBackend = burn_ndarray::NdArray<f64>;
