@@ -324,7 +324,7 @@ mod tests {
     use super::*;
     use crate::activation::Activation;
     use crate::convert::{tensor_from_f64, to_vec_f64};
-    use crate::jacobian::MlpJacobian;
+    use crate::dense::MlpJacobian;
     use crate::mlp::{Head, MlpConfig};
     use crate::rng::SplitMix64;
     use crate::testing::{TestBackend, rel_err};

@@ -11,8 +11,9 @@ use crate::activation::softmax;
 use krylov::LinearOperator;
 
 use crate::block::TensorBlock;
+use crate::dense::MlpJacobian;
 use crate::error::{OpsError, Result};
-use crate::jacobian::{JacobianOperator, JacobianOptions, MlpJacobian, check_param_block};
+use crate::jacobian::{JacobianOperator, JacobianOptions, check_param_block};
 use crate::mlp::Head;
 
 /// The likelihood $p(y \mid f)$ on the network outputs $f$, which fixes the

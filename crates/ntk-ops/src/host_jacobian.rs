@@ -37,6 +37,7 @@ use nalgebra::{DMatrix, Dyn, RealField};
 use rayon::prelude::*;
 use std::sync::Arc;
 
+use crate::chunk::{RowCost, RowPlan};
 use crate::convert::{check_finite, check_shape, tensor_from_elems, to_vec_elem};
 use crate::error::{OpsError, Result};
 use crate::host_ntk::{HostFactors, HostMlp, RowMajor, View, ViewMut};
@@ -90,11 +91,7 @@ where
         }
         check_finite(&x, "inputs x")?;
         let config = mlp.config().clone();
-        let host = HostMlp::new(&config, &mlp.flatten_f64())?.ok_or_else(|| {
-            OpsError::InvalidConfig(
-                "HostJacobian has no GELU (no erf for generic reals): use MlpJacobian".into(),
-            )
-        })?;
+        let host = HostMlp::new(&config, &mlp.flatten_f64())?;
         // The `state_dict` layout: per layer the weight `[out, in]`, then the bias.
         let layout = config.layout();
         let slots: Vec<Slot> = layout
@@ -107,12 +104,25 @@ where
             })
             .collect();
         let o = mlp.n_outputs();
-        // Factors per row: every layer's inputs, and o rows of every layer's sensitivities.
+        // Factors per row: every layer's inputs, and o rows of every layer's sensitivities;
+        // a product's work per row and column: a layer's widest activation, twice.
         let per_row: usize = slots.iter().map(|s| s.inputs + o * s.outputs).sum();
-        let bytes = per_row * std::mem::size_of::<B::FloatElem>();
-        let chunk_rows = (options.memory_budget / 2 / bytes.max(1))
-            .clamp(1, n)
-            .min(options.max_chunk_rows.max(1));
+        let widest = slots
+            .iter()
+            .map(|s| s.inputs.max(s.outputs))
+            .max()
+            .unwrap_or(1);
+        let elem = std::mem::size_of::<B::FloatElem>();
+        options.check()?;
+        let plan = RowPlan::new(
+            n,
+            RowCost {
+                saved: per_row * elem,
+                work: 2 * widest * elem,
+            },
+            options,
+        );
+        let chunk_rows = plan.product_rows(1, false);
         let mut op = Self {
             x: Arc::new(RowMajor {
                 data: to_vec_elem(x),
@@ -127,7 +137,8 @@ where
             chunk_rows,
             cache: None,
         };
-        if options.cache_factors && chunk_rows >= n {
+        // the host products read cached factors as one chunk
+        if plan.caches() && plan.cache_rows() >= n {
             op.cache = Some(Arc::new(op.factors(0, n)));
         }
         Ok(op)
@@ -804,7 +815,7 @@ mod tests {
     }
 
     #[test]
-    fn errors_for_bad_inputs_and_gelu() {
+    fn errors_for_bad_inputs_and_gelu_on_the_host() {
         let dev = Default::default();
         let mlp = MlpConfig::new(&[2, 4, 1]).init::<B64>(0, &dev).unwrap();
         assert!(matches!(
@@ -822,10 +833,16 @@ mod tests {
             .with_activation(Activation::Gelu)
             .init::<B64>(0, &dev)
             .unwrap();
-        assert!(matches!(
-            HostJacobian::new(gelu, data(5, 2, 0.0), JacobianOptions::default()),
-            Err(OpsError::InvalidConfig(_))
-        ));
+        // GELU runs on the host now (libm's erf), equal to the tensor path
+        let host =
+            HostJacobian::new(gelu.clone(), data(5, 2, 0.0), JacobianOptions::default()).unwrap();
+        let tensor = MlpJacobian::new(gelu, data(5, 2, 0.0), JacobianOptions::default()).unwrap();
+        let u = tensor_from_f64::<B64>((0..5).map(|i| i as f64 - 2.0).collect(), 5, 1, &dev);
+        let (a, b) = (
+            to_dmatrix_f64(host.vjp(u.clone()).unwrap()),
+            to_dmatrix_f64(tensor.vjp(u).unwrap()),
+        );
+        assert!((&a - &b).amax() < 1e-13 * b.amax());
         let host = HostJacobian::new(mlp, data(5, 2, 0.0), JacobianOptions::default()).unwrap();
         let wrong = tensor_from_f64::<B64>(vec![1.0; 7], 7, 1, &dev);
         assert!(host.jvp(wrong.clone()).is_err());

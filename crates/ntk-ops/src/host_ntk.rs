@@ -25,7 +25,6 @@ use nalgebra::{DMatrix, Dyn, MatrixView, MatrixViewMut, RealField};
 use rayon::prelude::*;
 
 use crate::Activation;
-use crate::convert::to_vec_f64;
 use crate::error::{OpsError, Result};
 use crate::matmul;
 use crate::mlp::{Head, Mlp, MlpConfig};
@@ -166,8 +165,8 @@ pub(crate) struct HostFactors<T> {
 
 impl<T: RealField + Copy> HostMlp<T> {
     /// From the configuration and flat parameters (PyTorch `state_dict` order), converted to
-    /// `T`; `None` for an activation the host pass lacks (GELU).
-    pub fn new(config: &MlpConfig, theta: &[f64]) -> Result<Option<Self>> {
+    /// `T`.
+    pub fn new(config: &MlpConfig, theta: &[f64]) -> Result<Self> {
         let p = config.layout().n_params();
         if theta.len() != p {
             return Err(OpsError::ShapeMismatch {
@@ -175,13 +174,6 @@ impl<T: RealField + Copy> HostMlp<T> {
                 expected: vec![p],
                 found: vec![theta.len()],
             });
-        }
-        if config
-            .activation
-            .scalar_with_derivative(T::zero())
-            .is_none()
-        {
-            return Ok(None);
         }
         let mut at = 0;
         let layers = config
@@ -202,11 +194,11 @@ impl<T: RealField + Copy> HostMlp<T> {
                 )
             })
             .collect();
-        Ok(Some(Self {
+        Ok(Self {
             layers,
             activation: config.activation,
             head: config.head,
-        }))
+        })
     }
 
     /// The factors at `x` (`[n, h_0]`, row-major): a forward pass keeping every layer's input
@@ -243,7 +235,7 @@ impl<T: RealField + Copy> HostMlp<T> {
                         return;
                     }
                     for (v, dv) in zs.iter_mut().zip(ds) {
-                        (*v, *dv) = act.scalar_with_derivative(*v).expect("checked in new");
+                        (*v, *dv) = act.scalar_with_derivative(*v);
                     }
                 };
                 if z.data.len() < PARALLEL_MIN_ENTRIES {
@@ -379,54 +371,13 @@ pub struct HostNtk<T> {
 
 impl<T: RealField + Copy> HostNtk<T> {
     /// The structured factors of `mlp` at the inputs `x` (`[n, h_0]`), computed on the host
-    /// in `T` from the parameters ([`HostMlp`]) or, for GELU, by the backend's pass (in its
-    /// precision) and copied out.
+    /// in `T` from the parameters ([`HostMlp`]).
     pub fn new<B: Backend>(mlp: &Mlp<B>, x: &DMatrix<f64>) -> Result<Self> {
         let d = mlp.n_inputs();
         check_inputs(x, d)?;
         let config = mlp.config();
         let o = mlp.n_outputs();
-        let factors = match HostMlp::<T>::new(config, &mlp.flatten_f64())? {
-            Some(host) => host.factors(row_major(x)),
-            None => {
-                // The backend's pass; the factors are freshly made (not shared), so each
-                // copy out is a move (then a conversion to `T`).
-                fn to_host<B: Backend, const D: usize, T: RealField + Copy>(
-                    t: burn::tensor::Tensor<B, D>,
-                ) -> Vec<T> {
-                    to_vec_f64(t).into_iter().map(nalgebra::convert).collect()
-                }
-                let dev = mlp.device();
-                let f = mlp.factors(crate::convert::from_dmatrix_f64(x, &dev));
-                let n = x.nrows();
-                HostFactors {
-                    inputs: f
-                        .inputs
-                        .into_iter()
-                        .map(|a| {
-                            let cols = a.dims()[1];
-                            RowMajor {
-                                data: to_host(a),
-                                cols,
-                            }
-                        })
-                        .collect(),
-                    sens: f
-                        .sens
-                        .into_iter()
-                        .map(|s| {
-                            let cols = s.dims()[2];
-                            RowMajor {
-                                data: to_host(s),
-                                cols,
-                            }
-                        })
-                        .collect(),
-                    n,
-                    last: None,
-                }
-            }
-        };
+        let factors = HostMlp::<T>::new(config, &mlp.flatten_f64())?.factors(row_major(x));
         Ok(Self::from_factors(factors, o))
     }
 
@@ -435,16 +386,10 @@ impl<T: RealField + Copy> HostNtk<T> {
     /// backend at all: what a caller holding the parameters as numbers (a checkpoint, the
     /// anchors' problem files) needs.
     ///
-    /// Fails like [`Self::new`], on a `theta` of the wrong length, and for GELU
-    /// ([`OpsError::InvalidConfig`]: use [`Self::new`], which falls back to the backend).
+    /// Fails like [`Self::new`], and on a `theta` of the wrong length.
     pub fn from_params(config: &MlpConfig, theta: &[f64], x: &DMatrix<f64>) -> Result<Self> {
         check_inputs(x, config.widths[0])?;
-        let host = HostMlp::<T>::new(config, theta)?.ok_or_else(|| {
-            OpsError::InvalidConfig(
-                "HostNtk::from_params has no GELU (no erf for generic reals): use HostNtk::new"
-                    .into(),
-            )
-        })?;
+        let host = HostMlp::<T>::new(config, theta)?;
         let o = *config.widths.last().expect("an MLP has layers");
         Ok(Self::from_factors(host.factors(row_major(x)), o))
     }
@@ -754,18 +699,28 @@ mod tests {
     }
 
     #[test]
-    fn from_params_equals_new_and_rejects_gelu() {
+    fn from_params_equals_new_gelu_included() {
         let (mlp, x) = setup::<NdArray<f64>>(&[2, 9, 6, 1], Activation::Tanh, Head::Plain, 40, 5);
         let a = HostNtk::<f64>::new(&mlp, &x).unwrap();
         let b = HostNtk::<f64>::from_params(mlp.config(), &mlp.flatten_f64(), &x).unwrap();
         assert_eq!(a.symmetric().unwrap(), b.symmetric().unwrap());
         let short = &mlp.flatten_f64()[1..];
         assert!(HostNtk::<f64>::from_params(mlp.config(), short, &x).is_err());
+        // GELU on the host (libm's erf) against the backend's structured kernel
         let gelu = mlp.config().clone().with_activation(Activation::Gelu);
-        assert!(matches!(
-            HostNtk::<f64>::from_params(&gelu, &mlp.flatten_f64(), &x),
-            Err(OpsError::InvalidConfig(_))
-        ));
+        let h = HostNtk::<f64>::from_params(&gelu, &mlp.flatten_f64(), &x).unwrap();
+        let net = gelu
+            .with_params::<NdArray<f64>>(&mlp.flatten_f64(), &Default::default())
+            .unwrap();
+        let jac = crate::MlpJacobian::new(
+            net,
+            crate::convert::from_dmatrix_f64(&x, &Default::default()),
+            Default::default(),
+        )
+        .unwrap();
+        let want = crate::convert::to_dmatrix_f64(crate::ntk_matrix(&jac, &jac).unwrap());
+        let got = h.symmetric().unwrap();
+        assert!((&got - &want).amax() < 1e-13 * want.amax());
         let wide = DMatrix::zeros(3, 5);
         assert!(HostNtk::<f64>::from_params(mlp.config(), &mlp.flatten_f64(), &wide).is_err());
     }

@@ -10,8 +10,9 @@ use krylov::LinearOperator;
 
 use crate::block::TensorBlock;
 use crate::convert::to_vec_elem;
+use crate::dense::MlpJacobian;
 use crate::error::{OpsError, Result};
-use crate::jacobian::{JacobianOperator, MlpJacobian, transposed_copy};
+use crate::jacobian::{JacobianOperator, transposed_copy};
 use crate::mlp::Factors;
 
 /// $\sum_l (\Delta_{1,l} \Delta_{2,l}^\top) \odot (A_{1,l} A_{2,l}^\top + 1)$ for one pair of chunks,

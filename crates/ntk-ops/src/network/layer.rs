@@ -11,7 +11,7 @@ use burn::prelude::Backend;
 use burn::tensor::{Int, Tensor};
 
 use super::layers::{
-    avg_pool, batch_norm, conv2d, flatten, layer_norm, linear, max_pool, residual,
+    avg_pool, batch_norm, conv2d, flatten, heteroscedastic, layer_norm, linear, max_pool, residual,
 };
 use super::plan::{Compiler, Node, Site, Values};
 use super::shape::Shape;
@@ -250,6 +250,8 @@ register_layers! {
     LayerNorm(layer_norm::LayerNorm => layer_norm::LayerNorm),
     /// A residual block $x \mapsto x + g(x)$.
     Residual(residual::Residual => residual::ResidualBlock),
+    /// A mean-and-scale head $(z_0,\ s_{\min} + \operatorname{softplus}(z_1))$.
+    Heteroscedastic(heteroscedastic::Heteroscedastic => heteroscedastic::Heteroscedastic),
 }
 
 impl Layer {
@@ -300,6 +302,11 @@ impl Layer {
     /// `nn.LayerNorm(shape, eps)` over all of a point's features.
     pub fn layer_norm(eps: f64) -> Self {
         layer_norm::LayerNorm { eps }.into()
+    }
+
+    /// The mean-and-scale head $(z_0,\ s_{\min} + \operatorname{softplus}(z_1))$.
+    pub fn heteroscedastic(min_scale: f64) -> Self {
+        heteroscedastic::Heteroscedastic { min_scale }.into()
     }
 
     /// A residual block $x \mapsto x + g(x)$ around `body`.
