@@ -476,33 +476,30 @@ fn median_of(mut t: Vec<f64>) -> f64 {
     t[t.len() / 2]
 }
 
-/// How the products bench builds its Jacobian operator.
-type MakeJacobian<B, J> = fn(
-    ntk_ops::Mlp<B>,
-    burn::tensor::Tensor<B, 2>,
-    ntk_ops::JacobianOptions,
-) -> Result<J, ntk_ops::OpsError>;
-
-fn products_in<B: Backend, J>(
+fn products_in<B: Backend>(
     problem: &Problem,
     dir: &Path,
     dtype: Precision,
     reps: usize,
-    (operator, make): (&str, MakeJacobian<B, J>),
+    (operator, execution): (&str, ntk_ops::Execution),
 ) -> Result<ProductsRecord, BenchError>
 where
-    J: ntk_ops::JacobianOperator<B> + Clone,
+    B::FloatElem: nalgebra::RealField + Copy,
 {
     use burn::tensor::Tensor;
-    use ntk_ops::{GgnOperator, JacobianOptions, Likelihood, NtkOperator, convert};
+    use ntk_ops::{
+        GgnOperator, JacobianOperator, JacobianOptions, Likelihood, NtkOperator, convert,
+    };
     let dev = Default::default();
     let mlp = MlpConfig::new(&problem.meta.widths).with_params::<B>(&problem.theta, &dev)?;
     let x = convert::from_dmatrix_f64(&problem.x, &dev);
     let (n, p) = (problem.meta.n, problem.theta.len());
     let opts = JacobianOptions {
         memory_budget: 8 << 30,
+        execution,
         ..Default::default()
     };
+    let make = |mlp: ntk_ops::Mlp<B>, x, opts| ntk_ops::Jacobian::new(mlp, x, opts);
     let sync = |t: &Tensor<B, 2>| {
         B::sync(&t.device()).map_err(|e| BenchError::invalid("sync", format!("{e:?}")))
     };
@@ -599,7 +596,7 @@ pub fn products(
     tensor: bool,
 ) -> Result<ProductsRecord, BenchError> {
     use burn_ndarray::NdArray;
-    use ntk_ops::{HostJacobian, MlpJacobian};
+    use ntk_ops::Execution;
     let problem = Problem::load(dir)?;
     let dtype = dtype.unwrap_or(if problem.theta.len() > 100_000 {
         Precision::F32
@@ -614,24 +611,24 @@ pub fn products(
     });
     let mut rec = match (dtype, tensor) {
         (Precision::F32, false) => {
-            products_in::<NdArray<f32>, _>(&problem, dir, dtype, reps, ("host", HostJacobian::new))?
+            products_in::<NdArray<f32>>(&problem, dir, dtype, reps, ("host", Execution::DenseHost))?
         }
         (Precision::F64, false) => {
-            products_in::<NdArray<f64>, _>(&problem, dir, dtype, reps, ("host", HostJacobian::new))?
+            products_in::<NdArray<f64>>(&problem, dir, dtype, reps, ("host", Execution::DenseHost))?
         }
-        (Precision::F32, true) => products_in::<NdArray<f32>, _>(
+        (Precision::F32, true) => products_in::<NdArray<f32>>(
             &problem,
             dir,
             dtype,
             reps,
-            ("tensor", MlpJacobian::new),
+            ("tensor", Execution::DenseTensor),
         )?,
-        (Precision::F64, true) => products_in::<NdArray<f64>, _>(
+        (Precision::F64, true) => products_in::<NdArray<f64>>(
             &problem,
             dir,
             dtype,
             reps,
-            ("tensor", MlpJacobian::new),
+            ("tensor", Execution::DenseTensor),
         )?,
     };
     rec.gemm_gflops = gemm_gflops;
@@ -641,7 +638,7 @@ pub fn products(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ntk_ops::{MlpJacobian, convert};
+    use ntk_ops::{Jacobian, convert};
 
     fn write(dir: &Path, name: &str, v: &[f64]) {
         let bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
@@ -684,7 +681,7 @@ mod tests {
         let jac_of = |rows: &[f64], k: usize| {
             let mlp = cfg.with_params::<F>(&theta, &dev).unwrap();
             let xm = DMatrix::from_row_slice(k, 2, rows);
-            let j = MlpJacobian::new(
+            let j = Jacobian::new(
                 mlp,
                 convert::from_dmatrix_f64(&xm, &dev),
                 Default::default(),

@@ -24,8 +24,8 @@ use nalgebra::{DMatrix, DVector};
 use ntk_gp::GpError;
 use ntk_gp::train::{Optimizer, TrainConfig, train};
 use ntk_ops::{
-    Activation, CnnConfig, FiniteDifferenceFisher, GgnOperator, JacobianOperator, JacobianOptions,
-    Likelihood, MlpConfig, MlpJacobian, OpsError, convert,
+    Activation, CnnConfig, FiniteDifferenceFisher, GgnOperator, Jacobian, JacobianOperator,
+    JacobianOptions, Likelihood, MlpConfig, OpsError, convert,
 };
 use rand::Rng;
 use rand_distr::{Distribution, StandardNormal};
@@ -184,18 +184,21 @@ fn mlp_errors<B: Backend>(
     v: &[f64],
     eps: &[f64],
     noise: f64,
-) -> Result<Vec<f64>, OpsError> {
+) -> Result<Vec<f64>, OpsError>
+where
+    B::FloatElem: nalgebra::RealField + Copy,
+{
     type F = burn_ndarray::NdArray<f64>;
     let lik = Likelihood::Gaussian { noise_var: noise };
     let exact = {
-        let jac = MlpJacobian::new(
+        let jac = Jacobian::new(
             cfg.with_params::<F>(theta, &Default::default())?,
             convert::from_dmatrix_f64(x, &Default::default()),
             JacobianOptions::default(),
         )?;
         convert::to_vec_f64(GgnOperator::new(jac, lik)?.try_apply(column::<F>(v))?)
     };
-    let jac = MlpJacobian::new(
+    let jac = Jacobian::new(
         cfg.with_params::<B>(theta, &Default::default())?,
         convert::from_dmatrix_f64(x, &Default::default()),
         JacobianOptions::default(),
@@ -296,7 +299,10 @@ fn speed<B: Backend>(
     reps: usize,
     noise: f64,
     rng: &mut impl Rng,
-) -> Result<SpeedPoint, OpsError> {
+) -> Result<SpeedPoint, OpsError>
+where
+    B::FloatElem: nalgebra::RealField + Copy,
+{
     let dev = Default::default();
     let cfg = MlpConfig::new(&[5, width, width, 1]);
     let mlp = cfg.init::<B>(0, &dev)?;
@@ -312,12 +318,12 @@ fn speed<B: Backend>(
     let mut cold = Vec::new();
     let mut cached = Vec::new();
     let mut fd = Vec::new();
-    let jac = MlpJacobian::new(mlp.clone(), x.clone(), JacobianOptions::default())?;
+    let jac = Jacobian::new(mlp.clone(), x.clone(), JacobianOptions::default())?;
     let ggn = GgnOperator::new(jac.clone(), lik)?;
     let fdop = FiniteDifferenceFisher::new(jac, lik)?;
     for _ in 0..reps {
         let (r, s) = perf::timed(|| -> Result<_, OpsError> {
-            let j = MlpJacobian::new(mlp.clone(), x.clone(), JacobianOptions::default())?;
+            let j = Jacobian::new(mlp.clone(), x.clone(), JacobianOptions::default())?;
             Ok(sync(GgnOperator::new(j, lik)?.try_apply(v.clone())?))
         });
         r?;
@@ -384,7 +390,7 @@ impl Experiment for Fisher {
         let mlp_grad = |p: &[f64], b: &[usize]| -> Result<(f64, Vec<f64>), OpsError> {
             let xb = DMatrix::from_fn(b.len(), x.ncols(), |i, j| x[(b[i], j)]);
             let yb: Vec<f64> = b.iter().map(|&i| y[i]).collect();
-            let jac = MlpJacobian::new(
+            let jac = Jacobian::new(
                 mcfg.with_params::<F>(p, &Default::default())?,
                 convert::from_dmatrix_f64(&xb, &Default::default()),
                 JacobianOptions::default(),
@@ -427,7 +433,7 @@ impl Experiment for Fisher {
             (s / d as f64).sin() * 2.0
         });
         let cnn = ccfg.init::<F>(ctx.seed(), &dev).map_err(GpError::from)?;
-        let mut theta_c = convert::to_vec_f64(ntk_ops::flat_params(&cnn));
+        let mut theta_c = convert::to_vec_f64(cnn.flatten());
         let vc = unit_vector(theta_c.len(), &mut rng);
         let cnn_grad = |p: &[f64], b: &[usize]| -> Result<(f64, Vec<f64>), OpsError> {
             let xb = DMatrix::from_fn(b.len(), d, |i, j| xi[(b[i], j)]);

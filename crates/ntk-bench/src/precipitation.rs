@@ -36,9 +36,7 @@ use ntk_gp::spectral::SpectralLml;
 use ntk_gp::strategy::Strategy;
 use ntk_gp::train::{Loss, Optimizer, TrainConfig, train, train_mlp};
 use ntk_gp::weight_space::WeightSpaceGp;
-use ntk_ops::{
-    Activation, JacobianOperator, JacobianOptions, Mlp, MlpConfig, MlpJacobian, convert,
-};
+use ntk_ops::{Activation, Jacobian, JacobianOperator, JacobianOptions, Mlp, MlpConfig, convert};
 use serde::{Deserialize, Serialize};
 
 use crate::data::precip::{DAYS_PER_YEAR, MeanFrom, TRAIN_DAYS};
@@ -281,7 +279,7 @@ pub fn train_ablr_features(
         &config,
         |params, _batch| {
             let net = net_config.with_params::<B>(&params[..p], &dev)?;
-            let jac = MlpJacobian::new(
+            let jac = Jacobian::new(
                 net,
                 convert::from_dmatrix_f64(x, &dev),
                 JacobianOptions::default(),

@@ -633,8 +633,7 @@ where
         Method::ParameterSpace => {
             let dev = Default::default();
             // The host products on the CPU backends (as NtkGp's function space), burn's otherwise.
-            let jac =
-                ntk_gp::jacobian::NtkJacobian::new(mlp, convert::from_dmatrix_f64(x, &dev), opts)?;
+            let jac = ntk_ops::Jacobian::new(mlp, convert::from_dmatrix_f64(x, &dev), opts)?;
             let p = jac.n_params();
             // The sketch Ω = Jᵀ G of the Nyström preconditioner (G Gaussian, n × rank).
             // (Rank at most n and p: Ω = Jᵀ G has no more independent columns.)
@@ -647,19 +646,19 @@ where
             let yg = DMatrix::from_fn(y.len(), 1 + g.ncols(), |i, j| {
                 if j == 0 { y[i] } else { g[(i, j - 1)] }
             });
-            match jac {
+            match jac.execution() {
                 // Host blocks: the CG's p × k vectors never pass through tensors.
-                ntk_gp::jacobian::NtkJacobian::Host(host) => {
-                    let jt = host.vjp_host(&yg.map(nalgebra::convert))?;
+                ntk_ops::Execution::DenseHost => {
+                    let jt = jac.vjp_host(&yg.map(nalgebra::convert))?;
                     let (jty, omega) = (
                         jt.columns(0, 1).into_owned(),
                         jt.columns(1, g.ncols()).into_owned(),
                     );
                     // Not kept through the solve: p × (1 + rank), 1.5 GB at p = 12M in f32.
                     drop(jt);
-                    parameter_space_lml(ntk_ops::HostGram(host), jty, omega, y, p, s)
+                    parameter_space_lml(ntk_ops::HostGram::new(jac)?, jty, omega, y, p, s)
                 }
-                jac => {
+                _ => {
                     let jt = TensorBlock::<B>::new(jac.vjp(convert::from_dmatrix_f64(&yg, &dev))?);
                     let (jty, omega) = (jt.columns(0, 1), jt.columns(1, g.ncols()));
                     drop(jt);
@@ -1147,7 +1146,7 @@ mod tests {
             b.lml
         );
         let exact = {
-            let jac = ntk_ops::MlpJacobian::new(
+            let jac = ntk_ops::Jacobian::new(
                 cfg.init::<burn_ndarray::NdArray<f64>>(1, &Default::default())
                     .unwrap(),
                 convert::from_dmatrix_f64(&x, &Default::default()),

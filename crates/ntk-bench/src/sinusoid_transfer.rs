@@ -24,8 +24,8 @@ use ntk_gp::strategy::Strategy;
 use ntk_gp::train::{Loss, Optimizer, TrainConfig, train, train_mlp};
 use ntk_gp::weight_space::WeightSpaceGp;
 use ntk_ops::{
-    Activation, FiniteDifferenceFisher, JacobianOperator, JacobianOptions, Likelihood, Mlp,
-    MlpConfig, MlpJacobian, convert,
+    Activation, FiniteDifferenceFisher, Jacobian, JacobianOperator, JacobianOptions, Likelihood,
+    Mlp, MlpConfig, convert,
 };
 use serde::{Deserialize, Serialize};
 
@@ -193,8 +193,9 @@ fn rel_diff(a: &DVector<f64>, b: &DVector<f64>) -> f64 {
 
 /// The network's last hidden layer (the inputs of its last Linear layer) at `x`.
 fn hidden_features(mlp: &Mlp<B>, x: &[f64]) -> DMatrix<f64> {
-    let factors = mlp.factors(convert::from_dmatrix_f64(&column(x), &mlp.device()));
-    convert::to_dmatrix_f64(factors.inputs.last().expect("an MLP has layers").clone())
+    convert::to_dmatrix_f64(
+        mlp.hidden_features(convert::from_dmatrix_f64(&column(x), &mlp.device())),
+    )
 }
 
 /// The network's outputs at `x`.
@@ -219,7 +220,7 @@ fn fd_fisher_predict(
 ) -> Result<Prediction, BenchError> {
     let dev = mlp.device();
     let gp_err = ntk_gp::GpError::from;
-    let jac = MlpJacobian::new(
+    let jac = Jacobian::new(
         mlp.clone(),
         convert::from_dmatrix_f64(&column(x), &dev),
         JacobianOptions::default(),
@@ -259,7 +260,7 @@ fn fd_fisher_predict(
     let r = convert::from_dmatrix_f64(&column(y), &dev);
     let jtr = convert::to_dmatrix_f64(jac.vjp(r).map_err(gp_err)?) / hyper.noise;
     let w = chol.solve(&jtr);
-    let jt = MlpJacobian::new(
+    let jt = Jacobian::new(
         mlp.clone(),
         convert::from_dmatrix_f64(&column(grid), &dev),
         JacobianOptions::default(),
@@ -313,7 +314,7 @@ fn train_ablr(
         &config,
         |params, _batch| {
             let net = net_config.with_params::<B>(&params[..p], &dev)?;
-            let jac = MlpJacobian::new(
+            let jac = Jacobian::new(
                 net,
                 convert::from_dmatrix_f64(&x, &dev),
                 JacobianOptions::default(),

@@ -307,8 +307,7 @@ fn heteroscedastic_predict(mlp: &Mlp<B>, x: &DMatrix<f64>) -> Result<Predicted, 
 
 /// The last hidden layer (the inputs of the last Linear layer) at the rows of `x`.
 fn hidden_features(mlp: &Mlp<B>, x: &DMatrix<f64>) -> DMatrix<f64> {
-    let factors = mlp.factors(convert::from_dmatrix_f64(x, &mlp.device()));
-    convert::to_dmatrix_f64(factors.inputs.last().expect("an MLP has layers").clone())
+    convert::to_dmatrix_f64(mlp.hidden_features(convert::from_dmatrix_f64(x, &mlp.device())))
 }
 
 /// The last Linear layer as a one-layer (mean, scale) network on the hidden features.
@@ -823,7 +822,7 @@ mod tests {
     use crate::data::raster::raster_problem;
     use crate::data::spatial::tests::row_keys;
     use crate::harness::{Profile, run_with};
-    use ntk_ops::{JacobianOptions, MlpJacobian};
+    use ntk_ops::{Jacobian, JacobianOptions};
 
     #[test]
     fn training_rows_come_from_the_source_only() {
@@ -871,7 +870,7 @@ mod tests {
         // Dense f64 reference: the mean rows of the two-output Jacobian, scale-row columns
         // (last layer weight row 1 and bias 1) removed, equal the mean network's Jacobian.
         let jac = |m: &Mlp<B>| {
-            let j = MlpJacobian::new(
+            let j = Jacobian::new(
                 m.clone(),
                 convert::from_dmatrix_f64(&x, &dev),
                 JacobianOptions::default(),

@@ -26,8 +26,7 @@
 use burn::prelude::Backend;
 use nalgebra::{DMatrix, DVector};
 use ntk_ops::{
-    JacobianOperator, JacobianOptions, MlpConfig, MlpJacobian, NtkOperator, TensorBlock, convert,
-    ntk_matrix,
+    Jacobian, JacobianOperator, JacobianOptions, MlpConfig, NtkOperator, TensorBlock, convert,
 };
 
 use krylov::LinearOperator;
@@ -226,13 +225,13 @@ where
     let v = DMatrix::from_vec(p, 3, rng.normal_vec(3 * p));
     let u = DMatrix::from_vec(N, 3, rng.normal_vec(3 * N));
 
-    let jac = MlpJacobian::new(
+    let jac = Jacobian::new(
         net.clone(),
         convert::from_dmatrix_f64(&x, device),
         JacobianOptions::default(),
     )
     .unwrap();
-    let jac_ref = MlpJacobian::new(
+    let jac_ref = Jacobian::new(
         net_ref,
         convert::from_dmatrix_f64(&x, &Default::default()),
         JacobianOptions::default(),
@@ -253,7 +252,7 @@ where
     let adjoint = (jv.dot(&u) - v.dot(&jtu)).abs() / (fro(&jv) * fro(&u));
 
     // The dense NTK against the matrix-free operator, whose products stay on the device.
-    let k = convert::to_dmatrix_f64(ntk_matrix(&jac, &jac).unwrap());
+    let k = convert::to_dmatrix_f64(jac.ntk_matrix(&jac).unwrap());
     let eye = TensorBlock::new(convert::from_dmatrix_f64(
         &DMatrix::<f64>::identity(N, N),
         device,

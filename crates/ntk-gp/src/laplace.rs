@@ -18,7 +18,7 @@
 
 use burn::prelude::Backend;
 use nalgebra::{Cholesky, DMatrix, DVector, Dyn, SymmetricEigen};
-use ntk_ops::{JacobianOperator, JacobianOptions, Mlp, MlpJacobian, convert, ntk_matrix};
+use ntk_ops::{Jacobian, JacobianOperator, JacobianOptions, Mlp, convert};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use rand_distr::{Distribution, StandardNormal};
@@ -266,12 +266,15 @@ fn block_sqrt(w: &DMatrix<f64>, n: usize, c: usize) -> DMatrix<f64> {
 /// Laplace posterior of [`LaplaceClassifier`].
 #[derive(Debug, Clone)]
 pub struct NtkClassifier<B: Backend> {
-    jac: MlpJacobian<B>,
+    jac: Jacobian<B>,
     prior_scale: f64,
     laplace: LaplaceClassifier,
 }
 
-impl<B: Backend> NtkClassifier<B> {
+impl<B: Backend> NtkClassifier<B>
+where
+    B::FloatElem: nalgebra::RealField + Copy,
+{
     /// Conditions the network `mlp` (a plain head with one logit per class) on inputs `x` and
     /// labels in `0..classes`, with prior scale $s^2$ = `prior_scale`.
     pub fn new(
@@ -294,12 +297,12 @@ impl<B: Backend> NtkClassifier<B> {
         }
         let classes = mlp.n_outputs();
         let device = mlp.device();
-        let jac = MlpJacobian::new(
+        let jac = Jacobian::new(
             mlp,
             convert::from_dmatrix_f64(x, &device),
             JacobianOptions::default(),
         )?;
-        let k = convert::to_dmatrix_f64(ntk_matrix(&jac, &jac)?) * prior_scale;
+        let k = convert::to_dmatrix_f64(jac.ntk_matrix(&jac)?) * prior_scale;
         let mean = DVector::from_vec(convert::to_vec_f64(jac.outputs()?));
         let laplace = LaplaceClassifier::fit(&k, &mean, labels, classes, params)?;
         Ok(Self {
@@ -320,14 +323,14 @@ impl<B: Backend> NtkClassifier<B> {
         x_test: &DMatrix<f64>,
     ) -> Result<(DMatrix<f64>, Vec<DMatrix<f64>>), GpError> {
         let device = self.jac.device();
-        let jt = MlpJacobian::new(
-            self.jac.mlp().clone(),
+        let jt = Jacobian::new(
+            self.jac.network().clone(),
             convert::from_dmatrix_f64(x_test, &device),
             JacobianOptions::default(),
         )?;
         let c = self.jac.n_outputs();
-        let cross = convert::to_dmatrix_f64(ntk_matrix(&self.jac, &jt)?) * self.prior_scale;
-        let test = convert::to_dmatrix_f64(ntk_matrix(&jt, &jt)?) * self.prior_scale;
+        let cross = convert::to_dmatrix_f64(self.jac.ntk_matrix(&jt)?) * self.prior_scale;
+        let test = convert::to_dmatrix_f64(jt.ntk_matrix(&jt)?) * self.prior_scale;
         let blocks = (0..x_test.nrows())
             .map(|i| test.view((i * c, i * c), (c, c)).into_owned())
             .collect::<Vec<_>>();

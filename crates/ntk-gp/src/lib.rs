@@ -34,7 +34,6 @@ mod conformance;
 pub mod error;
 pub mod exact;
 pub mod fit;
-pub mod jacobian;
 pub mod laplace;
 pub mod multitask;
 pub mod ntk;

@@ -13,7 +13,7 @@ use burn::prelude::Backend;
 use krylov::LinearOperator;
 use nalgebra::{DMatrix, DVector};
 use ntk_ops::{
-    Activation, GgnOperator, Head, JacobianOptions, Likelihood, Mlp, MlpConfig, MlpJacobian,
+    Activation, GgnOperator, Head, Jacobian, JacobianOptions, Likelihood, Mlp, MlpConfig,
     TensorBlock, convert,
 };
 use serde::{Deserialize, Serialize};
@@ -106,7 +106,7 @@ where
             .tasks
             .values()
             .map(|t| {
-                let jac = MlpJacobian::new(
+                let jac = Jacobian::new(
                     self.mlp.clone(),
                     convert::from_dmatrix_f64(&t.x, &dev),
                     JacobianOptions::default(),
@@ -252,7 +252,7 @@ pub struct TaskData {
 
 /// $\bar F = \frac1T\sum_t J_t^\top J_t/\sigma_t^2$ on parameter-space blocks.
 pub struct MultiTaskFisher<B: Backend> {
-    parts: Vec<GgnOperator<B, MlpJacobian<B>>>,
+    parts: Vec<GgnOperator<B, Jacobian<B>>>,
 }
 
 impl<B: Backend> LinearOperator<TensorBlock<B>> for MultiTaskFisher<B>
@@ -394,7 +394,7 @@ mod tests {
         let mut want = DMatrix::zeros(p, 2);
         for name in mt.names() {
             let t = &mt.tasks[name];
-            let jac = MlpJacobian::new(
+            let jac = Jacobian::new(
                 mt.network().clone(),
                 convert::from_dmatrix_f64(&t.x, &dev),
                 JacobianOptions::default(),

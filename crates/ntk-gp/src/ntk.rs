@@ -12,7 +12,7 @@
 
 use burn::prelude::Backend;
 use nalgebra::{DMatrix, DVector};
-use ntk_ops::{Head, HostNtk, JacobianOperator, JacobianOptions, Mlp, convert};
+use ntk_ops::{Head, HostNtk, Jacobian, JacobianOperator, JacobianOptions, Mlp, convert};
 use serde::{Deserialize, Serialize};
 
 use krylov::cg::{CgParams, pcg};
@@ -25,7 +25,6 @@ use ntk_ops::{NtkOperator, TensorBlock};
 use crate::error::GpError;
 use crate::exact::{ExactGp, Hyper, Prediction};
 use crate::fit::{FitSpec, Param, fit_hyper};
-use crate::jacobian::NtkJacobian;
 use crate::optimize::{MaximizeParams, Maximum};
 use crate::spectral::{LmlWithGradient, SpectralLml};
 use crate::strategy::{Choice, CostAssumptions, ProblemSize, Strategy, choose};
@@ -158,7 +157,9 @@ enum Posterior {
 /// A finite-NTK GP conditioned on one task (scalar-output networks).
 #[derive(Debug, Clone)]
 pub struct NtkGp<B: Backend> {
-    jac: NtkJacobian<B>,
+    /// The network, a dense chain.
+    mlp: Mlp<B>,
+    jac: Jacobian<B>,
     targets: DVector<f64>,
     config: NtkGpConfig,
     hyper: Hyper,
@@ -206,9 +207,13 @@ where
         }
         crate::error::check_finite("targets", y.iter())?;
         let device = mlp.device();
-        let jac = NtkJacobian::new(mlp, convert::from_dmatrix_f64(x, &device), config.jacobian)?;
+        let jac = Jacobian::new(
+            mlp.clone(),
+            convert::from_dmatrix_f64(x, &device),
+            config.jacobian,
+        )?;
         let o = jac.n_outputs();
-        let widths = &jac.mlp().config().widths;
+        let widths = &mlp.config().widths;
         let size = ProblemSize::mlp(widths, y.len(), 0).ok_or(GpError::Shape {
             what: "parameter count (it overflows)",
             expected: usize::MAX,
@@ -238,7 +243,7 @@ where
         let mut host = None;
         let (hyper, constant, fit_report, posterior) = match choice.strategy {
             Strategy::Dense | Strategy::Auto => {
-                let h = HostNtk::<f64>::new(jac.mlp(), x)?;
+                let h = HostNtk::<f64>::new(&mlp, x)?;
                 let k = mean_block(h.symmetric()?, o, o);
                 host = Some(h);
                 // One eigen-decomposition of K makes each optimizer step O(n); skipped when
@@ -347,7 +352,7 @@ where
                              (residual {max_residual:.2e}) at n = {}",
                             y.len()
                         );
-                        let h = HostNtk::<f64>::new(jac.mlp(), x)?;
+                        let h = HostNtk::<f64>::new(&mlp, x)?;
                         let k = h.symmetric()?;
                         host = Some(h);
                         (
@@ -362,6 +367,7 @@ where
             }
         };
         Ok(Self {
+            mlp,
             jac,
             targets: y.clone(),
             config,
@@ -384,8 +390,7 @@ where
             return Ok(DVector::from_element(m, self.hyper.noise));
         }
         let f = self
-            .jac
-            .mlp()
+            .mlp
             .output(convert::from_dmatrix_f64(x_test, &self.jac.device()))?;
         let f = convert::to_dmatrix_f64(f);
         Ok(f.column(1).map(|s| self.hyper.noise * s * s))
@@ -488,14 +493,14 @@ where
         };
         let x = convert::to_dmatrix_f64(self.jac.inputs());
         let y = self.targets.clone();
-        *self = Self::new(self.jac.mlp().clone(), &x, &y, config)?;
+        *self = Self::new(self.mlp.clone(), &x, &y, config)?;
         Ok(())
     }
 
     /// The Jacobian at the test inputs and the prior mean $\mu(X_*) + c$ there.
-    fn test_side(&self, x_test: &DMatrix<f64>) -> Result<(NtkJacobian<B>, DVector<f64>), GpError> {
-        let jt = NtkJacobian::new(
-            self.jac.mlp().clone(),
+    fn test_side(&self, x_test: &DMatrix<f64>) -> Result<(Jacobian<B>, DVector<f64>), GpError> {
+        let jt = Jacobian::new(
+            self.mlp.clone(),
             convert::from_dmatrix_f64(x_test, &self.jac.device()),
             self.config.jacobian,
         )?;
@@ -521,7 +526,7 @@ where
             Posterior::Function(gp) => {
                 let (cross, test) = match &self.host {
                     Some(h) => {
-                        let ht = HostNtk::<f64>::new(self.jac.mlp(), x_test)?;
+                        let ht = HostNtk::<f64>::new(&self.mlp, x_test)?;
                         (h.cross(&ht)?, ht.cross(&ht)?)
                     }
                     None => (
@@ -588,7 +593,7 @@ where
             Posterior::Function(gp) => {
                 let (cross, diag) = match &self.host {
                     Some(h) => {
-                        let ht = HostNtk::<f64>::new(self.jac.mlp(), x_test)?;
+                        let ht = HostNtk::<f64>::new(&self.mlp, x_test)?;
                         (h.cross(&ht)?, ht.diagonal())
                     }
                     None => (
@@ -668,12 +673,12 @@ fn mean_block(k: DMatrix<f64>, row_outputs: usize, col_outputs: usize) -> DMatri
 
 /// $s^2 K + \sigma^2 I$ with $K$ the NTK of an MLP, on device blocks.
 type System<B> = Shifted<
-    Scaled<NtkOperator<B, NtkJacobian<B>>, <B as burn::tensor::backend::BackendTypes>::FloatElem>,
+    Scaled<NtkOperator<B, Jacobian<B>>, <B as burn::tensor::backend::BackendTypes>::FloatElem>,
     <B as burn::tensor::backend::BackendTypes>::FloatElem,
 >;
 
 /// $A = s^2 K + \sigma^2 I$ as an operator on device blocks.
-fn system<B: Backend>(jac: &NtkJacobian<B>, hyper: Hyper) -> Result<System<B>, GpError>
+fn system<B: Backend>(jac: &Jacobian<B>, hyper: Hyper) -> Result<System<B>, GpError>
 where
     B::FloatElem: krylov::Scalar,
 {
@@ -697,7 +702,7 @@ where
 /// $\operatorname{tr}A^{-1} \approx \frac1s\sum_i z_i^\top A^{-1}z_i$ with the same probes at every
 /// step. The caller reports the SLQ log marginal likelihood at the fitted point as the value.
 fn fit_matrix_free<B: Backend>(
-    jac: &NtkJacobian<B>,
+    jac: &Jacobian<B>,
     r0: &DVector<f64>,
     spec: &FitSpec,
     settings: &MatrixFreeSettings,
@@ -885,7 +890,7 @@ where
 /// Solves $A\alpha = r$ and estimates $\log\lvert A\rvert$ in one batched CG call over
 /// $[r, z_1, \dots, z_s]$ with a pivoted-Cholesky preconditioner.
 fn matrix_free_solve<B: Backend>(
-    jac: &NtkJacobian<B>,
+    jac: &Jacobian<B>,
     r: &DVector<f64>,
     hyper: Hyper,
     settings: &MatrixFreeSettings,
@@ -971,7 +976,7 @@ mod tests {
         // Reference: J from the operator's explicit Jacobian, everything else in nalgebra.
         let dev = Default::default();
         let jac = |x: &DMatrix<f64>| {
-            let j = ntk_ops::MlpJacobian::new(
+            let j = ntk_ops::Jacobian::new(
                 net.clone(),
                 convert::from_dmatrix_f64(x, &dev),
                 JacobianOptions::default(),
@@ -1214,7 +1219,7 @@ mod tests {
         // Reference: the mean output's Jacobian rows (even rows), D = scale².
         let dev = Default::default();
         let jac = |x: &DMatrix<f64>| {
-            let j = ntk_ops::MlpJacobian::new(
+            let j = ntk_ops::Jacobian::new(
                 net.clone(),
                 convert::from_dmatrix_f64(x, &dev),
                 JacobianOptions::default(),

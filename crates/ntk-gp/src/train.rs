@@ -12,7 +12,7 @@
 
 use burn::prelude::Backend;
 use nalgebra::{DMatrix, DVector};
-use ntk_ops::{JacobianOperator, JacobianOptions, Mlp, MlpJacobian, convert};
+use ntk_ops::{Execution, Jacobian, JacobianOperator, JacobianOptions, Mlp, convert};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
@@ -213,7 +213,10 @@ pub fn train_mlp<B: Backend>(
     loss: Loss,
     config: &TrainConfig,
     on_epoch: impl FnMut(usize, f64),
-) -> Result<(Mlp<B>, TrainReport), GpError> {
+) -> Result<(Mlp<B>, TrainReport), GpError>
+where
+    B::FloatElem: nalgebra::RealField + Copy,
+{
     if x.nrows() != y.len() {
         return Err(GpError::Shape {
             what: "input rows vs targets",
@@ -233,10 +236,14 @@ pub fn train_mlp<B: Backend>(
             let xb = DMatrix::from_fn(batch.len(), x.ncols(), |i, j| x[(batch[i], j)]);
             let yb: Vec<f64> = batch.iter().map(|&i| y[i]).collect();
             let net = model_config.with_params::<B>(params, &device)?;
-            let jac = MlpJacobian::new(
+            // a fresh small operator per minibatch: the tensor path, no host copy of θ
+            let jac = Jacobian::new(
                 net,
                 convert::from_dmatrix_f64(&xb, &device),
-                JacobianOptions::default(),
+                JacobianOptions {
+                    execution: Execution::DenseTensor,
+                    ..Default::default()
+                },
             )?;
             let f = convert::to_vec_f64(jac.outputs()?);
             let (l, g) = loss.value_and_output_gradient(&f, &yb);

@@ -12,21 +12,23 @@ use burn::prelude::Backend;
 use burn::tensor::Tensor;
 use burn_ndarray::NdArray;
 use ntk_ops::convert::{tensor_from_f64, to_vec_f64};
-use ntk_ops::fisher::FdScheme;
 use ntk_ops::rng::SplitMix64;
-use ntk_ops::{FiniteDifferenceFisher, GgnOperator, Likelihood, MlpConfig, MlpJacobian};
+use ntk_ops::{FdScheme, FiniteDifferenceFisher, GgnOperator, Jacobian, Likelihood, MlpConfig};
 
 const WIDTHS: [usize; 5] = [5, 200, 2000, 200, 1];
 const N: usize = 1000;
 const LIK: Likelihood = Likelihood::Gaussian { noise_var: 1.0 };
 
-fn setup<B: Backend>(theta: &[f64], x: &[f64], v: &[f64]) -> (MlpJacobian<B>, Tensor<B, 2>) {
+fn setup<B: Backend>(theta: &[f64], x: &[f64], v: &[f64]) -> (Jacobian<B>, Tensor<B, 2>)
+where
+    B::FloatElem: nalgebra::RealField + Copy,
+{
     let dev = Default::default();
     let mlp = MlpConfig::new(&WIDTHS)
         .with_params::<B>(theta, &dev)
         .unwrap();
     let xt = tensor_from_f64(x.to_vec(), N, WIDTHS[0], &dev);
-    let jac = MlpJacobian::new(mlp, xt, Default::default()).unwrap();
+    let jac = Jacobian::new(mlp, xt, Default::default()).unwrap();
     (jac, tensor_from_f64(v.to_vec(), v.len(), 1, &dev))
 }
 
@@ -36,7 +38,10 @@ fn rel_err(a: &[f64], b: &[f64]) -> f64 {
     (num / den).sqrt()
 }
 
-fn fd<B: Backend>(theta: &[f64], x: &[f64], v: &[f64], eps: f64, scheme: FdScheme) -> Vec<f64> {
+fn fd<B: Backend>(theta: &[f64], x: &[f64], v: &[f64], eps: f64, scheme: FdScheme) -> Vec<f64>
+where
+    B::FloatElem: nalgebra::RealField + Copy,
+{
     let (jac, vt) = setup::<B>(theta, x, v);
     let op = FiniteDifferenceFisher::new(jac, LIK)
         .unwrap()

@@ -15,9 +15,9 @@ use burn_ndarray::NdArray;
 use divan::{Bencher, counter::ItemsCount};
 use ntk_ops::convert::float_opts;
 use ntk_ops::{
-    Activation, AutodiffJacobian, CnnConfig, FiniteDifferenceFisher, GgnOperator, JacobianOperator,
-    JacobianOptions, Likelihood, MlpConfig, MlpJacobian, MlpModule, Nested, NtkOperator,
-    ntk_matrix,
+    Activation, CnnConfig, Execution, FiniteDifferenceFisher, GgnOperator, Jacobian,
+    JacobianOperator, JacobianOptions, Layer, Likelihood, Mlp, MlpConfig, Network, NetworkConfig,
+    NtkOperator,
 };
 
 fn main() {
@@ -28,7 +28,11 @@ const FIG4: [usize; 5] = [5, 200, 2000, 200, 1];
 const SINE: [usize; 4] = [1, 40, 40, 1];
 const P_FIG4: u64 = 803_601;
 
-fn jacobian<B: Backend>(widths: &[usize], n: usize) -> MlpJacobian<B> {
+/// The MLP, its inputs, and its Jacobian (the public type, path chosen by capability).
+fn setup<B: Backend>(widths: &[usize], n: usize) -> (Mlp<B>, Tensor<B, 2>, Jacobian<B>)
+where
+    B::FloatElem: nalgebra::RealField + Copy,
+{
     let dev = Default::default();
     let mlp = MlpConfig::new(widths).init::<B>(0, &dev).unwrap();
     let x = Tensor::<B, 2>::random(
@@ -40,7 +44,15 @@ fn jacobian<B: Backend>(widths: &[usize], n: usize) -> MlpJacobian<B> {
         memory_budget: 4 << 30,
         ..Default::default()
     };
-    MlpJacobian::new(mlp, x, opts).unwrap()
+    let jac = Jacobian::new(mlp.clone(), x.clone(), opts).unwrap();
+    (mlp, x, jac)
+}
+
+fn jacobian<B: Backend>(widths: &[usize], n: usize) -> Jacobian<B>
+where
+    B::FloatElem: nalgebra::RealField + Copy,
+{
+    setup::<B>(widths, n).2
 }
 
 fn unit_column<B: Backend>(p: usize) -> Tensor<B, 2> {
@@ -71,7 +83,10 @@ fn gemm<B: Backend>(bencher: Bencher, n: usize) {
 
 /// $J v$, one column, factors cached (5-200-2000-200-1 tanh MLP).
 #[divan::bench(types = [NdArray<f32>, NdArray<f64>], args = [1000, 10000], sample_count = 5, sample_size = 1)]
-fn jvp<B: Backend>(bencher: Bencher, n: usize) {
+fn jvp<B: Backend>(bencher: Bencher, n: usize)
+where
+    B::FloatElem: nalgebra::RealField + Copy,
+{
     let jac = jacobian::<B>(&FIG4, n);
     let v = unit_column::<B>(jac.n_params());
     bencher
@@ -81,7 +96,10 @@ fn jvp<B: Backend>(bencher: Bencher, n: usize) {
 
 /// $J^\top u$, one column, factors cached.
 #[divan::bench(types = [NdArray<f32>, NdArray<f64>], args = [1000, 10000], sample_count = 5, sample_size = 1)]
-fn vjp<B: Backend>(bencher: Bencher, n: usize) {
+fn vjp<B: Backend>(bencher: Bencher, n: usize)
+where
+    B::FloatElem: nalgebra::RealField + Copy,
+{
     let jac = jacobian::<B>(&FIG4, n);
     let u = unit_column::<B>(n);
     bencher
@@ -91,7 +109,10 @@ fn vjp<B: Backend>(bencher: Bencher, n: usize) {
 
 /// $K u = J (J^\top u)$, one column, factors cached.
 #[divan::bench(types = [NdArray<f32>, NdArray<f64>], args = [1000, 10000], sample_count = 5, sample_size = 1)]
-fn ntk_product<B: Backend>(bencher: Bencher, n: usize) {
+fn ntk_product<B: Backend>(bencher: Bencher, n: usize)
+where
+    B::FloatElem: nalgebra::RealField + Copy,
+{
     let op = NtkOperator::new(jacobian::<B>(&FIG4, n));
     let u = unit_column::<B>(n);
     bencher
@@ -102,7 +123,10 @@ fn ntk_product<B: Backend>(bencher: Bencher, n: usize) {
 /// GGN / Fisher product $J^\top H J v$ (Gaussian, σ² = 1), factors cached: the
 /// anchors' `fvp-ggn`.
 #[divan::bench(types = [NdArray<f32>, NdArray<f64>], args = [1000, 10000], sample_count = 5, sample_size = 1)]
-fn ggn_product<B: Backend>(bencher: Bencher, n: usize) {
+fn ggn_product<B: Backend>(bencher: Bencher, n: usize)
+where
+    B::FloatElem: nalgebra::RealField + Copy,
+{
     let op = GgnOperator::new(
         jacobian::<B>(&FIG4, n),
         Likelihood::Gaussian { noise_var: 1.0 },
@@ -117,14 +141,16 @@ fn ggn_product<B: Backend>(bencher: Bencher, n: usize) {
 /// GGN product from scratch: factors (forward + backward) then $J^\top H J v$,
 /// nothing cached between products.
 #[divan::bench(types = [NdArray<f32>, NdArray<f64>], args = [1000], sample_count = 5, sample_size = 1)]
-fn ggn_product_cold<B: Backend>(bencher: Bencher, n: usize) {
-    let jac = jacobian::<B>(&FIG4, n);
-    let (mlp, x) = (jac.mlp().clone(), jac.inputs().clone());
+fn ggn_product_cold<B: Backend>(bencher: Bencher, n: usize)
+where
+    B::FloatElem: nalgebra::RealField + Copy,
+{
+    let (mlp, x, _) = setup::<B>(&FIG4, n);
     let v = unit_column::<B>(P_FIG4 as usize);
     bencher
         .counter(ItemsCount::new(8 * n as u64 * P_FIG4))
         .bench(|| {
-            let j = MlpJacobian::new(mlp.clone(), x.clone(), JacobianOptions::default()).unwrap();
+            let j = Jacobian::new(mlp.clone(), x.clone(), JacobianOptions::default()).unwrap();
             let op = GgnOperator::new(j, Likelihood::Gaussian { noise_var: 1.0 }).unwrap();
             sync(op.try_apply(v.clone()).unwrap())
         });
@@ -133,7 +159,10 @@ fn ggn_product_cold<B: Backend>(bencher: Bencher, n: usize) {
 /// The paper's finite-difference Fisher product (ε = 1e-4), one forward and one
 /// backward pass at θ + εv: the anchors' `fvp-fd`.
 #[divan::bench(types = [NdArray<f32>, NdArray<f64>], args = [1000], sample_count = 5, sample_size = 1)]
-fn fd_fisher_product<B: Backend>(bencher: Bencher, n: usize) {
+fn fd_fisher_product<B: Backend>(bencher: Bencher, n: usize)
+where
+    B::FloatElem: nalgebra::RealField + Copy,
+{
     let fd = FiniteDifferenceFisher::new(
         jacobian::<B>(&FIG4, n),
         Likelihood::Gaussian { noise_var: 1.0 },
@@ -145,47 +174,58 @@ fn fd_fisher_product<B: Backend>(bencher: Bencher, n: usize) {
         .bench(|| sync(fd.try_apply(v.clone()).unwrap()));
 }
 
-/// Factor computation (forward + backward per output) for all of X.
+/// Factor computation (forward + backward per output) for all of X: a Jacobian on the
+/// dense tensor path, which computes and caches them.
 #[divan::bench(types = [NdArray<f32>, NdArray<f64>], args = [1000], sample_count = 5, sample_size = 1)]
-fn factors<B: Backend>(bencher: Bencher, n: usize) {
-    let jac = jacobian::<B>(&FIG4, n);
-    let (mlp, x) = (jac.mlp().clone(), jac.inputs().clone());
+fn factors<B: Backend>(bencher: Bencher, n: usize)
+where
+    B::FloatElem: nalgebra::RealField + Copy,
+{
+    let (mlp, x, _) = setup::<B>(&FIG4, n);
+    let opts = JacobianOptions {
+        execution: Execution::DenseTensor,
+        ..Default::default()
+    };
     bencher
         .counter(ItemsCount::new(4 * n as u64 * P_FIG4))
         .bench(|| {
-            let f = mlp.factors(x.clone());
-            sync(f.output)
+            let j = Jacobian::new(mlp.clone(), x.clone(), opts).unwrap();
+            sync(j.outputs().unwrap())
         });
 }
 
 /// Dense structured NTK of the 1-40-40-1 sine MLP (factors included).
 #[divan::bench(types = [NdArray<f32>, NdArray<f64>], args = [100, 1000], sample_count = 10)]
-fn dense_ntk_sine<B: Backend>(bencher: Bencher, n: usize) {
-    let jac = jacobian::<B>(&SINE, n);
-    let (mlp, x) = (jac.mlp().clone(), jac.inputs().clone());
+fn dense_ntk_sine<B: Backend>(bencher: Bencher, n: usize)
+where
+    B::FloatElem: nalgebra::RealField + Copy,
+{
+    let (mlp, x, _) = setup::<B>(&SINE, n);
     let s: u64 = SINE.windows(2).map(|w| (w[0] + w[1]) as u64).sum();
     bencher
         .counter(ItemsCount::new(2 * (n as u64).pow(2) * s))
         .bench(|| {
-            let j = MlpJacobian::new(mlp.clone(), x.clone(), JacobianOptions::default()).unwrap();
-            sync(ntk_matrix(&j, &j).unwrap())
+            let j = Jacobian::new(mlp.clone(), x.clone(), JacobianOptions::default()).unwrap();
+            sync(j.ntk_matrix(&j).unwrap())
         });
 }
 
 /// Dense structured NTK of the 803k-parameter MLP at n = 1000 (factors included;
 /// neural-tangents: 20.7 s in f32, NumPy structured: 0.41 s in f64).
 #[divan::bench(types = [NdArray<f32>, NdArray<f64>], args = [1000], sample_count = 3, sample_size = 1)]
-fn dense_ntk_fig4<B: Backend>(bencher: Bencher, n: usize) {
-    let jac = jacobian::<B>(&FIG4, n);
-    let (mlp, x) = (jac.mlp().clone(), jac.inputs().clone());
+fn dense_ntk_fig4<B: Backend>(bencher: Bencher, n: usize)
+where
+    B::FloatElem: nalgebra::RealField + Copy,
+{
+    let (mlp, x, _) = setup::<B>(&FIG4, n);
     let s: u64 = FIG4.windows(2).map(|w| (w[0] + w[1]) as u64).sum();
     bencher
         .counter(ItemsCount::new(
             2 * (n as u64).pow(2) * s + 4 * n as u64 * P_FIG4,
         ))
         .bench(|| {
-            let j = MlpJacobian::new(mlp.clone(), x.clone(), JacobianOptions::default()).unwrap();
-            sync(ntk_matrix(&j, &j).unwrap())
+            let j = Jacobian::new(mlp.clone(), x.clone(), JacobianOptions::default()).unwrap();
+            sync(j.ntk_matrix(&j).unwrap())
         });
 }
 
@@ -213,10 +253,14 @@ fn gemm_shapes<B: Backend>(bencher: Bencher, shape: &str) {
 /// The generic path on the same MLP: $J^\top u$ by one backward pass through
 /// burn-autodiff (here on the nested backend), for comparison with [`vjp`].
 #[divan::bench(types = [NdArray<f32>, NdArray<f64>], args = [1000], sample_count = 3, sample_size = 1)]
-fn generic_vjp<B: Backend>(bencher: Bencher, n: usize) {
-    let jac = jacobian::<B>(&FIG4, n);
-    let module = MlpModule::<Nested<B>>::from_mlp(jac.mlp());
-    let generic = AutodiffJacobian::new(module, MlpModule::forward, jac.inputs().clone()).unwrap();
+fn generic_vjp<B: Backend>(bencher: Bencher, n: usize)
+where
+    B::FloatElem: nalgebra::RealField + Copy,
+{
+    let (mlp, x, _) = setup::<B>(&FIG4, n);
+    let generic = Network::from(mlp)
+        .generic_jacobian(x, Default::default())
+        .unwrap();
     let u = unit_column::<B>(n);
     bencher
         .counter(ItemsCount::new(2 * n as u64 * P_FIG4))
@@ -225,10 +269,14 @@ fn generic_vjp<B: Backend>(bencher: Bencher, n: usize) {
 
 /// The generic path's $J v$: the VJP of a VJP under nested autodiff.
 #[divan::bench(types = [NdArray<f32>, NdArray<f64>], args = [1000], sample_count = 3, sample_size = 1)]
-fn generic_jvp<B: Backend>(bencher: Bencher, n: usize) {
-    let jac = jacobian::<B>(&FIG4, n);
-    let module = MlpModule::<Nested<B>>::from_mlp(jac.mlp());
-    let generic = AutodiffJacobian::new(module, MlpModule::forward, jac.inputs().clone()).unwrap();
+fn generic_jvp<B: Backend>(bencher: Bencher, n: usize)
+where
+    B::FloatElem: nalgebra::RealField + Copy,
+{
+    let (mlp, x, _) = setup::<B>(&FIG4, n);
+    let generic = Network::from(mlp)
+        .generic_jacobian(x, Default::default())
+        .unwrap();
     let v = unit_column::<B>(P_FIG4 as usize);
     bencher
         .counter(ItemsCount::new(2 * n as u64 * P_FIG4))
@@ -249,16 +297,19 @@ fn lenet() -> CnnConfig {
 
 const CNN_N: usize = 128;
 
-fn lenet_inputs<B: Backend>() -> (Vec<f64>, Tensor<B, 2>) {
+fn lenet_inputs<B: Backend>() -> (Network<B>, Tensor<B, 2>) {
     let dev = Default::default();
-    let theta =
-        ntk_ops::convert::to_vec_f64(ntk_ops::flat_params(&lenet().init::<B>(0, &dev).unwrap()));
+    let net = lenet()
+        .network_config()
+        .unwrap()
+        .init::<B>(0, &dev)
+        .unwrap();
     let x = Tensor::<B, 2>::random(
         [CNN_N, 784],
         Distribution::Normal(0.0, 1.0),
         float_opts::<B>(&dev),
     );
-    (theta, x)
+    (net, x)
 }
 
 fn random_block<B: Backend>(rows: usize, k: usize) -> Tensor<B, 2> {
@@ -271,11 +322,12 @@ fn random_block<B: Backend>(rows: usize, k: usize) -> Tensor<B, 2> {
 
 /// CNN $J V$ (n = 128, saved factors cached), tape-free fast path, k columns.
 #[divan::bench(types = [NdArray<f64>], args = [1, 8], sample_count = 5, sample_size = 1)]
-fn cnn_jvp_fast<B: Backend>(bencher: Bencher, k: usize) {
-    let (theta, x) = lenet_inputs::<B>();
-    let jac = lenet()
-        .jacobian(&theta, x, JacobianOptions::default())
-        .unwrap();
+fn cnn_jvp_fast<B: Backend>(bencher: Bencher, k: usize)
+where
+    B::FloatElem: nalgebra::RealField + Copy,
+{
+    let (net, x) = lenet_inputs::<B>();
+    let jac = Jacobian::new(net, x, JacobianOptions::default()).unwrap();
     let v = random_block::<B>(jac.n_params(), k);
     bencher.bench(|| sync(jac.jvp(v.clone()).unwrap()));
 }
@@ -283,20 +335,24 @@ fn cnn_jvp_fast<B: Backend>(bencher: Bencher, k: usize) {
 /// CNN $J V$ on the generic path (nested autodiff, column by column, so k
 /// columns cost k times one).
 #[divan::bench(types = [NdArray<f64>], args = [1], sample_count = 3, sample_size = 1)]
-fn cnn_jvp_generic<B: Backend>(bencher: Bencher, k: usize) {
-    let (theta, x) = lenet_inputs::<B>();
-    let jac = lenet().generic_jacobian(&theta, x).unwrap();
+fn cnn_jvp_generic<B: Backend>(bencher: Bencher, k: usize)
+where
+    B::FloatElem: nalgebra::RealField + Copy,
+{
+    let (net, x) = lenet_inputs::<B>();
+    let jac = net.generic_jacobian(x, JacobianOptions::default()).unwrap();
     let v = random_block::<B>(jac.n_params(), k);
     bencher.bench(|| sync(jac.jvp(v.clone()).unwrap()));
 }
 
 /// CNN $J^\top U$ (n = 128, o = 10, saved factors cached), fast path.
 #[divan::bench(types = [NdArray<f64>], args = [1, 8], sample_count = 5, sample_size = 1)]
-fn cnn_vjp_fast<B: Backend>(bencher: Bencher, k: usize) {
-    let (theta, x) = lenet_inputs::<B>();
-    let jac = lenet()
-        .jacobian(&theta, x, JacobianOptions::default())
-        .unwrap();
+fn cnn_vjp_fast<B: Backend>(bencher: Bencher, k: usize)
+where
+    B::FloatElem: nalgebra::RealField + Copy,
+{
+    let (net, x) = lenet_inputs::<B>();
+    let jac = Jacobian::new(net, x, JacobianOptions::default()).unwrap();
     let u = random_block::<B>(jac.n_rows(), k);
     bencher.bench(|| sync(jac.vjp(u.clone()).unwrap()));
 }
@@ -304,9 +360,82 @@ fn cnn_vjp_fast<B: Backend>(bencher: Bencher, k: usize) {
 /// CNN $J^\top U$ on the generic path (one autodiff backward per column,
 /// forward included; k columns cost k times one).
 #[divan::bench(types = [NdArray<f64>], args = [1], sample_count = 3, sample_size = 1)]
-fn cnn_vjp_generic<B: Backend>(bencher: Bencher, k: usize) {
-    let (theta, x) = lenet_inputs::<B>();
-    let jac = lenet().generic_jacobian(&theta, x).unwrap();
+fn cnn_vjp_generic<B: Backend>(bencher: Bencher, k: usize)
+where
+    B::FloatElem: nalgebra::RealField + Copy,
+{
+    let (net, x) = lenet_inputs::<B>();
+    let jac = net.generic_jacobian(x, JacobianOptions::default()).unwrap();
     let u = random_block::<B>(jac.n_rows(), k);
     bencher.bench(|| sync(jac.vjp(u.clone()).unwrap()));
+}
+
+/// The 8×8 one-channel CNN of the `ntk` examples: conv 3×3 (8, padding 1) → ReLU →
+/// max-pool 2 → flatten → linear (32) → tanh → linear (1); p = 4 209.
+fn cnn8() -> NetworkConfig {
+    NetworkConfig::new(
+        &[1, 8, 8],
+        vec![
+            ntk_ops::network::layers::conv2d::Conv2d::new(1, 8, 3)
+                .with_padding([1, 1])
+                .into(),
+            Layer::act(Activation::Relu),
+            Layer::max_pool2d([2, 2]),
+            Layer::flatten(),
+            Layer::linear(128, 32),
+            Layer::act(Activation::Tanh),
+            Layer::linear(32, 1),
+        ],
+    )
+}
+
+fn cnn8_jacobian<B: Backend>(n: usize) -> Jacobian<B>
+where
+    B::FloatElem: nalgebra::RealField + Copy,
+{
+    let dev = Default::default();
+    let net = cnn8().init::<B>(0, &dev).unwrap();
+    let x = Tensor::<B, 2>::random(
+        [n, 64],
+        Distribution::Normal(0.0, 1.0),
+        float_opts::<B>(&dev),
+    );
+    Jacobian::new(net, x, JacobianOptions::default()).unwrap()
+}
+
+/// 8×8 CNN $J V$ (n = 1000, saved factors cached), k columns.
+#[divan::bench(types = [NdArray<f32>, NdArray<f64>], args = [1, 8], sample_count = 5, sample_size = 1)]
+fn cnn8_jvp<B: Backend>(bencher: Bencher, k: usize)
+where
+    B::FloatElem: nalgebra::RealField + Copy,
+{
+    let jac = cnn8_jacobian::<B>(1000);
+    let v = random_block::<B>(jac.n_params(), k);
+    bencher.bench(|| sync(jac.jvp(v.clone()).unwrap()));
+}
+
+/// 8×8 CNN $J^\top U$ (n = 1000), k columns.
+#[divan::bench(types = [NdArray<f32>, NdArray<f64>], args = [1, 8], sample_count = 5, sample_size = 1)]
+fn cnn8_vjp<B: Backend>(bencher: Bencher, k: usize)
+where
+    B::FloatElem: nalgebra::RealField + Copy,
+{
+    let jac = cnn8_jacobian::<B>(1000);
+    let u = random_block::<B>(jac.n_rows(), k);
+    bencher.bench(|| sync(jac.vjp(u.clone()).unwrap()));
+}
+
+/// 8×8 CNN dense NTK at n = 1000 (factors included): $J (J^\top E)$ on blocks of unit
+/// columns, the layers path's kernel.
+#[divan::bench(types = [NdArray<f32>, NdArray<f64>], args = [1000], sample_count = 3, sample_size = 1)]
+fn cnn8_dense_ntk<B: Backend>(bencher: Bencher, n: usize)
+where
+    B::FloatElem: nalgebra::RealField + Copy,
+{
+    let jac = cnn8_jacobian::<B>(n);
+    let (net, x) = (jac.network().clone(), jac.inputs());
+    bencher.bench(|| {
+        let j = Jacobian::new(net.clone(), x.clone(), JacobianOptions::default()).unwrap();
+        sync(j.ntk_matrix(&j).unwrap())
+    });
 }

@@ -20,7 +20,7 @@ use crate::error::{OpsError, Result};
 use crate::jacobian::{JacobianOperator, JacobianOptions, check_output_block, check_param_block};
 
 /// Autodiff nested twice, on which the generic path runs models.
-pub type Nested<B> = Autodiff<Autodiff<B>>;
+pub(crate) type Nested<B> = Autodiff<Autodiff<B>>;
 
 /// Collects each float parameter's gradient, flattened, in visit order.
 struct GradCollector<'a, AB: AutodiffBackend> {
@@ -56,7 +56,7 @@ pub fn flat_params<B: Backend, M: Module<B>>(model: &M) -> Tensor<B, 1> {
     Tensor::cat(c.out, 0)
 }
 
-/// The Jacobian of any burn module `M` (on [`Nested<B>`]) with forward pass
+/// The Jacobian of any burn module `M` (on `Autodiff<Autodiff<B>>`) with forward pass
 /// `forward: Fn(&M, X) -> f(X)` (`[n, d] → [n, o]`), parameters flattened in
 /// visit order.
 pub struct AutodiffJacobian<B: Backend, M, F> {
@@ -259,8 +259,9 @@ where
 }
 
 /// `nn.Linear` as PyTorch stores it (weight `[out, in]`, then bias).
+#[cfg(test)]
 #[derive(Module, Debug)]
-pub struct TorchLinear<B: Backend> {
+pub(crate) struct TorchLinear<B: Backend> {
     /// Weight, `[out, in]`.
     pub weight: Param<Tensor<B, 2>>,
     /// Bias, `[out]`.
@@ -269,14 +270,16 @@ pub struct TorchLinear<B: Backend> {
 
 /// An [`Mlp`](crate::Mlp) as a burn [`Module`], visiting its parameters in
 /// `state_dict` order: the generic path's view of the same network, for
-/// cross-checks and for timing the autodiff path against the hand-written one.
+/// cross-checks (an oracle independent of [`Network`](crate::Network)'s forward pass).
+#[cfg(test)]
 #[derive(Module, Debug)]
-pub struct MlpModule<B: Backend> {
+pub(crate) struct MlpModule<B: Backend> {
     layers: Vec<TorchLinear<B>>,
     #[module(skip)]
     config: crate::mlp::MlpConfig,
 }
 
+#[cfg(test)]
 impl<B: Backend> MlpModule<B> {
     /// The network of `mlp` on the nested autodiff backend.
     pub fn from_mlp<B0: Backend<Device = B::Device>>(

@@ -98,6 +98,7 @@ mod tests {
                 memory_budget: budget,
                 cache_factors: true,
                 max_chunk_rows: max,
+                ..Default::default()
             },
         )
     }

@@ -72,6 +72,15 @@ where
     tensor_from_elems(m.transpose().as_slice().to_vec(), [r, c], device)
 }
 
+/// A 2-d tensor as a host matrix in the backend's float type (no conversion).
+pub fn to_dmatrix_elems<B: Backend>(t: Tensor<B, 2>) -> DMatrix<B::FloatElem>
+where
+    B::FloatElem: nalgebra::Scalar,
+{
+    let [r, c] = t.dims();
+    DMatrix::from_row_slice(r, c, &to_vec_elem(t))
+}
+
 /// A 2-d tensor built from row-major `f64` values.
 pub fn tensor_from_f64<B: Backend>(
     values: Vec<f64>,

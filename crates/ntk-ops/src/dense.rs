@@ -448,6 +448,7 @@ mod tests {
                 memory_budget: if small_budget { 600 } else { 1 << 24 },
                 cache_factors: !small_budget,
                 max_chunk_rows: if small_budget { 2 } else { usize::MAX },
+                ..Default::default()
             };
             let jac = setup(&[h0, h1, h2, o], ACTS[act], head, n, seed, opts);
             let dev = jac.device();
@@ -552,6 +553,7 @@ mod tests {
                 memory_budget: 2000,
                 cache_factors: true,
                 max_chunk_rows: 5,
+                ..Default::default()
             },
         )
         .unwrap();

@@ -118,6 +118,14 @@ impl Device {
     }
 }
 
+/// Whether backend `B` keeps its tensors in host memory, so that host code (GEMM on the
+/// CPU, rayon loops) reads them without a transfer: the capability that selects the
+/// host execution path of a [`Jacobian`](crate::Jacobian). Answered from `B`'s device
+/// type (burn-ndarray's CPU device, autodiff on top included), never from its name.
+pub fn computes_on_host<B: burn::prelude::Backend>() -> bool {
+    std::any::TypeId::of::<B::Device>() == std::any::TypeId::of::<burn_ndarray::NdArrayDevice>()
+}
+
 /// Initialises CUDA device `index` and round-trips a small tensor through it.
 ///
 /// burn-cuda (through cubecl and cudarc, which load `libcuda` at run time) panics when the

@@ -14,7 +14,8 @@ use crate::block::TensorBlock;
 use crate::dense::MlpJacobian;
 use crate::error::{OpsError, Result};
 use crate::jacobian::{JacobianOperator, JacobianOptions, check_param_block};
-use crate::mlp::Head;
+use crate::network::{Layer, Network, NetworkJacobian};
+use crate::operator::Jacobian;
 
 /// The likelihood $p(y \mid f)$ on the network outputs $f$, which fixes the
 /// output Hessian $H = \mathbb{E}_y[-\nabla_f^2 \log p(y \mid f)]$ of the Fisher.
@@ -27,7 +28,7 @@ pub enum Likelihood {
         noise_var: f64,
     },
     /// $y \sim \mathcal N(\mu, \sigma^2)$ with outputs $f = (\mu, \sigma)$ (a
-    /// [`Head::Heteroscedastic`] model): $H = \operatorname{diag}(1/\sigma^2, 2/\sigma^2)$
+    /// [`Head::Heteroscedastic`](crate::Head::Heteroscedastic) model): $H = \operatorname{diag}(1/\sigma^2, 2/\sigma^2)$
     /// per point.
     HeteroscedasticGaussian,
     /// $y \sim \operatorname{Categorical}(\operatorname{softmax}(f))$ with logits $f$:
@@ -98,7 +99,7 @@ impl Likelihood {
 }
 
 /// The Gram matrix $J^\top J$ ($p \times p$) as an operator: $V \mapsto J^\top (J V)$.
-pub struct GramOperator<B: Backend, J: JacobianOperator<B>> {
+pub struct GramOperator<B: Backend, J> {
     jac: J,
     _backend: PhantomData<B>,
 }
@@ -141,7 +142,7 @@ where
 
 /// The generalized Gauss–Newton matrix, equal to the Fisher for these
 /// likelihoods: $G = J^\top H J$, summed over the data points.
-pub struct GgnOperator<B: Backend, J: JacobianOperator<B>> {
+pub struct GgnOperator<B: Backend, J> {
     jac: J,
     likelihood: Likelihood,
     outputs: Tensor<B, 2>,
@@ -205,7 +206,10 @@ pub enum FdScheme {
 ///
 /// The truncation error grows with $\varepsilon \lVert v \rVert$: use unit-norm directions.
 pub struct FiniteDifferenceFisher<B: Backend> {
-    jac: MlpJacobian<B>,
+    net: Network<B>,
+    x: Tensor<B, 2>,
+    n_params: usize,
+    n_outputs: usize,
     likelihood: Likelihood,
     eps: f64,
     scheme: FdScheme,
@@ -215,18 +219,26 @@ pub struct FiniteDifferenceFisher<B: Backend> {
 impl<B: Backend> FiniteDifferenceFisher<B> {
     /// The finite-difference Fisher of the model and data of `jac`, with
     /// $\varepsilon = 10^{-4}$ (the paper's default) and the forward scheme.
-    pub fn new(jac: MlpJacobian<B>, likelihood: Likelihood) -> Result<Self> {
+    pub fn new(jac: Jacobian<B>, likelihood: Likelihood) -> Result<Self>
+    where
+        B::FloatElem: nalgebra::RealField + Copy,
+    {
         likelihood.check(jac.n_outputs())?;
-        if likelihood == Likelihood::HeteroscedasticGaussian
-            && !matches!(jac.mlp().config().head, Head::Heteroscedastic { .. })
-        {
+        let heteroscedastic_head = matches!(
+            jac.network().config().layers.last(),
+            Some(Layer::Heteroscedastic(_))
+        );
+        if likelihood == Likelihood::HeteroscedasticGaussian && !heteroscedastic_head {
             return Err(OpsError::InvalidConfig(
                 "the heteroscedastic likelihood needs a heteroscedastic head".into(),
             ));
         }
         let outputs = jac.outputs()?;
         Ok(Self {
-            jac,
+            net: jac.network().clone(),
+            x: jac.inputs(),
+            n_params: jac.n_params(),
+            n_outputs: jac.n_outputs(),
             likelihood,
             eps: 1e-4,
             scheme: FdScheme::Forward,
@@ -255,24 +267,30 @@ impl<B: Backend> FiniteDifferenceFisher<B> {
     }
 
     /// $\nabla_{\theta'} \operatorname{KL}$ at $\theta' = \theta + t v$ for one direction `v` (`[p]`).
+    ///
+    /// A dense chain runs the dense tensor path, anything else the layers path; both
+    /// uncached, with the outputs of each chunk's forward pass feeding its gradient.
     fn kl_grad_at(&self, v: Tensor<B, 1>, t: f64) -> Result<Tensor<B, 2>> {
-        let mlp = self.jac.mlp().perturbed(v, t)?;
+        let net = self.net.perturbed(v, t)?;
         let opts = JacobianOptions {
             cache_factors: false,
             ..Default::default()
         };
-        let shifted = MlpJacobian::new(mlp, self.jac.inputs().clone(), opts)?;
-        let o = self.jac.n_outputs();
-        shifted.vjp_with(1, |start, out| {
+        let o = self.n_outputs;
+        let u_of = |start: usize, out: &Tensor<B, 2>| {
             let m = out.dims()[0];
             let f = self.outputs.clone().narrow(0, start, m);
             self.likelihood.kl_gradient(&f, out).reshape([m * o, 1])
-        })
+        };
+        match net.dense_chain() {
+            Some(mlp) => MlpJacobian::new(mlp, self.x.clone(), opts)?.vjp_with(1, u_of),
+            None => NetworkJacobian::new(net, self.x.clone(), opts)?.vjp_with(1, u_of),
+        }
     }
 
     /// $F V$ column by column, with checked shapes.
     pub fn try_apply(&self, v: Tensor<B, 2>) -> Result<Tensor<B, 2>> {
-        check_param_block(&v, self.jac.n_params())?;
+        check_param_block(&v, self.n_params)?;
         let [p, k] = v.dims();
         let cols = (0..k)
             .map(|c| {
@@ -294,10 +312,10 @@ where
     B::FloatElem: krylov::Scalar,
 {
     fn nrows(&self) -> usize {
-        self.jac.n_params()
+        self.n_params
     }
     fn ncols(&self) -> usize {
-        self.jac.n_params()
+        self.n_params
     }
     fn apply(&self, x: &TensorBlock<B>) -> TensorBlock<B> {
         TensorBlock::new(
@@ -312,11 +330,11 @@ mod tests {
     use super::*;
     use crate::activation::Activation;
     use crate::convert::{tensor_from_f64, to_vec_f64};
-    use crate::mlp::MlpConfig;
+    use crate::mlp::{Head, MlpConfig};
     use crate::rng::SplitMix64;
     use crate::testing::{TestBackend, rel_err};
 
-    fn jac(widths: &[usize], head: Head, n: usize) -> MlpJacobian<TestBackend> {
+    fn jac(widths: &[usize], head: Head, n: usize) -> Jacobian<TestBackend> {
         let dev = Default::default();
         let mlp = MlpConfig::new(widths)
             .with_activation(Activation::Tanh)
@@ -325,11 +343,11 @@ mod tests {
             .unwrap();
         let mut rng = SplitMix64::new(11);
         let x = tensor_from_f64(rng.normal_vec(n * widths[0]), n, widths[0], &dev);
-        MlpJacobian::new(mlp, x, Default::default()).unwrap()
+        Jacobian::new(mlp, x, Default::default()).unwrap()
     }
 
     /// Dense $J^\top H J$ with $H$ assembled per point on the host.
-    fn dense_ggn(j: &MlpJacobian<TestBackend>, lik: Likelihood) -> Tensor<TestBackend, 2> {
+    fn dense_ggn(j: &Jacobian<TestBackend>, lik: Likelihood) -> Tensor<TestBackend, 2> {
         let jm = j.jacobian().unwrap();
         let r = j.n_rows();
         let f = j.outputs().unwrap();
@@ -397,8 +415,28 @@ mod tests {
             ),
             (vec![3, 6, 4], Head::Plain, Likelihood::Categorical),
         ];
-        for (widths, head, lik) in cases {
-            let j = jac(&widths, head, 10);
+        // a convolutional network too: the FD Fisher on the layers path
+        let cnn = crate::CnnConfig {
+            input: [1, 7, 7],
+            channels: [2, 2],
+            kernel: 2,
+            outputs: 3,
+            activation: Activation::Tanh,
+        };
+        let dev = Default::default();
+        let net = cnn
+            .network_config()
+            .unwrap()
+            .init::<TestBackend>(5, &dev)
+            .unwrap();
+        let x = tensor_from_f64(SplitMix64::new(6).normal_vec(4 * 49), 4, 49, &dev);
+        let cnn_jac = Jacobian::new(net, x, Default::default()).unwrap();
+        assert_eq!(cnn_jac.execution(), crate::Execution::Layers);
+        let jacs = cases
+            .into_iter()
+            .map(|(widths, head, lik)| (jac(&widths, head, 10), lik))
+            .chain([(cnn_jac, Likelihood::Categorical)]);
+        for (j, lik) in jacs {
             let p = j.n_params();
             let v = unit_block(p, 2, 9);
             let exact = to_vec_f64(

@@ -10,20 +10,21 @@
 //! \ \text{ with } U_l\[i\] = \textstyle\sum_j u_{(i,j)} \Delta_l[(i,j)]$$
 //! for $J^\top u$: one product of $2 n h_{l-1} h_l$ flops each way and row-wise dot
 //! products, $2np$ flops per product in all, against about three times that for a pass
-//! that recomputes the activations ([`MlpJacobian`](crate::MlpJacobian) without its cache,
+//! that recomputes the activations ([`MlpJacobian`](crate::dense::MlpJacobian) without its cache,
 //! or JAX's `jvp`/`vjp`). Rows are processed in chunks under
 //! [`JacobianOptions::memory_budget`]; the factors of all rows are kept when they fit in
 //! half of it.
 //!
 //! ```
 //! use burn_ndarray::NdArray;
-//! use ntk_ops::{HostJacobian, JacobianOperator, JacobianOptions, MlpConfig, MlpJacobian, convert};
+//! use ntk_ops::{Execution, Jacobian, JacobianOperator, JacobianOptions, MlpConfig, convert};
 //!
 //! let dev = Default::default();
 //! let mlp = MlpConfig::new(&[2, 16, 16, 1]).init::<NdArray<f64>>(0, &dev)?;
 //! let x = convert::tensor_from_f64::<NdArray<f64>>((0..40).map(|i| (i as f64 * 0.3).sin()).collect(), 20, 2, &dev);
-//! let host = HostJacobian::new(mlp.clone(), x.clone(), JacobianOptions::default())?;
-//! let tensor = MlpJacobian::new(mlp, x, JacobianOptions::default())?;
+//! let on = |execution| JacobianOptions { execution, ..Default::default() };
+//! let host = Jacobian::new(mlp.clone(), x.clone(), on(Execution::DenseHost))?;
+//! let tensor = Jacobian::new(mlp, x, on(Execution::DenseTensor))?;
 //! let v = convert::tensor_from_f64::<NdArray<f64>>((0..host.n_params()).map(|i| (i as f64).cos()).collect(), host.n_params(), 1, &dev);
 //! let (a, b) = (host.jvp(v.clone())?, tensor.jvp(v)?);
 //! assert!((a - b).abs().max().into_scalar() < 1e-12);
@@ -80,7 +81,7 @@ where
     /// The operator of `mlp` at the inputs `x` (`[n, d]`).
     ///
     /// Fails on a shape mismatch, NaN/Inf or no rows in `x`, and for a GELU network
-    /// ([`OpsError::InvalidConfig`]: use [`MlpJacobian`](crate::MlpJacobian)).
+    /// ([`OpsError::InvalidConfig`]: use [`MlpJacobian`](crate::dense::MlpJacobian)).
     pub fn new(mlp: Mlp<B>, x: Tensor<B, 2>, options: JacobianOptions) -> Result<Self> {
         let [n, d] = x.dims();
         check_shape(&x, [n, mlp.n_inputs()], "inputs x")?;
@@ -402,13 +403,30 @@ fn check_host_block<T: RealField + Copy>(m: &DMatrix<T>, rows: usize, what: &str
     }
 }
 
-/// The Gram matrix $J^\top J$ ($p\times p$) of a [`HostJacobian`] as an operator on host
-/// blocks: $V \mapsto J^\top (J V)$ by the products of [`HostJacobian::jvp_host`] and
-/// [`HostJacobian::vjp_host`] without their input checks (a non-finite entry propagates), so
+/// The Gram matrix $J^\top J$ ($p\times p$) of a [`Jacobian`](crate::Jacobian) on the host
+/// path as an operator on host blocks: $V \mapsto J^\top (J V)$ by the products of
+/// [`Jacobian::jvp_host`](crate::Jacobian::jvp_host) and
+/// [`Jacobian::vjp_host`](crate::Jacobian::vjp_host) without their input checks (a non-finite entry propagates), so
 /// that a parameter-space solver's $p \times k$ vectors never pass through tensors (the host
 /// counterpart of [`GramOperator`](crate::GramOperator)).
 #[derive(Debug, Clone)]
-pub struct HostGram<B: Backend>(pub HostJacobian<B>);
+pub struct HostGram<B: Backend>(HostJacobian<B>);
+
+impl<B: Backend> HostGram<B>
+where
+    B::FloatElem: RealField + Copy,
+{
+    /// The Gram operator of `jac`, which must run on the host path
+    /// ([`Execution::DenseHost`](crate::Execution::DenseHost)); a typed error otherwise.
+    pub fn new(jac: crate::Jacobian<B>) -> Result<Self> {
+        let path = jac.execution();
+        jac.into_host().map(Self).ok_or_else(|| {
+            OpsError::InvalidConfig(format!(
+                "HostGram needs a Jacobian on the host path, not {path:?}"
+            ))
+        })
+    }
+}
 
 impl<B: Backend> LinearOperator<DMatrix<B::FloatElem>> for HostGram<B>
 where
@@ -637,7 +655,8 @@ where
 mod tests {
     use super::*;
     use crate::convert::{tensor_from_f64, to_dmatrix_f64};
-    use crate::{Activation, Head, MlpConfig, MlpJacobian};
+    use crate::dense::MlpJacobian;
+    use crate::{Activation, Head, MlpConfig};
     use burn_ndarray::NdArray;
 
     type B64 = NdArray<f64>;
@@ -786,7 +805,22 @@ mod tests {
         let jtu = host.vjp_host(&u).unwrap();
         assert!((&jtu - via_tensor(&u, &|t| host.vjp(t))).norm() < 1e-12 * jtu.norm());
         let j = to_dmatrix_f64(host.jacobian().unwrap());
-        let gram = HostGram(host.clone());
+        let gram =
+            HostGram::new(crate::Jacobian::new(host.mlp().clone(), host.inputs(), opts).unwrap())
+                .unwrap();
+        let layers = crate::Jacobian::new(
+            host.mlp().clone(),
+            host.inputs(),
+            JacobianOptions {
+                execution: crate::Execution::Layers,
+                ..opts
+            },
+        )
+        .unwrap();
+        assert!(matches!(
+            HostGram::new(layers),
+            Err(OpsError::InvalidConfig(_))
+        ));
         assert_eq!((gram.nrows(), gram.ncols()), (p, p));
         let want = j.transpose() * (&j * &v);
         assert!((gram.apply(&v) - &want).norm() < 1e-12 * want.norm());

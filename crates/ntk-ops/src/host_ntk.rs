@@ -14,7 +14,7 @@
 //!   $h_l (h_{l-1}+1)$, so that $K_l = G_l G_l^\top$ — one product and no elementwise pass (a
 //!   layer with one output, or one input; all such layers share one product).
 //!
-//! Against [`ntk_lower_blocks`](crate::ntk_lower_blocks) (backend tensors, one temporary per
+//! Against the structured blocks in backend tensors ( one temporary per
 //! product and per elementwise step, then a copy into host storage) this computes only the
 //! lower triangle by column panels, each product written in place with its strides, which is
 //! what makes the kernel of a small network take microseconds and a large one run at the
@@ -348,7 +348,7 @@ fn row_major<T: RealField + Copy>(x: &DMatrix<f64>) -> RowMajor<T> {
 ///
 /// ```
 /// use burn_ndarray::NdArray;
-/// use ntk_ops::{HostNtk, JacobianOptions, MlpConfig, MlpJacobian, convert, ntk_matrix};
+/// use ntk_ops::{Execution, HostNtk, Jacobian, JacobianOptions, MlpConfig, convert};
 ///
 /// let dev = Default::default();
 /// let mlp = MlpConfig::new(&[2, 16, 16, 1]).init::<NdArray<f64>>(0, &dev)?;
@@ -356,8 +356,10 @@ fn row_major<T: RealField + Copy>(x: &DMatrix<f64>) -> RowMajor<T> {
 /// let host = HostNtk::new(&mlp, &x)?;
 /// let k = host.cross(&host)?; // K(X, X), 30 × 30
 ///
-/// let jac = MlpJacobian::new(mlp, convert::from_dmatrix_f64(&x, &dev), JacobianOptions::default())?;
-/// let reference = convert::to_dmatrix_f64(ntk_matrix(&jac, &jac)?);
+/// // the structured kernel in tensor operations
+/// let opts = JacobianOptions { execution: Execution::DenseTensor, ..Default::default() };
+/// let jac = Jacobian::new(mlp, convert::from_dmatrix_f64(&x, &dev), opts)?;
+/// let reference = convert::to_dmatrix_f64(jac.ntk_matrix(&jac)?);
 /// assert!((k - &reference).norm() < 1e-12 * reference.norm());
 /// # Ok::<(), ntk_ops::OpsError>(())
 /// ```
@@ -613,8 +615,10 @@ impl<T: RealField + Copy> HostNtk<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::JacobianOptions;
     use crate::convert::{from_dmatrix_f64, to_dmatrix_f64};
-    use crate::{JacobianOptions, MlpJacobian, ntk_matrix};
+    use crate::dense::MlpJacobian;
+    use crate::ntk::ntk_matrix;
     use burn_ndarray::NdArray;
 
     fn setup<B: Backend>(
@@ -712,13 +716,13 @@ mod tests {
         let net = gelu
             .with_params::<NdArray<f64>>(&mlp.flatten_f64(), &Default::default())
             .unwrap();
-        let jac = crate::MlpJacobian::new(
+        let jac = crate::dense::MlpJacobian::new(
             net,
             crate::convert::from_dmatrix_f64(&x, &Default::default()),
             Default::default(),
         )
         .unwrap();
-        let want = crate::convert::to_dmatrix_f64(crate::ntk_matrix(&jac, &jac).unwrap());
+        let want = crate::convert::to_dmatrix_f64(crate::ntk::ntk_matrix(&jac, &jac).unwrap());
         let got = h.symmetric().unwrap();
         assert!((&got - &want).amax() < 1e-13 * want.amax());
         let wide = DMatrix::zeros(3, 5);

@@ -11,6 +11,7 @@ use burn::tensor::Tensor;
 
 use crate::convert::{check_finite, check_shape};
 use crate::error::{OpsError, Result};
+use crate::operator::Execution;
 
 /// Products with the Jacobian $J \in \mathbb{R}^{no \times p}$ of a model at fixed
 /// inputs $X$ ($n$ points, $o$ outputs each), on blocks of $k$ vectors.
@@ -89,6 +90,8 @@ pub struct JacobianOptions {
     /// (default: none). Capping at 1 024 rows made no measurable difference on
     /// burn-ndarray for the 803k-parameter MLP at n = 10 000.
     pub max_chunk_rows: usize,
+    /// Which execution path a [`Jacobian`](crate::Jacobian) takes (default: chosen by capability).
+    pub execution: Execution,
 }
 
 impl Default for JacobianOptions {
@@ -97,6 +100,7 @@ impl Default for JacobianOptions {
             memory_budget: 1 << 30,
             cache_factors: true,
             max_chunk_rows: usize::MAX,
+            execution: Execution::Auto,
         }
     }
 }

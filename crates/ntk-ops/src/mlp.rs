@@ -7,6 +7,7 @@ use burn::tensor::Tensor;
 use crate::activation::{Activation, sigmoid, softplus};
 use crate::convert::{check_finite, check_shape, to_vec_f64};
 use crate::error::{OpsError, Result};
+use crate::network::{Layer, Network, NetworkConfig};
 use crate::params::ParamLayout;
 use crate::rng::SplitMix64;
 
@@ -58,6 +59,60 @@ impl MlpConfig {
     pub fn with_head(mut self, head: Head) -> Self {
         self.head = head;
         self
+    }
+
+    /// The MLP as a [`NetworkConfig`]: PyTorch's `nn.Sequential(Linear, act, …, Linear)`
+    /// (then the heteroscedastic head), with the same flat-parameter layout and the same
+    /// seeded initialization.
+    pub fn network(&self) -> NetworkConfig {
+        let mut layers = Vec::with_capacity(2 * self.widths.len());
+        for (l, w) in self.widths.windows(2).enumerate() {
+            if l > 0 {
+                layers.push(Layer::act(self.activation));
+            }
+            layers.push(Layer::linear(w[0], w[1]));
+        }
+        if let Head::Heteroscedastic { min_scale } = self.head {
+            layers.push(Layer::heteroscedastic(min_scale));
+        }
+        NetworkConfig::new(&self.widths[..1.min(self.widths.len())], layers)
+    }
+
+    /// The MLP a network is, when it is a dense chain: a vector input, Linear layers with
+    /// one activation between each two, optionally the heteroscedastic head last.
+    pub(crate) fn of_network(network: &NetworkConfig) -> Option<Self> {
+        let [d] = network.input[..] else {
+            return None;
+        };
+        let mut widths = vec![d];
+        let mut activation = None;
+        let mut head = Head::Plain;
+        let mut layers = network.layers.iter().peekable();
+        while let Some(layer) = layers.next() {
+            match layer {
+                Layer::Linear(l) if l.in_features == *widths.last()? => widths.push(l.out_features),
+                Layer::Act(a) if widths.len() > 1 && activation.is_none_or(|b| b == *a) => {
+                    activation = Some(*a);
+                    // an activation must be followed by a Linear layer
+                    if !matches!(layers.peek(), Some(Layer::Linear(_))) {
+                        return None;
+                    }
+                }
+                Layer::Heteroscedastic(h) if layers.peek().is_none() => {
+                    head = Head::Heteroscedastic {
+                        min_scale: h.min_scale,
+                    };
+                }
+                _ => return None,
+            }
+        }
+        let config = Self {
+            widths,
+            activation: activation.unwrap_or_default(),
+            head,
+        };
+        // exactly the chain `network` builds (no two Linear layers in a row)
+        (config.check().is_ok() && config.network() == *network).then_some(config)
     }
 
     /// The flat-parameter layout (`state_dict` order).
@@ -118,7 +173,7 @@ impl MlpConfig {
 
 /// One Linear layer $z = a W^\top + b$, stored as PyTorch does.
 #[derive(Clone, Debug)]
-pub struct Dense<B: Backend> {
+pub(crate) struct Dense<B: Backend> {
     /// $W$, shape `[out, in]`.
     pub weight: Tensor<B, 2>,
     /// $b$, shape `[out]`.
@@ -154,7 +209,7 @@ pub struct Mlp<B: Backend> {
 /// with $J$ is then one matrix product per layer, and the activations are shared
 /// by all columns of a block.
 #[derive(Clone, Debug)]
-pub struct Factors<B: Backend> {
+pub(crate) struct Factors<B: Backend> {
     /// $A_l$: the inputs of layer $l$, `[m, h_{l-1}]`.
     pub inputs: Vec<Tensor<B, 2>>,
     /// $\Delta_l$: output sensitivities of layer $l$'s pre-activations, `[m, o, h_l]`.
@@ -208,7 +263,7 @@ impl<B: Backend> Mlp<B> {
     }
 
     /// An MLP from its configuration and layers (shapes are checked).
-    pub fn from_layers(config: MlpConfig, layers: Vec<Dense<B>>) -> Result<Self> {
+    pub(crate) fn from_layers(config: MlpConfig, layers: Vec<Dense<B>>) -> Result<Self> {
         config.check()?;
         if layers.len() != config.widths.len() - 1 {
             return Err(OpsError::InvalidConfig(format!(
@@ -230,7 +285,8 @@ impl<B: Backend> Mlp<B> {
     }
 
     /// The Linear layers.
-    pub fn layers(&self) -> &[Dense<B>] {
+    #[cfg(test)]
+    pub(crate) fn layers(&self) -> &[Dense<B>] {
         &self.layers
     }
 
@@ -320,6 +376,16 @@ impl<B: Backend> Mlp<B> {
         a
     }
 
+    /// The last hidden layer's activations at `x` (`[n, h_{L-1}]`, the inputs of the last
+    /// Linear layer; `x` itself for a one-layer network): the features of last-layer
+    /// baselines. No checks (see [`check_inputs`](Self::check_inputs)).
+    pub fn hidden_features(&self, x: Tensor<B, 2>) -> Tensor<B, 2> {
+        let last = self.layers.len() - 1;
+        self.layers[..last]
+            .iter()
+            .fold(x, |a, layer| self.config.activation.apply(layer.forward(a)))
+    }
+
     /// The network output $f(X)$ (the GP's prior mean $\mu(X)$), after checking `x`.
     pub fn output(&self, x: Tensor<B, 2>) -> Result<Tensor<B, 2>> {
         self.check_inputs(&x, "X")?;
@@ -350,7 +416,7 @@ impl<B: Backend> Mlp<B> {
     ///
     /// Cost: one forward pass and one backward pass per output
     /// ($\approx 2 n p (1 + o)$ flops).
-    pub fn factors(&self, x: Tensor<B, 2>) -> Factors<B> {
+    pub(crate) fn factors(&self, x: Tensor<B, 2>) -> Factors<B> {
         let last = self.layers.len() - 1;
         let mut inputs = Vec::with_capacity(self.layers.len());
         let mut derivs = Vec::with_capacity(last);
@@ -394,5 +460,18 @@ impl<B: Backend> Mlp<B> {
             sens,
             output,
         }
+    }
+}
+
+impl<B: Backend> From<Mlp<B>> for Network<B> {
+    /// The same network, sharing the parameter tensors.
+    fn from(mlp: Mlp<B>) -> Self {
+        let params = mlp
+            .layers
+            .iter()
+            .flat_map(|l| [l.weight.clone().reshape([-1]), l.bias.clone()])
+            .collect();
+        Network::from_tensors(mlp.config.network(), params)
+            .expect("an MLP's network has its layout")
     }
 }

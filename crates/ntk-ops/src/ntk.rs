@@ -77,35 +77,6 @@ pub fn ntk_matrix<B: Backend>(j1: &MlpJacobian<B>, j2: &MlpJacobian<B>) -> Resul
     Ok(Tensor::cat(rows, 0))
 }
 
-/// The blocks on and below the diagonal of $K(X, X)$ by structured products, for callers that
-/// assemble (half of) the symmetric matrix themselves, e.g. straight into a Cholesky
-/// factorization's storage: `sink(row0, col0, block)` receives $K$ rows
-/// `row0..row0 + r`, columns `col0..col0 + c` (`[r, c]`, $r, c \le$ `block_rows`·$o$) for every
-/// pair of row blocks with `row0 >= col0`. Half the flops of [`ntk_matrix`] and no $n\times n$
-/// device tensor. Holds the factors of all of $X$ (cached or computed once here).
-pub fn ntk_lower_blocks<B: Backend>(
-    j: &MlpJacobian<B>,
-    block_rows: usize,
-    mut sink: impl FnMut(usize, usize, Tensor<B, 2>) -> Result<()>,
-) -> Result<()> {
-    let o = j.n_outputs();
-    let step = block_rows.max(1);
-    let mut blocks: Vec<(usize, Factors<B>)> = Vec::new();
-    j.for_each_chunk(1, |start, f| {
-        let m = f.n_points();
-        for s in (0..m).step_by(step) {
-            blocks.push((start + s, f.narrow(s, step.min(m - s))));
-        }
-        Ok(())
-    })?;
-    for (bi, (si, fi)) in blocks.iter().enumerate() {
-        for (sj, fj) in &blocks[..=bi] {
-            sink(si * o, sj * o, ntk_block(fi, fj))?;
-        }
-    }
-    Ok(())
-}
-
 /// Row `i` of $K(X, X)$ (row order of $J$: point $i / o$, output $i \bmod o$) from the
 /// structured factors, $K_{i\cdot} = \sum_l (\Delta_l\[i\] \Delta_l^\top) \odot (a_{l-1}\[i\] A_{l-1}^\top + 1)$:
 /// $O(n o \sum_l (h_{l-1} + o h_l))$ flops instead of the $\approx 4 n p$ of $K e_i$.
@@ -168,7 +139,7 @@ pub fn ntk_diagonal<B: Backend>(j: &MlpJacobian<B>) -> Result<Tensor<B, 1>> {
 ///
 /// [`apply`](LinearOperator::apply) panics on a block of the wrong height
 /// (the solver owns the blocks; use [`try_apply`](Self::try_apply) to get an error).
-pub struct NtkOperator<B: Backend, J: JacobianOperator<B>> {
+pub struct NtkOperator<B: Backend, J> {
     left: J,
     right: Option<J>,
     _backend: PhantomData<B>,
@@ -284,37 +255,6 @@ mod tests {
     }
 
     #[test]
-    fn lower_blocks_tile_the_lower_triangle() {
-        let jac = jac_at(
-            &[3, 9, 7, 2],
-            Activation::Tanh,
-            Head::Plain,
-            11,
-            4,
-            JacobianOptions::default(),
-        );
-        let k = crate::convert::to_dmatrix_f64(ntk_matrix(&jac, &jac).unwrap());
-        let mut seen = nalgebra::DMatrix::<f64>::zeros(22, 22);
-        ntk_lower_blocks(&jac, 4, |r, c, b| {
-            assert!(r >= c);
-            let b = crate::convert::to_dmatrix_f64(b);
-            for i in 0..b.nrows() {
-                for j in 0..b.ncols() {
-                    assert!((b[(i, j)] - k[(r + i, c + j)]).abs() < 1e-13);
-                    seen[(r + i, c + j)] += 1.0;
-                }
-            }
-            Ok(())
-        })
-        .unwrap();
-        for i in 0..22 {
-            for j in 0..=i {
-                assert_eq!(seen[(i, j)], 1.0, "({i}, {j})");
-            }
-        }
-    }
-
-    #[test]
     fn structured_rows_equal_products_with_unit_vectors() {
         for (widths, head) in [
             (vec![3, 9, 7, 1], Head::Plain),
@@ -358,6 +298,7 @@ mod tests {
                     memory_budget: 3000,
                     cache_factors: false,
                     max_chunk_rows: 4,
+                    ..Default::default()
                 },
             ] {
                 let j1 = jac_at(&widths, act, head, 11, 2, opts);

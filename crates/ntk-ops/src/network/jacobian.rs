@@ -126,6 +126,44 @@ impl<B: Backend> NetworkJacobian<B> {
     }
 }
 
+impl<B: Backend> NetworkJacobian<B> {
+    /// $J^\top U$ where `u_of(start, outputs)` gives each chunk's function-space block
+    /// (`[m·o, k]`) from that chunk's network outputs (`[m, o]`): gradients of losses of
+    /// $f(X)$, one forward and one adjoint pass per chunk.
+    pub(crate) fn vjp_with(
+        &self,
+        k: usize,
+        mut u_of: impl FnMut(usize, &Tensor<B, 2>) -> Tensor<B, 2>,
+    ) -> Result<Tensor<B, 2>> {
+        let specs = self.net.plan.layout.specs();
+        let mut grads = Grads(vec![None; specs.len()]);
+        let values = self.net.values();
+        self.for_each_chunk(k, |start, tape| {
+            let m = tape.m;
+            let uc = transposed_copy(u_of(start, &tape.output))
+                .reshape(self.net.plan.output.batch(k * m));
+            pass::adjoint(
+                &self.net.plan.nodes,
+                &tape.saved,
+                &values,
+                Batch { k, m },
+                uc,
+                &mut grads,
+                false,
+            );
+            Ok(())
+        })?;
+        let dev = self.device();
+        let parts = grads
+            .0
+            .into_iter()
+            .zip(specs)
+            .map(|(g, s)| g.unwrap_or_else(|| zeros([k, s.numel()], &dev)))
+            .collect();
+        Ok(transposed_copy(Tensor::cat(parts, 1)))
+    }
+}
+
 impl JacobianOptions {
     /// A typed error for a zero memory budget.
     pub(crate) fn check(&self) -> Result<()> {
@@ -195,31 +233,9 @@ impl<B: Backend> JacobianOperator<B> for NetworkJacobian<B> {
         check_output_block(&u, self.n_rows())?;
         let k = u.dims()[1];
         let o = self.n_outputs();
-        let specs = self.net.plan.layout.specs();
-        let mut grads = Grads(vec![None; specs.len()]);
-        let values = self.net.values();
-        self.for_each_chunk(k, |start, tape| {
-            let m = tape.m;
-            let uc = transposed_copy(u.clone().narrow(0, start * o, m * o))
-                .reshape(self.net.plan.output.batch(k * m));
-            pass::adjoint(
-                &self.net.plan.nodes,
-                &tape.saved,
-                &values,
-                Batch { k, m },
-                uc,
-                &mut grads,
-                false,
-            );
-            Ok(())
-        })?;
-        let dev = self.device();
-        let parts = grads
-            .0
-            .into_iter()
-            .zip(specs)
-            .map(|(g, s)| g.unwrap_or_else(|| zeros([k, s.numel()], &dev)))
-            .collect();
-        Ok(transposed_copy(Tensor::cat(parts, 1)))
+        self.vjp_with(k, |start, out| {
+            let m = out.dims()[0];
+            u.clone().narrow(0, start * o, m * o)
+        })
     }
 }

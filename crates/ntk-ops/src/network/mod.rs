@@ -50,7 +50,7 @@ use crate::jacobian::JacobianOptions;
 use crate::params::ParamLayout;
 use crate::rng::SplitMix64;
 
-pub use jacobian::NetworkJacobian;
+pub(crate) use jacobian::NetworkJacobian;
 pub use layer::Layer;
 pub use module::{GenericJacobian, NetworkModule};
 pub(crate) use plan::{Plan, Values};
@@ -186,6 +186,30 @@ impl<B: Backend> Network<B> {
         self.config.with_params(&theta, buffers, &self.device())
     }
 
+    /// The same network with parameters $\theta + \epsilon v$ (`v`: `[p]`), buffers kept.
+    pub fn perturbed(&self, v: Tensor<B, 1>, eps: f64) -> Result<Self> {
+        let p = self.n_params();
+        if v.dims() != [p] {
+            return Err(OpsError::ShapeMismatch {
+                what: "perturbation v".into(),
+                expected: vec![p],
+                found: v.dims().to_vec(),
+            });
+        }
+        let params = self
+            .plan
+            .layout
+            .specs()
+            .iter()
+            .zip(&self.params)
+            .map(|(s, t)| t.clone() + v.clone().narrow(0, s.offset, s.numel()).mul_scalar(eps))
+            .collect();
+        Ok(Self {
+            params,
+            ..self.clone()
+        })
+    }
+
     /// A typed error unless `x` is `[n, n_inputs]` with $n \ge 1$ and finite.
     pub fn check_inputs(&self, x: &Tensor<B, 2>, what: &str) -> Result<()> {
         let [n, d] = x.dims();
@@ -257,6 +281,45 @@ impl<B: Backend> Network<B> {
                 .iter()
                 .map(|n| n.saved_entries())
                 .sum::<usize>()
+    }
+
+    /// The network as an [`Mlp`](crate::Mlp) sharing its parameter tensors, when it is a
+    /// dense chain (what the dense execution paths run on).
+    pub(crate) fn dense_chain(&self) -> Option<crate::Mlp<B>> {
+        let config = crate::MlpConfig::of_network(&self.config)?;
+        let layers = self
+            .params
+            .chunks(2)
+            .zip(config.widths.windows(2))
+            .map(|(wb, w)| crate::mlp::Dense {
+                weight: wb[0].clone().reshape([w[1], w[0]]),
+                bias: wb[1].clone(),
+            })
+            .collect();
+        crate::Mlp::from_layers(config, layers).ok()
+    }
+
+    /// A network of `config` holding `params` (one flat tensor per layout entry) and no
+    /// buffers.
+    pub(crate) fn from_tensors(config: NetworkConfig, params: Vec<Tensor<B, 1>>) -> Result<Self> {
+        let plan = config.plan()?;
+        let ok = plan.buffers.specs().is_empty()
+            && params.len() == plan.layout.specs().len()
+            && params
+                .iter()
+                .zip(plan.layout.specs())
+                .all(|(t, s)| t.dims()[0] == s.numel());
+        if !ok {
+            return Err(OpsError::InvalidConfig(
+                "parameter tensors do not follow the network's layout".into(),
+            ));
+        }
+        Ok(Self {
+            config,
+            plan,
+            params,
+            buffers: Vec::new(),
+        })
     }
 
     /// The widest activation per point.

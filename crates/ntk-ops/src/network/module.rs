@@ -5,14 +5,19 @@ use burn::prelude::Backend;
 use burn::tensor::Tensor;
 
 use super::{Network, NetworkConfig, pass};
-use crate::autodiff::{AutodiffJacobian, Nested};
+use burn::backend::Autodiff;
+
+use crate::autodiff::AutodiffJacobian;
 use crate::convert::tensor1_from_f64;
 
 /// The generic-path Jacobian type of a [`Network`] (see [`Network::generic_jacobian`]).
 pub type GenericJacobian<B> = AutodiffJacobian<
     B,
-    NetworkModule<Nested<B>>,
-    fn(&NetworkModule<Nested<B>>, Tensor<Nested<B>, 2>) -> Tensor<Nested<B>, 2>,
+    NetworkModule<Autodiff<Autodiff<B>>>,
+    fn(
+        &NetworkModule<Autodiff<Autodiff<B>>>,
+        Tensor<Autodiff<Autodiff<B>>, 2>,
+    ) -> Tensor<Autodiff<Autodiff<B>>, 2>,
 >;
 
 /// A [`Network`] as a burn [`Module`] (parameters visited in layout order), for the

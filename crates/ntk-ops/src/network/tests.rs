@@ -387,6 +387,7 @@ proptest! {
             memory_budget: if small_budget { 4000 } else { 1 << 24 },
             cache_factors: !small_budget,
             max_chunk_rows: if small_budget { 2 } else { usize::MAX },
+            ..Default::default()
         };
         let jac = net.jacobian(inputs(&cfg, n, seed + 3), opts).unwrap();
         let dev = jac.device();

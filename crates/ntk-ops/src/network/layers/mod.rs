@@ -1,4 +1,4 @@
-//! The layer kinds, one file each (see [`layer`](super::layer) for the trait they implement).
+//! The layer kinds, one file each (each implements the crate's layer trait: forward, tangent, adjoint, initialization).
 
 pub mod activation;
 pub mod avg_pool;
@@ -10,3 +10,13 @@ pub mod layer_norm;
 pub mod linear;
 pub mod max_pool;
 pub mod residual;
+
+pub use avg_pool::AvgPool2d;
+pub use batch_norm::BatchNorm2d;
+pub use conv2d::Conv2d;
+pub use flatten::Flatten;
+pub use heteroscedastic::Heteroscedastic;
+pub use layer_norm::LayerNorm;
+pub use linear::Linear;
+pub use max_pool::MaxPool2d;
+pub use residual::Residual;
