@@ -21,7 +21,8 @@ use ntk_gp::GpError;
 use ntk_gp::fit::Param;
 use ntk_gp::ntk::{MatrixFreeSettings, MeanFunction, NtkGp, NtkGpConfig};
 use ntk_gp::strategy::Strategy;
-use ntk_ops::device::{CpuBackend, Device};
+use ntk_ops::DefaultBackend as CpuBackend;
+use ntk_ops::device::Device;
 use ntk_ops::rng::SplitMix64;
 use ntk_ops::{Activation, MlpConfig};
 

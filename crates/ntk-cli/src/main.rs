@@ -277,7 +277,7 @@ macro_rules! on_device {
     ($device:expr, |$dev:ident: B| $body:expr) => {
         match $device {
             Device::Cpu => {
-                type B = ntk_ops::device::CpuBackend;
+                type B = ntk_ops::DefaultBackend;
                 let $dev = Default::default();
                 $body
             }

@@ -21,9 +21,6 @@ use std::str::FromStr;
 
 use thiserror::Error;
 
-/// The CPU backend: burn-ndarray in `f64`.
-pub type CpuBackend = burn_ndarray::NdArray<f64>;
-
 /// The CUDA backend: burn-cuda (no kernel fusion, no autotune) in `f32`.
 #[cfg(feature = "cuda")]
 pub type CudaBackend = burn_cuda::Cuda<f32, i32>;
