@@ -13,6 +13,7 @@ use krylov::LinearOperator;
 use crate::block::TensorBlock;
 use crate::dense::MlpJacobian;
 use crate::error::{OpsError, Result};
+use crate::host_jacobian::HostJacobian;
 use crate::jacobian::{JacobianOperator, JacobianOptions, check_param_block};
 use crate::network::{Layer, Network, NetworkJacobian};
 use crate::operator::Jacobian;
@@ -216,13 +217,13 @@ pub struct FiniteDifferenceFisher<B: Backend> {
     outputs: Tensor<B, 2>,
 }
 
-impl<B: Backend> FiniteDifferenceFisher<B> {
+impl<B: Backend> FiniteDifferenceFisher<B>
+where
+    B::FloatElem: nalgebra::RealField + Copy,
+{
     /// The finite-difference Fisher of the model and data of `jac`, with
     /// $\varepsilon = 10^{-4}$ (the paper's default) and the forward scheme.
-    pub fn new(jac: Jacobian<B>, likelihood: Likelihood) -> Result<Self>
-    where
-        B::FloatElem: nalgebra::RealField + Copy,
-    {
+    pub fn new(jac: Jacobian<B>, likelihood: Likelihood) -> Result<Self> {
         likelihood.check(jac.n_outputs())?;
         let heteroscedastic_head = matches!(
             jac.network().config().layers.last(),
@@ -268,8 +269,10 @@ impl<B: Backend> FiniteDifferenceFisher<B> {
 
     /// $\nabla_{\theta'} \operatorname{KL}$ at $\theta' = \theta + t v$ for one direction `v` (`[p]`).
     ///
-    /// A dense chain runs the dense tensor path, anything else the layers path; both
-    /// uncached, with the outputs of each chunk's forward pass feeding its gradient.
+    /// A dense chain on a host-memory backend runs the host path (factors once, the outputs
+    /// from them, one product); elsewhere the dense tensor path, and any other network the
+    /// layers path, both uncached, with the outputs of each chunk's forward pass feeding its
+    /// gradient.
     fn kl_grad_at(&self, v: Tensor<B, 1>, t: f64) -> Result<Tensor<B, 2>> {
         let net = self.net.perturbed(v, t)?;
         let opts = JacobianOptions {
@@ -283,6 +286,11 @@ impl<B: Backend> FiniteDifferenceFisher<B> {
             self.likelihood.kl_gradient(&f, out).reshape([m * o, 1])
         };
         match net.dense_chain() {
+            Some(mlp) if crate::device::computes_on_host::<B>() => {
+                let jac = HostJacobian::new(mlp, self.x.clone(), Default::default())?;
+                let out = jac.outputs()?;
+                jac.vjp(u_of(0, &out))
+            }
             Some(mlp) => MlpJacobian::new(mlp, self.x.clone(), opts)?.vjp_with(1, u_of),
             None => NetworkJacobian::new(net, self.x.clone(), opts)?.vjp_with(1, u_of),
         }

@@ -41,7 +41,7 @@ use std::sync::Arc;
 use crate::chunk::{RowCost, RowPlan};
 use crate::convert::{check_finite, check_shape, tensor_from_elems, to_vec_elem};
 use crate::error::{OpsError, Result};
-use crate::host_ntk::{HostFactors, HostMlp, RowMajor, View, ViewMut};
+use crate::host_ntk::{HostFactors, HostMlp, HostNtk, RowMajor, View, ViewMut};
 use crate::jacobian::{JacobianOperator, JacobianOptions, check_output_block, check_param_block};
 use crate::matmul;
 use crate::mlp::Mlp;
@@ -220,6 +220,16 @@ where
             self.vjp_one(uc.as_slice(), gc.as_mut_slice());
         }
         g
+    }
+
+    /// The structured NTK factors of all rows, from the cached factors when there are
+    /// (no second forward and backward pass).
+    pub(crate) fn host_ntk(&self) -> HostNtk<B::FloatElem> {
+        let factors = match &self.cache {
+            Some(all) => HostFactors::clone(all),
+            None => self.factors(0, self.n),
+        };
+        HostNtk::from_factors(factors, self.o)
     }
 
     /// Whether the factors of all rows are kept between products.

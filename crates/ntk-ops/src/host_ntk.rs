@@ -396,7 +396,7 @@ impl<T: RealField + Copy> HostNtk<T> {
         Ok(Self::from_factors(host.factors(row_major(x)), o))
     }
 
-    fn from_factors(f: HostFactors<T>, o: usize) -> Self {
+    pub(crate) fn from_factors(f: HostFactors<T>, o: usize) -> Self {
         let rows = f.n * o;
         let mut low_cols = 0;
         let mut kr_layers = Vec::new();

@@ -26,7 +26,6 @@ use crate::convert;
 use crate::dense::MlpJacobian;
 use crate::error::{OpsError, Result};
 use crate::host_jacobian::HostJacobian;
-use crate::host_ntk::HostNtk;
 use crate::jacobian::{JacobianOperator, JacobianOptions, check_output_block, check_param_block};
 use crate::mlp::Mlp;
 use crate::network::{Network, NetworkJacobian};
@@ -87,6 +86,7 @@ macro_rules! on_path {
 #[derive(Clone, Debug)]
 pub struct Jacobian<B: Backend> {
     net: Network<B>,
+    options: JacobianOptions,
     path: Path<B>,
 }
 
@@ -132,7 +132,7 @@ where
                 )));
             }
         };
-        Ok(Self { net, path })
+        Ok(Self { net, options, path })
     }
 
     /// The network.
@@ -178,14 +178,10 @@ where
             Path::Host(j) => j.jacobian(),
             Path::Dense(j) => j.jacobian(),
             Path::Layers(_) => {
-                // J = (Jᵀ I)ᵀ, a block of rows at a time
-                let rows = self.n_rows();
-                let dev = self.device();
-                let mut parts = Vec::new();
-                for s in (0..rows).step_by(COLUMNS) {
-                    let c = COLUMNS.min(rows - s);
-                    parts.push(self.vjp(unit_columns::<B>(rows, s, c, &dev))?.transpose());
-                }
+                let parts = self
+                    .point_blocks()
+                    .map(|(s, len)| Ok(crate::jacobian::transposed_copy(self.rows_t(s, len)?)))
+                    .collect::<Result<Vec<_>>>()?;
                 Ok(Tensor::cat(parts, 0))
             }
         }
@@ -193,7 +189,8 @@ where
 
     /// The NTK $J_1 J_2^\top$ between this operator's inputs and `other`'s
     /// (`[n_1 o, n_2 o]`), both of the same network: structured per-layer blocks on the
-    /// dense paths, products $J_1 (J_2^\top E)$ on blocks of unit columns otherwise.
+    /// dense paths; otherwise $J_1 J_2^\top$ from the explicit Jacobians when both fit in
+    /// half the memory budget, else $J_1 (J_2^\top E)$ on blocks of $J_2$'s rows.
     pub fn ntk_matrix(&self, other: &Self) -> Result<Tensor<B, 2>> {
         if self.net.config() != other.net.config() || self.n_params() != other.n_params() {
             return Err(OpsError::InvalidConfig(
@@ -203,21 +200,29 @@ where
         match (&self.path, &other.path) {
             (Path::Dense(a), Path::Dense(b)) => crate::ntk::ntk_matrix(a, b),
             (Path::Host(a), Path::Host(b)) => {
-                let host = |j: &HostJacobian<B>| {
-                    HostNtk::<B::FloatElem>::new(j.mlp(), &convert::to_dmatrix_f64(j.inputs()))
+                // from the operators' own factors; one triangle when both are the same
+                let ha = a.host_ntk();
+                let k = if std::ptr::eq(a, b) {
+                    ha.symmetric()?
+                } else {
+                    ha.cross(&b.host_ntk())?
                 };
-                let k = host(a)?.cross(&host(b)?)?;
                 Ok(convert::from_dmatrix_elems::<B>(&k, &self.device()))
             }
             _ => {
-                let cols = other.n_rows();
-                let dev = self.device();
-                let mut parts = Vec::new();
-                for s in (0..cols).step_by(COLUMNS) {
-                    let c = COLUMNS.min(cols - s);
-                    let jt = other.vjp(unit_columns::<B>(cols, s, c, &dev))?;
-                    parts.push(self.jvp(jt)?);
+                let elem = std::mem::size_of::<B::FloatElem>();
+                let explicit = (self.n_rows() + other.n_rows())
+                    .saturating_mul(self.n_params())
+                    .saturating_mul(elem);
+                if explicit <= self.options.memory_budget / 2 {
+                    let j1 = self.jacobian()?;
+                    let j2t = crate::jacobian::transposed_copy(other.jacobian()?);
+                    return Ok(j1.matmul(j2t));
                 }
+                let parts = other
+                    .point_blocks()
+                    .map(|(s, len)| self.jvp(other.rows_t(s, len)?))
+                    .collect::<Result<Vec<_>>>()?;
                 Ok(Tensor::cat(parts, 1))
             }
         }
@@ -231,26 +236,50 @@ where
             Path::Host(j) => match JacobianOperator::ntk_diagonal(j) {
                 Some(d) => Ok(d),
                 None => {
-                    let h = HostNtk::<B::FloatElem>::new(
-                        j.mlp(),
-                        &convert::to_dmatrix_f64(j.inputs()),
-                    )?;
-                    let d = h.diagonal();
+                    let d = j.host_ntk().diagonal();
                     let len = d.len();
                     Ok(convert::tensor_from_elems::<B, 1>(d, [len], &self.device()))
                 }
             },
             Path::Layers(_) => {
-                let rows = self.n_rows();
-                let dev = self.device();
-                let mut parts = Vec::new();
-                for s in (0..rows).step_by(COLUMNS) {
-                    let c = COLUMNS.min(rows - s);
-                    let jt = self.vjp(unit_columns::<B>(rows, s, c, &dev))?;
-                    parts.push(jt.square().sum_dim(0).reshape([c]));
-                }
+                let o = self.n_outputs();
+                let parts = self
+                    .point_blocks()
+                    .map(|(s, len)| Ok(self.rows_t(s, len)?.square().sum_dim(0).reshape([len * o])))
+                    .collect::<Result<Vec<_>>>()?;
                 Ok(Tensor::cat(parts, 0))
             }
+        }
+    }
+
+    /// `(start, len)` of blocks of [`BLOCK_POINTS`] points.
+    fn point_blocks(&self) -> impl Iterator<Item = (usize, usize)> + use<B> {
+        let n = self.n_points();
+        (0..n)
+            .step_by(BLOCK_POINTS)
+            .map(move |s| (s, BLOCK_POINTS.min(n - s)))
+    }
+
+    /// $J^\top$ restricted to the rows of points `start..start + len` (`[p, len·o]`): on the
+    /// layers path, $J^\top E$ of a Jacobian of those points alone, so that each unit column
+    /// runs the adjoint pass over its own block rather than over all $n$ points.
+    fn rows_t(&self, start: usize, len: usize) -> Result<Tensor<B, 2>> {
+        let o = self.n_outputs();
+        let r = len * o;
+        let dev = self.device();
+        match &self.path {
+            Path::Layers(_) => {
+                let sub = NetworkJacobian::new(
+                    self.net.clone(),
+                    self.inputs().narrow(0, start, len),
+                    JacobianOptions {
+                        cache_factors: false,
+                        ..self.options
+                    },
+                )?;
+                sub.vjp(unit_columns::<B>(r, 0, r, &dev))
+            }
+            _ => self.vjp(unit_columns::<B>(self.n_rows(), start * o, r, &dev)),
         }
     }
 
@@ -286,8 +315,9 @@ where
     }
 }
 
-/// Unit columns per block when a product builds $J$, its diagonal or a cross kernel.
-const COLUMNS: usize = 64;
+/// Points per block when the layers path forms rows of $J$ ($J^\top E$ for the block's
+/// $16 o$ unit columns over its 16 points: $16^2 o$ per-point passes a block, $16 n o$ in all).
+const BLOCK_POINTS: usize = 16;
 
 /// Columns `start..start + c` of the `rows × rows` identity.
 fn unit_columns<B: Backend>(rows: usize, start: usize, c: usize, dev: &B::Device) -> Tensor<B, 2> {
@@ -333,5 +363,64 @@ where
     }
     fn gram_diagonal(&self) -> Option<Tensor<B, 1>> {
         on_path!(self, j => j.gram_diagonal())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::network::{Layer, NetworkConfig};
+    use crate::rng::SplitMix64;
+    use crate::testing::{TestBackend, rel_err};
+
+    /// The layers path's kernel from explicit Jacobians, by blocks of rows under a small
+    /// memory budget, and across two input sets (more points than one block), all equal;
+    /// the diagonal equal to the kernel's.
+    #[test]
+    fn layers_kernel_explicit_and_blocked_agree() {
+        let dev = Default::default();
+        let cfg = NetworkConfig::new(
+            &[1, 4, 4],
+            vec![
+                Layer::conv2d(1, 2, 2),
+                Layer::act(crate::Activation::Tanh),
+                Layer::flatten(),
+                Layer::linear(18, 2),
+            ],
+        );
+        let net = cfg.init::<TestBackend>(3, &dev).unwrap();
+        let x = |n: usize, seed: u64| {
+            convert::tensor_from_f64::<TestBackend>(
+                SplitMix64::new(seed).normal_vec(n * 16),
+                n,
+                16,
+                &dev,
+            )
+        };
+        let small = JacobianOptions {
+            memory_budget: 4096,
+            ..Default::default()
+        };
+        let (a, b) = (x(37, 1), x(21, 2));
+        let big_a = Jacobian::new(net.clone(), a.clone(), Default::default()).unwrap();
+        let big_b = Jacobian::new(net.clone(), b.clone(), Default::default()).unwrap();
+        let small_a = Jacobian::new(net.clone(), a, small).unwrap();
+        let small_b = Jacobian::new(net, b, small).unwrap();
+        assert_eq!(big_a.execution(), Execution::Layers);
+        for (x, y) in [(&big_a, &big_b), (&big_a, &big_a)] {
+            let explicit = convert::to_vec_f64(x.ntk_matrix(y).unwrap());
+            let (xs, ys) = if std::ptr::eq(x, y) {
+                (&small_a, &small_a)
+            } else {
+                (&small_a, &small_b)
+            };
+            let blocked = convert::to_vec_f64(xs.ntk_matrix(ys).unwrap());
+            assert!(rel_err(&blocked, &explicit) < 1e-13);
+        }
+        let k = convert::to_dmatrix_f64(big_a.ntk_matrix(&big_a).unwrap());
+        let d = convert::to_vec_f64(small_a.ntk_diagonal().unwrap());
+        assert_eq!(d.len(), 74);
+        let want: Vec<f64> = (0..74).map(|i| k[(i, i)]).collect();
+        assert!(rel_err(&d, &want) < 1e-13);
     }
 }
