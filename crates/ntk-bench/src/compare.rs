@@ -434,8 +434,9 @@ pub fn compare(
 pub struct ProductsRecord {
     /// Always `"ntk-rs-products"`.
     pub kind: String,
-    /// The Jacobian operator timed: `"host"` ([`ntk_ops::HostJacobian`], one GEMM per layer
-    /// on host factors) or `"tensor"` ([`ntk_ops::MlpJacobian`], burn tensor ops).
+    /// The Jacobian path timed: `"host"` ([`ntk_ops::Execution::DenseHost`], one GEMM per
+    /// layer on host factors) or `"tensor"` ([`ntk_ops::Execution::DenseTensor`], burn tensor
+    /// ops).
     pub operator: String,
     /// The problem directory.
     pub problem: PathBuf,
@@ -586,8 +587,8 @@ where
 
 /// Times $Jv$, $J^\top u$, the NTK product and the GGN product (warm: factors cached; cold:
 /// from scratch) on the network and inputs of the problem in `dir`, `reps` repetitions after
-/// a warm-up (medians), and checks adjointness; with [`ntk_ops::HostJacobian`], or with
-/// [`ntk_ops::MlpJacobian`] when `tensor`.
+/// a warm-up (medians), and checks adjointness; on the host path of [`ntk_ops::Jacobian`], or
+/// on its tensor path when `tensor`.
 pub fn products(
     dir: &Path,
     dtype: Option<Precision>,

@@ -10,8 +10,8 @@
 //! 1. Accuracy (Figure 5): $\lVert F_\varepsilon v - F v\rVert / \lVert F v\rVert$ for unit $v$ and
 //!    $\varepsilon$ on a log grid over $[10^{-8}, 1]$, against the exact product $J^\top(Jv)/\sigma^2$
 //!    (forward-mode $Jv$, reverse-mode $J^\top u$), for an MLP (f64 and f32) and the small
-//!    [`Cnn`](ntk_ops::Cnn) (f64; tape-free `Sequential` path), at initialization, mid-training and at
-//!    the end of training (Adam on the squared error).
+//!    CNN ([`ntk_ops::CnnConfig`], f64, the layers path of [`ntk_ops::Jacobian`]), at
+//!    initialization, mid-training and at the end of training (Adam on the squared error).
 //! 2. Speed (Figure 6): exact product vs finite difference for MLPs 5-W-W-1 of growing width at
 //!    fixed $n$, median of a few repetitions, f32 and f64. The exact product is timed cold (factors
 //!    = one forward and one backward pass, then $Jv$ and $J^\top u$) and with the factors cached
