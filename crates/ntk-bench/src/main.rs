@@ -96,8 +96,8 @@ enum Cmd {
         /// problem's network and inputs instead of solving the GP.
         #[arg(long)]
         products: bool,
-        /// With `--products`: time the burn-tensor operator (`MlpJacobian`) instead of the
-        /// host one (`HostJacobian`).
+        /// With `--products`: time the Jacobian's burn-tensor path (`Execution::DenseTensor`)
+        /// instead of its host path (`Execution::DenseHost`).
         #[arg(long, requires = "products")]
         tensor: bool,
     },

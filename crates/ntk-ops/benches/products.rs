@@ -425,8 +425,8 @@ where
     bencher.bench(|| sync(jac.vjp(u.clone()).unwrap()));
 }
 
-/// 8×8 CNN dense NTK at n = 1000 (factors included): $J (J^\top E)$ on blocks of unit
-/// columns, the layers path's kernel.
+/// 8×8 CNN dense NTK at n = 1000 (factors included): the layers path's kernel, $J J^\top$
+/// from the explicit Jacobian formed 16 points at a time (it fits the memory budget).
 #[divan::bench(types = [NdArray<f32>, NdArray<f64>], args = [1000], sample_count = 3, sample_size = 1)]
 fn cnn8_dense_ntk<B: Backend>(bencher: Bencher, n: usize)
 where

@@ -26,6 +26,16 @@ pub enum Activation {
 }
 
 impl Activation {
+    /// Every activation, in declaration order.
+    pub const ALL: [Activation; 6] = [
+        Self::Tanh,
+        Self::Relu,
+        Self::Elu,
+        Self::Gelu,
+        Self::Sigmoid,
+        Self::Softplus,
+    ];
+
     /// $\sigma(z)$ elementwise.
     pub fn apply<B: Backend, const D: usize>(self, z: Tensor<B, D>) -> Tensor<B, D> {
         match self {
@@ -179,14 +189,7 @@ mod tests {
     fn scalar_forms_match_the_tensor_forms() {
         let zs: Vec<f64> = (-400..=400).map(|i| i as f64 * 0.11).collect();
         let dev = Default::default();
-        for act in [
-            Activation::Tanh,
-            Activation::Relu,
-            Activation::Elu,
-            Activation::Gelu,
-            Activation::Sigmoid,
-            Activation::Softplus,
-        ] {
+        for act in Activation::ALL {
             let t = crate::convert::tensor1_from_f64::<NdArray<f64>>(zs.clone(), &dev);
             let (a, d) = act.apply_with_derivative(t);
             let (a, d) = (crate::convert::to_vec_f64(a), crate::convert::to_vec_f64(d));

@@ -73,6 +73,12 @@ impl RowPlan {
         }
     }
 
+    /// Columns a product may carry at once over cached chunks of `rows` rows (at least one):
+    /// their work in half the budget.
+    pub fn columns_for(&self, rows: usize) -> usize {
+        (self.options.memory_budget / 2 / self.cost.work.saturating_mul(rows).max(1)).max(1)
+    }
+
     /// Rows per chunk of a forward pass alone.
     pub fn forward_rows(&self) -> usize {
         self.clamp(self.options.memory_budget / self.cost.saved.max(1))
@@ -83,6 +89,93 @@ impl RowPlan {
         let n = self.n;
         let rows = rows.max(1);
         (0..n).step_by(rows).map(move |s| (s, rows.min(n - s)))
+    }
+}
+
+/// Cuts rows `offset..offset + len` out of a chunk's factors.
+pub(crate) type Narrow<'a, F> = &'a dyn Fn(&F, usize, usize) -> F;
+
+/// The saved factors `F` of the rows of $X$, chunked by a [`RowPlan`]: computed once and
+/// kept when the plan caches, recomputed per chunk and product otherwise.
+#[derive(Clone, Debug)]
+pub(crate) struct Chunked<F> {
+    plan: RowPlan,
+    cache: Option<Vec<(usize, F)>>,
+}
+
+impl<F> Chunked<F> {
+    /// The factors under `plan`, `make(start, len)` computing those of rows
+    /// `start..start + len`; cached in chunks of [`RowPlan::cache_rows`] when the plan caches.
+    pub fn new(plan: RowPlan, make: impl FnMut(usize, usize) -> F) -> Self {
+        let mut make = make;
+        let cache = plan.caches().then(|| {
+            plan.chunks(plan.cache_rows())
+                .map(|(s, len)| (s, make(s, len)))
+                .collect()
+        });
+        Self { plan, cache }
+    }
+
+    /// The plan.
+    pub fn plan(&self) -> &RowPlan {
+        &self.plan
+    }
+
+    /// The cached chunks, `(start, factors)`, if any.
+    pub fn cached(&self) -> Option<&[(usize, F)]> {
+        self.cache.as_deref()
+    }
+
+    /// One value per chunk: `from_cache(factors)` of each cached chunk, else `fresh(start,
+    /// len)` of chunks sized for a forward pass alone (what the network outputs need).
+    pub fn per_chunk<T>(
+        &self,
+        from_cache: impl Fn(&F) -> T,
+        fresh: impl Fn(usize, usize) -> T,
+    ) -> Vec<T> {
+        match &self.cache {
+            Some(chunks) => chunks.iter().map(|(_, f)| from_cache(f)).collect(),
+            None => self
+                .plan
+                .chunks(self.plan.forward_rows())
+                .map(|(s, len)| fresh(s, len))
+                .collect(),
+        }
+    }
+
+    /// Calls `f(start, factors)` for chunks sized for a product with `k` columns: the cached
+    /// chunks (split by `narrow(factors, offset, len)` where one holds more rows than the
+    /// product's working memory allows, if `narrow` is given), else freshly made ones.
+    pub fn for_each<E>(
+        &self,
+        k: usize,
+        make: impl Fn(usize, usize) -> F,
+        narrow: Option<Narrow<'_, F>>,
+        rows_of: impl Fn(&F) -> usize,
+        mut f: impl FnMut(usize, &F) -> Result<(), E>,
+    ) -> Result<(), E> {
+        match &self.cache {
+            Some(chunks) => {
+                let rows = self.plan.product_rows(k, true);
+                for (start, fac) in chunks {
+                    let m = rows_of(fac);
+                    match narrow {
+                        Some(cut) if m > rows => {
+                            for s in (0..m).step_by(rows) {
+                                f(start + s, &cut(fac, s, rows.min(m - s)))?;
+                            }
+                        }
+                        _ => f(*start, fac)?,
+                    }
+                }
+            }
+            None => {
+                for (s, len) in self.plan.chunks(self.plan.product_rows(k, false)) {
+                    f(s, &make(s, len))?;
+                }
+            }
+        }
+        Ok(())
     }
 }
 

@@ -272,17 +272,7 @@ mod tests {
     #[test]
     fn network_matches_the_hand_written_module_for_every_activation() {
         let dev = Default::default();
-        for (i, act) in [
-            Activation::Tanh,
-            Activation::Relu,
-            Activation::Elu,
-            Activation::Gelu,
-            Activation::Sigmoid,
-            Activation::Softplus,
-        ]
-        .into_iter()
-        .enumerate()
-        {
+        for (i, act) in Activation::ALL.into_iter().enumerate() {
             let cfg = CnnConfig {
                 input: [2, 11, 10],
                 activation: act,

@@ -233,7 +233,7 @@ pub fn networks() -> Vec<(&'static str, NetworkConfig)> {
 
 /// $\theta$ and buffers: PyTorch's initialization plus noise, running variances in
 /// $[0.5, 1.5]$.
-fn values(cfg: &NetworkConfig, seed: u64) -> (Vec<f64>, Vec<f64>) {
+pub(crate) fn values(cfg: &NetworkConfig, seed: u64) -> (Vec<f64>, Vec<f64>) {
     let plan = cfg.plan().expect("a valid network");
     let mut rng = SplitMix64::new(seed);
     let theta = plan
@@ -448,10 +448,7 @@ mod tests {
             c in 1usize..3, groups in 1usize..3, kern in 1usize..4, stride in 1usize..3,
             pad in 0usize..2, dil in 1usize..3, pool in 0usize..3, seed in 0u64..1000,
         ) {
-            let act = [
-                Activation::Tanh, Activation::Relu, Activation::Elu,
-                Activation::Gelu, Activation::Sigmoid, Activation::Softplus,
-            ][act];
+            let act = Activation::ALL[act];
             let cfg = if mlp {
                 let mut widths = vec![2];
                 widths.extend(std::iter::repeat_n(width, depth));

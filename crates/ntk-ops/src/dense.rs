@@ -5,7 +5,7 @@
 use burn::prelude::Backend;
 use burn::tensor::Tensor;
 
-use crate::chunk::{RowCost, RowPlan};
+use crate::chunk::{Chunked, RowCost, RowPlan};
 use crate::error::Result;
 use crate::jacobian::{
     JacobianOperator, JacobianOptions, check_output_block, check_param_block, transposed_copy,
@@ -23,8 +23,7 @@ use crate::mlp::{Factors, Mlp};
 pub struct MlpJacobian<B: Backend> {
     mlp: Mlp<B>,
     x: Tensor<B, 2>,
-    plan: RowPlan,
-    cache: Option<Vec<(usize, Factors<B>)>>,
+    factors: Chunked<Factors<B>>,
 }
 
 impl<B: Backend> MlpJacobian<B> {
@@ -34,20 +33,8 @@ impl<B: Backend> MlpJacobian<B> {
         mlp.check_inputs(&x, "X")?;
         options.check()?;
         let plan = RowPlan::new(x.dims()[0], Self::row_cost(&mlp), options);
-        let mut this = Self {
-            mlp,
-            x,
-            plan,
-            cache: None,
-        };
-        if plan.caches() {
-            let chunks = plan
-                .chunks(plan.cache_rows())
-                .map(|(s, len)| (s, this.mlp.factors(this.x.clone().narrow(0, s, len))))
-                .collect();
-            this.cache = Some(chunks);
-        }
-        Ok(this)
+        let factors = Chunked::new(plan, |s, len| mlp.factors(x.clone().narrow(0, s, len)));
+        Ok(Self { mlp, x, factors })
     }
 
     /// The model.
@@ -62,7 +49,7 @@ impl<B: Backend> MlpJacobian<B> {
 
     /// Whether the factors of all of $X$ are cached.
     pub fn is_cached(&self) -> bool {
-        self.cache.is_some()
+        self.factors.cached().is_some()
     }
 
     /// Per row: factors $\sum_l h_{l-1} + o \sum_l h_l + o + \max_l h_l$ entries; work per
@@ -87,27 +74,13 @@ impl<B: Backend> MlpJacobian<B> {
         k: usize,
         mut f: impl FnMut(usize, &Factors<B>) -> Result<()>,
     ) -> Result<()> {
-        match &self.cache {
-            Some(chunks) => {
-                let rows = self.plan.product_rows(k, true);
-                for (start, fac) in chunks {
-                    let m = fac.n_points();
-                    if m <= rows {
-                        f(*start, fac)?;
-                    } else {
-                        for s in (0..m).step_by(rows) {
-                            f(start + s, &fac.narrow(s, rows.min(m - s)))?;
-                        }
-                    }
-                }
-            }
-            None => {
-                for (s, len) in self.plan.chunks(self.plan.product_rows(k, false)) {
-                    f(s, &self.mlp.factors(self.x.clone().narrow(0, s, len)))?;
-                }
-            }
-        }
-        Ok(())
+        self.factors.for_each(
+            k,
+            |s, len| self.mlp.factors(self.x.clone().narrow(0, s, len)),
+            Some(&|fac: &Factors<B>, s, len| fac.narrow(s, len)),
+            Factors::n_points,
+            &mut f,
+        )
     }
 
     /// The explicit Jacobian $J$ (`[n·o, p]`), from per-layer outer products.
@@ -133,14 +106,7 @@ impl<B: Backend> MlpJacobian<B> {
         self.for_each_chunk(k, |start, fac| {
             let u = u_of(start, &fac.output);
             let g = vjp_chunk(fac, u);
-            acc = Some(match acc.take() {
-                None => g,
-                Some(a) => a
-                    .into_iter()
-                    .zip(g)
-                    .map(|((aw, ab), (gw, gb))| (aw + gw, ab + gb))
-                    .collect(),
-            });
+            add_pairs(&mut acc, g);
             Ok(())
         })?;
         Ok(assemble_param_block(
@@ -149,6 +115,21 @@ impl<B: Backend> MlpJacobian<B> {
             k,
         ))
     }
+}
+
+/// Adds per-layer `(weight, bias)` blocks `g` into `acc` (the first chunk's become it).
+fn add_pairs<B: Backend>(
+    acc: &mut Option<Vec<(Tensor<B, 2>, Tensor<B, 2>)>>,
+    g: Vec<(Tensor<B, 2>, Tensor<B, 2>)>,
+) {
+    *acc = Some(match acc.take() {
+        None => g,
+        Some(a) => a
+            .into_iter()
+            .zip(g)
+            .map(|((aw, ab), (gw, gb))| (aw + gw, ab + gb))
+            .collect(),
+    });
 }
 
 /// Rows of $J$ for one chunk: per layer $\Delta_l\[i,j\] \otimes a_{l-1}\[i\]$ then $\Delta_l\[i,j\]$.
@@ -314,19 +295,11 @@ impl<B: Backend> JacobianOperator<B> for MlpJacobian<B> {
     }
 
     fn outputs(&self) -> Result<Tensor<B, 2>> {
-        match &self.cache {
-            Some(chunks) => Ok(Tensor::cat(
-                chunks.iter().map(|(_, f)| f.output.clone()).collect(),
-                0,
-            )),
-            None => Ok(Tensor::cat(
-                self.plan
-                    .chunks(self.plan.forward_rows())
-                    .map(|(s, len)| self.mlp.forward(self.x.clone().narrow(0, s, len)))
-                    .collect(),
-                0,
-            )),
-        }
+        let parts = self.factors.per_chunk(
+            |f| f.output.clone(),
+            |s, len| self.mlp.forward(self.x.clone().narrow(0, s, len)),
+        );
+        Ok(Tensor::cat(parts, 0))
     }
 
     fn jvp(&self, v: Tensor<B, 2>) -> Result<Tensor<B, 2>> {
@@ -371,14 +344,7 @@ impl<B: Backend> JacobianOperator<B> for MlpJacobian<B> {
                     (d2.transpose().matmul(a.clone().square()), gb)
                 })
                 .collect();
-            acc = Some(match acc.take() {
-                None => g,
-                Some(a) => a
-                    .into_iter()
-                    .zip(g)
-                    .map(|((aw, ab), (gw, gb))| (aw + gw, ab + gb))
-                    .collect(),
-            });
+            add_pairs(&mut acc, g);
             Ok(())
         })
         .ok()?;
@@ -421,14 +387,7 @@ mod tests {
         MlpJacobian::new(mlp, x, options).unwrap()
     }
 
-    const ACTS: [Activation; 6] = [
-        Activation::Tanh,
-        Activation::Relu,
-        Activation::Elu,
-        Activation::Gelu,
-        Activation::Sigmoid,
-        Activation::Softplus,
-    ];
+    const ACTS: [Activation; 6] = Activation::ALL;
 
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(64))]

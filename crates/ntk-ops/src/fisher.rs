@@ -16,7 +16,7 @@ use crate::error::{OpsError, Result};
 use crate::host_jacobian::HostJacobian;
 use crate::jacobian::{JacobianOperator, JacobianOptions, check_param_block};
 use crate::network::{Layer, Network, NetworkJacobian};
-use crate::operator::Jacobian;
+use crate::operator::{Execution, Jacobian};
 
 /// The likelihood $p(y \mid f)$ on the network outputs $f$, which fixes the
 /// output Hessian $H = \mathbb{E}_y[-\nabla_f^2 \log p(y \mid f)]$ of the Fisher.
@@ -211,6 +211,7 @@ pub struct FiniteDifferenceFisher<B: Backend> {
     x: Tensor<B, 2>,
     n_params: usize,
     n_outputs: usize,
+    options: JacobianOptions,
     likelihood: Likelihood,
     eps: f64,
     scheme: FdScheme,
@@ -240,6 +241,7 @@ where
             x: jac.inputs(),
             n_params: jac.n_params(),
             n_outputs: jac.n_outputs(),
+            options: jac.options(),
             likelihood,
             eps: 1e-4,
             scheme: FdScheme::Forward,
@@ -269,15 +271,16 @@ where
 
     /// $\nabla_{\theta'} \operatorname{KL}$ at $\theta' = \theta + t v$ for one direction `v` (`[p]`).
     ///
-    /// A dense chain on a host-memory backend runs the host path (factors once, the outputs
-    /// from them, one product); elsewhere the dense tensor path, and any other network the
-    /// layers path, both uncached, with the outputs of each chunk's forward pass feeding its
-    /// gradient.
+    /// The path follows the Jacobian's options: a dense chain on a host-memory backend runs
+    /// the host path (factors once, the outputs from them, one product); elsewhere the dense
+    /// tensor path, and any other network (or [`Execution::Layers`](crate::Execution::Layers))
+    /// the layers path, both uncached, with the outputs of each chunk's forward pass feeding
+    /// its gradient.
     fn kl_grad_at(&self, v: Tensor<B, 1>, t: f64) -> Result<Tensor<B, 2>> {
         let net = self.net.perturbed(v, t)?;
         let opts = JacobianOptions {
             cache_factors: false,
-            ..Default::default()
+            ..self.options
         };
         let o = self.n_outputs;
         let u_of = |start: usize, out: &Tensor<B, 2>| {
@@ -285,9 +288,17 @@ where
             let f = self.outputs.clone().narrow(0, start, m);
             self.likelihood.kl_gradient(&f, out).reshape([m * o, 1])
         };
-        match net.dense_chain() {
-            Some(mlp) if crate::device::computes_on_host::<B>() => {
-                let jac = HostJacobian::new(mlp, self.x.clone(), Default::default())?;
+        let dense = match self.options.execution {
+            Execution::Layers => None,
+            _ => net.dense_chain(),
+        };
+        let host = matches!(
+            self.options.execution,
+            Execution::Auto | Execution::DenseHost
+        ) && crate::device::computes_on_host::<B>();
+        match dense {
+            Some(mlp) if host => {
+                let jac = HostJacobian::new(mlp, self.x.clone(), self.options)?;
                 let out = jac.outputs()?;
                 jac.vjp(u_of(0, &out))
             }

@@ -60,7 +60,7 @@ struct Slot {
 }
 
 /// Jacobian products of an [`Mlp`] on the host (see the [module docs](self)), for backends
-/// whose float type is `f32` or `f64` on the CPU. Every [`crate::Activation`] but GELU.
+/// whose float type is `f32` or `f64` on the CPU; every [`crate::Activation`].
 #[derive(Debug, Clone)]
 pub struct HostJacobian<B: Backend> {
     mlp: Mlp<B>,
@@ -80,8 +80,7 @@ where
 {
     /// The operator of `mlp` at the inputs `x` (`[n, d]`).
     ///
-    /// Fails on a shape mismatch, NaN/Inf or no rows in `x`, and for a GELU network
-    /// ([`OpsError::InvalidConfig`]: use [`MlpJacobian`](crate::dense::MlpJacobian)).
+    /// Fails on a shape mismatch, NaN/Inf or no rows in `x`.
     pub fn new(mlp: Mlp<B>, x: Tensor<B, 2>, options: JacobianOptions) -> Result<Self> {
         let [n, d] = x.dims();
         check_shape(&x, [n, mlp.n_inputs()], "inputs x")?;
@@ -639,22 +638,27 @@ where
         Some(tensor_from_elems::<B, 1>(row, [rows], &dev))
     }
 
+    /// $K_{rr} = \sum_l \lVert \Delta_l\[r\]\rVert^2 (\lVert A_l\[i\]\rVert^2 + 1)$, chunk by chunk
+    /// (factors recomputed per chunk when they are not cached).
     fn ntk_diagonal(&self) -> Option<Tensor<B, 1>> {
-        let f = self.cache.as_ref()?;
         let o = self.o;
         let mut diag = vec![nalgebra::zero::<B::FloatElem>(); self.n * o];
-        for (a, delta) in f.inputs.iter().zip(&f.sens) {
-            let (h_in, h_out) = (a.cols, delta.cols);
-            for (r, d) in diag.iter_mut().enumerate() {
-                let i = r / o;
-                let sq = |v: &[B::FloatElem]| {
-                    v.iter()
-                        .fold(nalgebra::zero::<B::FloatElem>(), |s, x| s + *x * *x)
-                };
-                let arow = sq(&a.data[i * h_in..(i + 1) * h_in]) + nalgebra::one::<B::FloatElem>();
-                *d += sq(&delta.data[r * h_out..(r + 1) * h_out]) * arow;
+        let sq = |v: &[B::FloatElem]| {
+            v.iter()
+                .fold(nalgebra::zero::<B::FloatElem>(), |s, x| s + *x * *x)
+        };
+        self.for_chunks(|start, f| {
+            let part = &mut diag[start * o..(start + f.n) * o];
+            for (a, delta) in f.inputs.iter().zip(&f.sens) {
+                let (h_in, h_out) = (a.cols, delta.cols);
+                for (r, d) in part.iter_mut().enumerate() {
+                    let i = r / o;
+                    let arow =
+                        sq(&a.data[i * h_in..(i + 1) * h_in]) + nalgebra::one::<B::FloatElem>();
+                    *d += sq(&delta.data[r * h_out..(r + 1) * h_out]) * arow;
+                }
             }
-        }
+        });
         let dev = self.mlp.device();
         let len = diag.len();
         Some(tensor_from_elems::<B, 1>(diag, [len], &dev))

@@ -14,8 +14,8 @@
 //!   $h_l (h_{l-1}+1)$, so that $K_l = G_l G_l^\top$ — one product and no elementwise pass (a
 //!   layer with one output, or one input; all such layers share one product).
 //!
-//! Against the structured blocks in backend tensors ( one temporary per
-//! product and per elementwise step, then a copy into host storage) this computes only the
+//! Against the structured blocks in backend tensors (one temporary per product and per
+//! elementwise step, then a copy into host storage) this computes only the
 //! lower triangle by column panels, each product written in place with its strides, which is
 //! what makes the kernel of a small network take microseconds and a large one run at the
 //! matrix-product rate.
@@ -143,8 +143,8 @@ struct HadamardLayer<T> {
 /// one forward and one backward pass of plain matrix products ([`matmul::gemm`]) and
 /// elementwise loops.
 ///
-/// Supports every [`Activation`] but GELU (whose $\operatorname{erf}$ the generic real
-/// types lack) and both heads; [`HostNtk::new`] falls back to the backend's pass otherwise.
+/// Supports every [`Activation`] (GELU's $\operatorname{erf}$ is libm's, in `f64`) and both
+/// heads.
 #[derive(Debug, Clone)]
 pub struct HostMlp<T> {
     /// Per layer: $W$ (`[out, in]`, row-major, as PyTorch stores it) and $b$.
@@ -167,6 +167,7 @@ impl<T: RealField + Copy> HostMlp<T> {
     /// From the configuration and flat parameters (PyTorch `state_dict` order), converted to
     /// `T`.
     pub fn new(config: &MlpConfig, theta: &[f64]) -> Result<Self> {
+        config.check()?;
         let p = config.layout().n_params();
         if theta.len() != p {
             return Err(OpsError::ShapeMismatch {
@@ -656,8 +657,8 @@ mod tests {
     #[test]
     fn host_kernel_equals_the_structured_kernel_in_every_form() {
         // Layers in both forms (1 → 12 and 12 → 9 Hadamard, 9 → 1 Khatri–Rao; 2 → 1
-        // Khatri–Rao only), products with small and large sides, every activation (GELU by
-        // the backend's pass) and both heads.
+        // Khatri–Rao only), products with small and large sides, every activation (GELU with
+        // libm's erf) and both heads.
         let cases = [
             (vec![1, 12, 9, 1], Activation::Tanh, Head::Plain),
             (vec![2, 1], Activation::Tanh, Head::Plain),

@@ -120,7 +120,7 @@ impl MlpConfig {
         ParamLayout::sequential_linear(&self.widths)
     }
 
-    fn check(&self) -> Result<()> {
+    pub(crate) fn check(&self) -> Result<()> {
         if self.widths.len() < 2 {
             return Err(OpsError::InvalidConfig(
                 "an MLP needs at least an input and an output width".into(),

@@ -149,6 +149,11 @@ where
         }
     }
 
+    /// The options it was built with.
+    pub fn options(&self) -> JacobianOptions {
+        self.options
+    }
+
     /// The path the products take (never [`Execution::Auto`]).
     pub fn execution(&self) -> Execution {
         match &self.path {
@@ -188,13 +193,13 @@ where
     }
 
     /// The NTK $J_1 J_2^\top$ between this operator's inputs and `other`'s
-    /// (`[n_1 o, n_2 o]`), both of the same network: structured per-layer blocks on the
+    /// (`[n_1 o, n_2 o]`), both of the same architecture (each at its own parameters): structured per-layer blocks on the
     /// dense paths; otherwise $J_1 J_2^\top$ from the explicit Jacobians when both fit in
     /// half the memory budget, else $J_1 (J_2^\top E)$ on blocks of $J_2$'s rows.
     pub fn ntk_matrix(&self, other: &Self) -> Result<Tensor<B, 2>> {
         if self.net.config() != other.net.config() || self.n_params() != other.n_params() {
             return Err(OpsError::InvalidConfig(
-                "the two Jacobians must belong to the same network".into(),
+                "the two Jacobians must belong to the same architecture".into(),
             ));
         }
         match (&self.path, &other.path) {
@@ -216,8 +221,12 @@ where
                     .saturating_mul(elem);
                 if explicit <= self.options.memory_budget / 2 {
                     let j1 = self.jacobian()?;
-                    let j2t = crate::jacobian::transposed_copy(other.jacobian()?);
-                    return Ok(j1.matmul(j2t));
+                    let j2 = if std::ptr::eq(self, other) {
+                        j1.clone()
+                    } else {
+                        other.jacobian()?
+                    };
+                    return Ok(j1.matmul(crate::jacobian::transposed_copy(j2)));
                 }
                 let parts = other
                     .point_blocks()
@@ -233,14 +242,8 @@ where
     pub fn ntk_diagonal(&self) -> Result<Tensor<B, 1>> {
         match &self.path {
             Path::Dense(j) => crate::ntk::ntk_diagonal(j),
-            Path::Host(j) => match JacobianOperator::ntk_diagonal(j) {
-                Some(d) => Ok(d),
-                None => {
-                    let d = j.host_ntk().diagonal();
-                    let len = d.len();
-                    Ok(convert::tensor_from_elems::<B, 1>(d, [len], &self.device()))
-                }
-            },
+            Path::Host(j) => JacobianOperator::ntk_diagonal(j)
+                .ok_or_else(|| OpsError::InvalidConfig("the host path gives its diagonal".into())),
             Path::Layers(_) => {
                 let o = self.n_outputs();
                 let parts = self

@@ -5,7 +5,7 @@ use burn::tensor::Tensor;
 
 use super::layer::{Batch, Grads, Saved};
 use super::{Network, pass};
-use crate::chunk::{RowCost, RowPlan};
+use crate::chunk::{Chunked, RowCost, RowPlan};
 use crate::convert::zeros;
 use crate::error::{OpsError, Result};
 use crate::jacobian::{
@@ -20,6 +20,19 @@ struct Tape<B: Backend> {
     m: usize,
 }
 
+/// The forward pass over rows `start..start + len` of `x`, keeping what the rules need.
+fn tape<B: Backend>(net: &Network<B>, x: &Tensor<B, 2>, start: usize, len: usize) -> Tape<B> {
+    let plan = &net.plan;
+    let x = x.clone().narrow(0, start, len);
+    let (y, saved) =
+        pass::forward_saving(&plan.nodes, &net.values(), x.reshape(plan.input.batch(len)));
+    Tape {
+        saved,
+        output: y.reshape([len, plan.output.numel()]),
+        m: len,
+    }
+}
+
 /// The tape-free Jacobian of a [`Network`] at inputs $X$.
 ///
 /// The forward pass of each row chunk saves what the tangent and adjoint rules need
@@ -31,8 +44,7 @@ struct Tape<B: Backend> {
 pub struct NetworkJacobian<B: Backend> {
     net: Network<B>,
     x: Tensor<B, 2>,
-    plan: RowPlan,
-    cache: Option<Vec<(usize, Tape<B>)>>,
+    tapes: Chunked<Tape<B>>,
 }
 
 impl<B: Backend> NetworkJacobian<B> {
@@ -46,22 +58,9 @@ impl<B: Backend> NetworkJacobian<B> {
             saved: elem * net.saved_entries_per_point(),
             work: elem * 4 * net.widest_per_point(),
         };
-        let n = x.dims()[0];
-        let plan = RowPlan::new(n, cost, options);
-        let mut this = Self {
-            net,
-            x,
-            plan,
-            cache: None,
-        };
-        if plan.caches() {
-            let cache = plan
-                .chunks(plan.cache_rows())
-                .map(|(s, len)| (s, this.tape(s, len)))
-                .collect();
-            this.cache = Some(cache);
-        }
-        Ok(this)
+        let plan = RowPlan::new(x.dims()[0], cost, options);
+        let tapes = Chunked::new(plan, |s, len| tape(&net, &x, s, len));
+        Ok(Self { net, x, tapes })
     }
 
     /// The network.
@@ -76,42 +75,42 @@ impl<B: Backend> NetworkJacobian<B> {
 
     /// Whether the saved factors of all of $X$ are cached.
     pub fn is_cached(&self) -> bool {
-        self.cache.is_some()
+        self.tapes.cached().is_some()
     }
 
-    fn tape(&self, start: usize, len: usize) -> Tape<B> {
-        let plan = &self.net.plan;
-        let x = self.x.clone().narrow(0, start, len);
-        let (y, saved) = pass::forward_saving(
-            &plan.nodes,
-            &self.net.values(),
-            x.reshape(plan.input.batch(len)),
-        );
-        Tape {
-            saved,
-            output: y.reshape([len, plan.output.numel()]),
-            m: len,
-        }
-    }
-
-    fn for_each_chunk(
-        &self,
-        k: usize,
-        mut f: impl FnMut(usize, &Tape<B>) -> Result<()>,
-    ) -> Result<()> {
-        match &self.cache {
+    /// Columns per pass of a product: a cached chunk of $m$ rows carries $k m$ tangents, which
+    /// must fit in half the budget beside the cache; uncached chunks are sized per product.
+    fn column_group(&self, k: usize) -> usize {
+        match self.tapes.cached() {
             Some(chunks) => {
-                for (start, tape) in chunks {
-                    f(*start, tape)?;
-                }
+                let m = chunks.iter().map(|(_, t)| t.m).max().unwrap_or(1);
+                self.tapes.plan().columns_for(m).min(k)
             }
-            None => {
-                for (s, len) in self.plan.chunks(self.plan.product_rows(k, false)) {
-                    f(s, &self.tape(s, len))?;
-                }
-            }
+            None => k,
         }
-        Ok(())
+    }
+
+    /// `op` on groups of at most [`Self::column_group`] columns of `block`, side by side.
+    fn by_column_groups(
+        &self,
+        block: Tensor<B, 2>,
+        op: impl Fn(Tensor<B, 2>) -> Result<Tensor<B, 2>>,
+    ) -> Result<Tensor<B, 2>> {
+        let k = block.dims()[1];
+        let kc = self.column_group(k);
+        if kc >= k {
+            return op(block);
+        }
+        let parts = (0..k)
+            .step_by(kc)
+            .map(|c| op(block.clone().narrow(1, c, kc.min(k - c))))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Tensor::cat(parts, 1))
+    }
+
+    fn for_each_chunk(&self, k: usize, f: impl FnMut(usize, &Tape<B>) -> Result<()>) -> Result<()> {
+        let make = |s, len| tape(&self.net, &self.x, s, len);
+        self.tapes.for_each(k, make, None, |t: &Tape<B>| t.m, f)
     }
 
     /// The parameter block `[p, k]` split per layout entry as `[k, numel]`.
@@ -194,19 +193,18 @@ impl<B: Backend> JacobianOperator<B> for NetworkJacobian<B> {
     }
 
     fn outputs(&self) -> Result<Tensor<B, 2>> {
-        let parts = match &self.cache {
-            Some(chunks) => chunks.iter().map(|(_, t)| t.output.clone()).collect(),
-            None => self
-                .plan
-                .chunks(self.plan.forward_rows())
-                .map(|(s, len)| self.net.forward(self.x.clone().narrow(0, s, len)))
-                .collect(),
-        };
+        let parts = self.tapes.per_chunk(
+            |t| t.output.clone(),
+            |s, len| self.net.forward(self.x.clone().narrow(0, s, len)),
+        );
         Ok(Tensor::cat(parts, 0))
     }
 
     fn jvp(&self, v: Tensor<B, 2>) -> Result<Tensor<B, 2>> {
         check_param_block(&v, self.n_params())?;
+        if self.column_group(v.dims()[1]) < v.dims()[1] {
+            return self.by_column_groups(v, |g| self.jvp(g));
+        }
         let k = v.dims()[1];
         let o = self.n_outputs();
         let split = self.split_block(&v);
@@ -231,11 +229,69 @@ impl<B: Backend> JacobianOperator<B> for NetworkJacobian<B> {
 
     fn vjp(&self, u: Tensor<B, 2>) -> Result<Tensor<B, 2>> {
         check_output_block(&u, self.n_rows())?;
+        if self.column_group(u.dims()[1]) < u.dims()[1] {
+            return self.by_column_groups(u, |g| self.vjp(g));
+        }
         let k = u.dims()[1];
         let o = self.n_outputs();
         self.vjp_with(k, |start, out| {
             let m = out.dims()[0];
             u.clone().narrow(0, start * o, m * o)
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::activation::Activation;
+    use crate::convert::{tensor_from_f64, to_vec_f64};
+    use crate::network::{Layer, NetworkConfig};
+    use crate::rng::SplitMix64;
+    use crate::testing::{TestBackend, rel_err};
+
+    /// Cached factors whose chunk cannot carry all columns at once within the budget: the
+    /// product runs its columns in groups, and equals the uncached one.
+    #[test]
+    fn cached_products_split_their_columns_under_the_budget() {
+        let cfg = NetworkConfig::new(
+            &[2, 6, 6],
+            vec![
+                Layer::conv2d(2, 3, 3),
+                Layer::act(Activation::Tanh),
+                Layer::flatten(),
+                Layer::linear(48, 2),
+            ],
+        );
+        let dev = Default::default();
+        let net = cfg.init::<TestBackend>(1, &dev).unwrap();
+        let n = 9;
+        let x = tensor_from_f64(SplitMix64::new(2).normal_vec(n * 72), n, 72, &dev);
+        let saved = 8 * net.saved_entries_per_point();
+        let tight = JacobianOptions {
+            memory_budget: 2 * n * saved,
+            ..Default::default()
+        };
+        let cached = NetworkJacobian::new(net.clone(), x.clone(), tight).unwrap();
+        assert!(cached.is_cached());
+        let k = 40;
+        assert!(cached.column_group(k) < k, "{}", cached.column_group(k));
+        let free = JacobianOptions {
+            cache_factors: false,
+            ..Default::default()
+        };
+        let reference = NetworkJacobian::new(net, x, free).unwrap();
+        let mut rng = SplitMix64::new(3);
+        let (p, r) = (reference.n_params(), reference.n_rows());
+        let v = tensor_from_f64(rng.normal_vec(p * k), p, k, &dev);
+        let u = tensor_from_f64(rng.normal_vec(r * k), r, k, &dev);
+        let pairs = [
+            (cached.jvp(v.clone()).unwrap(), reference.jvp(v).unwrap()),
+            (cached.vjp(u.clone()).unwrap(), reference.vjp(u).unwrap()),
+        ];
+        for (a, b) in pairs {
+            assert_eq!(a.dims(), b.dims());
+            assert!(rel_err(&to_vec_f64(a), &to_vec_f64(b)) < 1e-14);
+        }
     }
 }

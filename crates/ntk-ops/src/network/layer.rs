@@ -52,6 +52,15 @@ pub(crate) enum Saved<B: Backend> {
     Residual(Vec<Saved<B>>),
 }
 
+/// The tangent and the adjoint of an elementwise map, both: `t` times the saved derivative
+/// (shared by the $k$ columns).
+pub(crate) fn by_derivative<B: Backend>(saved: &Saved<B>, t: Tensor<B, 4>) -> Tensor<B, 4> {
+    let Saved::Derivative(d) = saved else {
+        unreachable!("an elementwise layer saves its derivative")
+    };
+    super::tensor::mul_shared(t, d.clone())
+}
+
 /// Parameter cotangents accumulated over chunks: one `[k, numel]` block per layout entry.
 pub(crate) struct Grads<B: Backend>(pub Vec<Option<Tensor<B, 2>>>);
 

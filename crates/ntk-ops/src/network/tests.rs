@@ -15,32 +15,8 @@ type B = TestBackend;
 /// A network with randomized parameters (norm scales away from 1) and
 /// running statistics, so that every term of every rule is exercised.
 fn random_net(cfg: &NetworkConfig, seed: u64) -> Network<B> {
-    let dev = Default::default();
-    let base = cfg.init::<B>(seed, &dev).unwrap();
-    let mut rng = SplitMix64::new(seed ^ 0x5EED);
-    let theta: Vec<f64> = to_vec_f64(base.flatten())
-        .into_iter()
-        .map(|t| t + 0.3 * rng.normal())
-        .collect();
-    let bufs: Vec<f64> = cfg
-        .buffer_layout()
-        .unwrap()
-        .specs()
-        .iter()
-        .flat_map(|s| {
-            let var = s.name.ends_with("running_var");
-            (0..s.numel())
-                .map(|_| {
-                    if var {
-                        rng.uniform_in(0.5, 1.5)
-                    } else {
-                        0.3 * rng.normal()
-                    }
-                })
-                .collect::<Vec<_>>()
-        })
-        .collect();
-    cfg.with_params(&theta, &bufs, &dev).unwrap()
+    let (theta, bufs) = crate::conformance::values(cfg, seed);
+    cfg.with_params(&theta, &bufs, &Default::default()).unwrap()
 }
 
 fn inputs(cfg: &NetworkConfig, n: usize, seed: u64) -> Tensor<B, 2> {
@@ -90,17 +66,7 @@ fn conv(ci: usize, co: usize, k: usize, s: usize, p: usize) -> Layer {
 
 #[test]
 fn linear_and_every_activation_match_generic_path() {
-    for (i, act) in [
-        Activation::Tanh,
-        Activation::Relu,
-        Activation::Elu,
-        Activation::Gelu,
-        Activation::Sigmoid,
-        Activation::Softplus,
-    ]
-    .into_iter()
-    .enumerate()
-    {
+    for (i, act) in Activation::ALL.into_iter().enumerate() {
         let cfg = NetworkConfig::new(
             &[3],
             vec![Layer::linear(3, 5), Layer::act(act), Layer::linear(5, 2)],

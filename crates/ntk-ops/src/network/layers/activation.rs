@@ -7,10 +7,9 @@ use burn::tensor::Tensor;
 
 use crate::activation::Activation;
 use crate::error::Result;
-use crate::network::layer::{Ctx, Grads, LayerRule, LayerSpec, Op, Saved};
+use crate::network::layer::{Ctx, Grads, LayerRule, LayerSpec, Op, Saved, by_derivative};
 use crate::network::plan::{Compiler, Node, Site, Values};
 use crate::network::shape::Shape;
-use crate::network::tensor::mul_shared;
 
 impl LayerSpec for Activation {
     fn compile(&self, _: &mut Compiler, _: &str, input: Shape) -> Result<Node> {
@@ -48,10 +47,7 @@ impl LayerRule for Activation {
         xdot: Option<Tensor<B, 4>>,
         _: &[Tensor<B, 2>],
     ) -> Option<Tensor<B, 4>> {
-        let Saved::Derivative(d) = saved else {
-            unreachable!("an activation saves its derivative")
-        };
-        xdot.map(|t| mul_shared(t, d.clone()))
+        xdot.map(|t| by_derivative(saved, t))
     }
 
     fn adjoint<B: Backend>(
@@ -62,9 +58,6 @@ impl LayerRule for Activation {
         _: &mut Grads<B>,
         _: bool,
     ) -> Option<Tensor<B, 4>> {
-        let Saved::Derivative(d) = saved else {
-            unreachable!("an activation saves its derivative")
-        };
-        Some(mul_shared(ybar, d.clone()))
+        Some(by_derivative(saved, ybar))
     }
 }

@@ -245,6 +245,14 @@ impl LayerRule for Conv2d {
     fn init(&self, site: &Site, layout: &ParamLayout, rng: &mut SplitMix64, theta: &mut Vec<f64>) {
         init_uniform(layout, site.weight(), rng, theta);
     }
+
+    /// The adjoint's im2col patches, $c_{\text{in}} k_h k_w$ entries per output position,
+    /// besides the input and output maps.
+    fn widest(&self, site: &Site) -> usize {
+        let [_, ho, wo] = site.output.dims;
+        let patches = self.in_channels * self.kernel[0] * self.kernel[1] * ho * wo;
+        patches.max(site.input.numel()).max(site.output.numel())
+    }
 }
 
 impl Conv2d {

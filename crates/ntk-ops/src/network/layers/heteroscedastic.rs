@@ -9,10 +9,9 @@ use burn::tensor::Tensor;
 
 use crate::activation::{sigmoid, softplus};
 use crate::error::Result;
-use crate::network::layer::{Ctx, Grads, LayerRule, LayerSpec, Op, Saved};
+use crate::network::layer::{Ctx, Grads, LayerRule, LayerSpec, Op, Saved, by_derivative};
 use crate::network::plan::{Compiler, Node, Site, Values, invalid};
 use crate::network::shape::Shape;
-use crate::network::tensor::mul_shared;
 
 /// The head of the malaria experiment's $\mathcal N(y \mid \mu, \sigma^2)$: on a vector of
 /// two, $(\mu, \sigma) = (z_0,\ s_{\min} + \operatorname{softplus}(z_1))$ ($s_{\min} = 10^{-5}$
@@ -74,10 +73,7 @@ impl LayerRule for Heteroscedastic {
         xdot: Option<Tensor<B, 4>>,
         _: &[Tensor<B, 2>],
     ) -> Option<Tensor<B, 4>> {
-        let Saved::Derivative(d) = saved else {
-            unreachable!("the head saves its derivative")
-        };
-        xdot.map(|t| mul_shared(t, d.clone()))
+        xdot.map(|t| by_derivative(saved, t))
     }
 
     fn adjoint<B: Backend>(
@@ -88,9 +84,6 @@ impl LayerRule for Heteroscedastic {
         _: &mut Grads<B>,
         _: bool,
     ) -> Option<Tensor<B, 4>> {
-        let Saved::Derivative(d) = saved else {
-            unreachable!("the head saves its derivative")
-        };
-        Some(mul_shared(ybar, d.clone()))
+        Some(by_derivative(saved, ybar))
     }
 }
