@@ -385,6 +385,9 @@ fn memory_estimates_are_within_2x_of_the_measured_peak() {
 #[test]
 fn argument_errors_keep_their_useful_part() {
     let dummy = Path::new("/nonexistent/never.csv");
+    // a complete `adapt` line, then the flag under test
+    let (m, a, b) = (Path::new("m"), Path::new("a"), Path::new("b"));
+    let adapt = |extra: &[&str]| adapt_args(m, "1-4-1:tanh", a, b, dummy, extra);
     fails_cleanly(
         &["adapt", "--model", "m.safetensors", "--arch", "1-4-1:tanh"],
         &[
@@ -395,19 +398,7 @@ fn argument_errors_keep_their_useful_part() {
         dummy,
     );
     fails_cleanly(
-        &[
-            "adapt",
-            "--model",
-            "m",
-            "--arch",
-            "1-4-1:tanh",
-            "--train",
-            "a",
-            "--test",
-            "b",
-            "--strategy",
-            "fastest",
-        ],
+        &strs(&adapt(&["--strategy", "fastest"])),
         &[
             "'fastest'",
             "possible values: auto, dense, function, parameter",
@@ -416,19 +407,7 @@ fn argument_errors_keep_their_useful_part() {
     );
     for flag in ["--noise", "--prior-scale"] {
         fails_cleanly(
-            &[
-                "adapt",
-                "--model",
-                "m",
-                "--arch",
-                "1-4-1:tanh",
-                "--train",
-                "a",
-                "--test",
-                "b",
-                flag,
-                "-1",
-            ],
+            &strs(&adapt(&[flag, "-1"])),
             &[flag, "must be a positive number or `fit`, got `-1`"],
             dummy,
         );
@@ -449,19 +428,7 @@ fn argument_errors_keep_their_useful_part() {
         dummy,
     );
     fails_cleanly(
-        &[
-            "adapt",
-            "--model",
-            "m",
-            "--arch",
-            "1-4-1:tanh",
-            "--train",
-            "a",
-            "--test",
-            "b",
-            "--time-limit",
-            "-1",
-        ],
+        &strs(&adapt(&["--time-limit", "-1"])),
         &["--time-limit must be a positive number of seconds, got -1"],
         dummy,
     );

@@ -120,27 +120,11 @@ where
         Ok(self)
     }
 
-    /// Processes at most `rows` data points per pass (bounds the tape's memory).
-    pub fn with_chunk_rows(self, rows: usize) -> Self {
-        let bytes = Self::row_cost_bytes(&self.plan);
-        let options = JacobianOptions {
-            max_chunk_rows: rows.max(1),
-            cache_factors: false,
-            ..self.plan.options()
-        };
-        self.with_options(options, bytes)
-            .expect("the options it had were valid")
-    }
-
     fn row_cost(bytes: usize) -> RowCost {
         RowCost {
             saved: 0,
             work: bytes.max(1),
         }
-    }
-
-    fn row_cost_bytes(plan: &RowPlan) -> usize {
-        plan.cost().work
     }
 
     /// Chunks for a product with `k` columns: the tape of $k$ backward passes per row.
@@ -350,7 +334,14 @@ mod tests {
             x,
         )
         .unwrap()
-        .with_chunk_rows(3);
+        .with_options(
+            JacobianOptions {
+                max_chunk_rows: 3,
+                ..Default::default()
+            },
+            1 << 10,
+        )
+        .unwrap();
         assert_eq!(generic.n_params(), fast.n_params());
         assert_eq!(generic.n_outputs(), 2);
         assert_eq!(

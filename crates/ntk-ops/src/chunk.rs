@@ -36,16 +36,6 @@ impl RowPlan {
         Self { n, cost, options }
     }
 
-    /// The options it plans under.
-    pub fn options(&self) -> JacobianOptions {
-        self.options
-    }
-
-    /// The cost of a row.
-    pub fn cost(&self) -> RowCost {
-        self.cost
-    }
-
     fn clamp(&self, rows: usize) -> usize {
         rows.clamp(1, self.n.max(1))
             .min(self.options.max_chunk_rows.max(1))

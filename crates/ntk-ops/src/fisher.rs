@@ -209,8 +209,6 @@ pub enum FdScheme {
 pub struct FiniteDifferenceFisher<B: Backend> {
     net: Network<B>,
     x: Tensor<B, 2>,
-    n_params: usize,
-    n_outputs: usize,
     options: JacobianOptions,
     likelihood: Likelihood,
     eps: f64,
@@ -239,8 +237,6 @@ where
         Ok(Self {
             net: jac.network().clone(),
             x: jac.inputs(),
-            n_params: jac.n_params(),
-            n_outputs: jac.n_outputs(),
             options: jac.options(),
             likelihood,
             eps: 1e-4,
@@ -282,7 +278,7 @@ where
             cache_factors: false,
             ..self.options
         };
-        let o = self.n_outputs;
+        let o = self.net.n_outputs();
         let u_of = |start: usize, out: &Tensor<B, 2>| {
             let m = out.dims()[0];
             let f = self.outputs.clone().narrow(0, start, m);
@@ -309,7 +305,7 @@ where
 
     /// $F V$ column by column, with checked shapes.
     pub fn try_apply(&self, v: Tensor<B, 2>) -> Result<Tensor<B, 2>> {
-        check_param_block(&v, self.n_params)?;
+        check_param_block(&v, self.net.n_params())?;
         let [p, k] = v.dims();
         let cols = (0..k)
             .map(|c| {
@@ -331,10 +327,10 @@ where
     B::FloatElem: krylov::Scalar,
 {
     fn nrows(&self) -> usize {
-        self.n_params
+        self.net.n_params()
     }
     fn ncols(&self) -> usize {
-        self.n_params
+        self.net.n_params()
     }
     fn apply(&self, x: &TensorBlock<B>) -> TensorBlock<B> {
         TensorBlock::new(

@@ -145,6 +145,7 @@ where
     }
 
     /// The network.
+    #[cfg(test)]
     pub fn mlp(&self) -> &Mlp<B> {
         &self.mlp
     }
@@ -229,6 +230,32 @@ where
             None => self.factors(0, self.n),
         };
         HostNtk::from_factors(factors, self.o)
+    }
+
+    /// $K_{rr} = \sum_l \lVert \Delta_l\[r\]\rVert^2 (\lVert A_l\[i\]\rVert^2 + 1)$, chunk by chunk
+    /// (factors recomputed per chunk when they are not cached).
+    pub(crate) fn diagonal(&self) -> Tensor<B, 1> {
+        let o = self.o;
+        let mut diag = vec![nalgebra::zero::<B::FloatElem>(); self.n * o];
+        let sq = |v: &[B::FloatElem]| {
+            v.iter()
+                .fold(nalgebra::zero::<B::FloatElem>(), |s, x| s + *x * *x)
+        };
+        self.for_chunks(|start, f| {
+            let part = &mut diag[start * o..(start + f.n) * o];
+            for (a, delta) in f.inputs.iter().zip(&f.sens) {
+                let (h_in, h_out) = (a.cols, delta.cols);
+                for (r, d) in part.iter_mut().enumerate() {
+                    let i = r / o;
+                    let arow =
+                        sq(&a.data[i * h_in..(i + 1) * h_in]) + nalgebra::one::<B::FloatElem>();
+                    *d += sq(&delta.data[r * h_out..(r + 1) * h_out]) * arow;
+                }
+            }
+        });
+        let dev = self.mlp.device();
+        let len = diag.len();
+        tensor_from_elems::<B, 1>(diag, [len], &dev)
     }
 
     /// Whether the factors of all rows are kept between products.
@@ -638,30 +665,8 @@ where
         Some(tensor_from_elems::<B, 1>(row, [rows], &dev))
     }
 
-    /// $K_{rr} = \sum_l \lVert \Delta_l\[r\]\rVert^2 (\lVert A_l\[i\]\rVert^2 + 1)$, chunk by chunk
-    /// (factors recomputed per chunk when they are not cached).
     fn ntk_diagonal(&self) -> Option<Tensor<B, 1>> {
-        let o = self.o;
-        let mut diag = vec![nalgebra::zero::<B::FloatElem>(); self.n * o];
-        let sq = |v: &[B::FloatElem]| {
-            v.iter()
-                .fold(nalgebra::zero::<B::FloatElem>(), |s, x| s + *x * *x)
-        };
-        self.for_chunks(|start, f| {
-            let part = &mut diag[start * o..(start + f.n) * o];
-            for (a, delta) in f.inputs.iter().zip(&f.sens) {
-                let (h_in, h_out) = (a.cols, delta.cols);
-                for (r, d) in part.iter_mut().enumerate() {
-                    let i = r / o;
-                    let arow =
-                        sq(&a.data[i * h_in..(i + 1) * h_in]) + nalgebra::one::<B::FloatElem>();
-                    *d += sq(&delta.data[r * h_out..(r + 1) * h_out]) * arow;
-                }
-            }
-        });
-        let dev = self.mlp.device();
-        let len = diag.len();
-        Some(tensor_from_elems::<B, 1>(diag, [len], &dev))
+        Some(self.diagonal())
     }
 }
 

@@ -26,8 +26,7 @@ use crate::convert;
 use crate::dense::MlpJacobian;
 use crate::error::{OpsError, Result};
 use crate::host_jacobian::HostJacobian;
-use crate::jacobian::{JacobianOperator, JacobianOptions, check_output_block, check_param_block};
-use crate::mlp::Mlp;
+use crate::jacobian::{JacobianOperator, JacobianOptions};
 use crate::network::{Network, NetworkJacobian};
 
 /// Which path a [`Jacobian`]'s products take: [`Auto`](Self::Auto) takes a dense chain on a
@@ -107,14 +106,11 @@ where
         let dense = net.dense_chain();
         let on_host = crate::device::computes_on_host::<B>();
         let path = match (options.execution, dense) {
-            (Execution::Auto, Some(mlp)) if on_host => {
+            (Execution::Auto | Execution::DenseHost, Some(mlp)) if on_host => {
                 Path::Host(HostJacobian::new(mlp, x, options)?)
             }
-            (Execution::Auto, Some(mlp)) | (Execution::DenseTensor, Some(mlp)) => {
+            (Execution::Auto | Execution::DenseTensor, Some(mlp)) => {
                 Path::Dense(MlpJacobian::new(mlp, x, options)?)
-            }
-            (Execution::DenseHost, Some(mlp)) if on_host => {
-                Path::Host(HostJacobian::new(mlp, x, options)?)
             }
             (Execution::Auto, None) | (Execution::Layers, _) => {
                 Path::Layers(NetworkJacobian::new(net.clone(), x, options)?)
@@ -138,15 +134,6 @@ where
     /// The network.
     pub fn network(&self) -> &Network<B> {
         &self.net
-    }
-
-    /// The network as an [`Mlp`] when it is a dense chain (on the dense paths).
-    pub fn mlp(&self) -> Option<&Mlp<B>> {
-        match &self.path {
-            Path::Host(j) => Some(j.mlp()),
-            Path::Dense(j) => Some(j.mlp()),
-            Path::Layers(_) => None,
-        }
     }
 
     /// The options it was built with.
@@ -350,12 +337,11 @@ where
     fn outputs(&self) -> Result<Tensor<B, 2>> {
         on_path!(self, j => j.outputs())
     }
+    // each path checks its block (shape, columns, NaN/Inf) itself
     fn jvp(&self, v: Tensor<B, 2>) -> Result<Tensor<B, 2>> {
-        check_param_block(&v, self.n_params())?;
         on_path!(self, j => j.jvp(v))
     }
     fn vjp(&self, u: Tensor<B, 2>) -> Result<Tensor<B, 2>> {
-        check_output_block(&u, self.n_rows())?;
         on_path!(self, j => j.vjp(u))
     }
     fn ntk_diagonal(&self) -> Option<Tensor<B, 1>> {

@@ -52,6 +52,40 @@ pub(crate) enum Saved<B: Backend> {
     Residual(Vec<Saved<B>>),
 }
 
+impl<B: Backend> Saved<B> {
+    /// The saved layer input (Linear, Conv2d).
+    pub fn input(&self) -> &Tensor<B, 4> {
+        match self {
+            Self::Input(a) => a,
+            _ => unreachable!("saved factors match their layer: an input"),
+        }
+    }
+
+    /// The saved $\hat x$ and $1/\sqrt{v + \epsilon}$ (norms).
+    pub fn norm(&self) -> (&Tensor<B, 4>, &Tensor<B, 4>) {
+        match self {
+            Self::Norm(xhat, inv_std) => (xhat, inv_std),
+            _ => unreachable!("saved factors match their layer: a norm"),
+        }
+    }
+
+    /// The saved arg-maxes (max pooling).
+    pub fn arg_max(&self) -> &Tensor<B, 4, Int> {
+        match self {
+            Self::ArgMax(idx) => idx,
+            _ => unreachable!("saved factors match their layer: arg-maxes"),
+        }
+    }
+
+    /// A residual body's saved factors.
+    pub fn body(&self) -> &[Saved<B>] {
+        match self {
+            Self::Residual(s) => s,
+            _ => unreachable!("saved factors match their layer: a residual body"),
+        }
+    }
+}
+
 /// The tangent and the adjoint of an elementwise map, both: `t` times the saved derivative
 /// (shared by the $k$ columns).
 pub(crate) fn by_derivative<B: Backend>(saved: &Saved<B>, t: Tensor<B, 4>) -> Tensor<B, 4> {

@@ -36,6 +36,34 @@ pub(crate) struct Node {
     pub site: Site,
 }
 
+impl Node {
+    /// A layer `op` mapping points of shape `input` to `output`, with no parameters or
+    /// buffers (add them with [`Self::with_param`], [`Self::with_buffer`]).
+    pub fn new(op: Op, input: Shape, output: Shape) -> Self {
+        Self {
+            op,
+            site: Site {
+                input,
+                output,
+                param: None,
+                buffer: None,
+            },
+        }
+    }
+
+    /// With its first parameter at index `i` of the layout.
+    pub fn with_param(mut self, i: usize) -> Self {
+        self.site.param = Some(i);
+        self
+    }
+
+    /// With its first buffer at index `i` of the buffer layout.
+    pub fn with_buffer(mut self, i: usize) -> Self {
+        self.site.buffer = Some(i);
+        self
+    }
+}
+
 /// The parameter and buffer values a pass reads, one flat tensor per layout entry.
 pub(crate) struct Values<'a, B: Backend> {
     pub params: &'a [Tensor<B, 1>],

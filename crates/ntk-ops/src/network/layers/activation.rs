@@ -13,15 +13,7 @@ use crate::network::shape::Shape;
 
 impl LayerSpec for Activation {
     fn compile(&self, _: &mut Compiler, _: &str, input: Shape) -> Result<Node> {
-        Ok(Node {
-            op: Op::Act(*self),
-            site: Site {
-                input,
-                output: input,
-                param: None,
-                buffer: None,
-            },
-        })
+        Ok(Node::new(Op::Act(*self), input, input))
     }
 }
 

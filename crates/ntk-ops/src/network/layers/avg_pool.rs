@@ -37,15 +37,11 @@ pub(crate) fn pooled(name: &str, kernel: [usize; 2], input: Shape) -> Result<Sha
 
 impl LayerSpec for AvgPool2d {
     fn compile(&self, _: &mut Compiler, name: &str, input: Shape) -> Result<Node> {
-        Ok(Node {
-            op: Op::AvgPool2d(*self),
-            site: Site {
-                input,
-                output: pooled(name, self.kernel, input)?,
-                param: None,
-                buffer: None,
-            },
-        })
+        Ok(Node::new(
+            Op::AvgPool2d(*self),
+            input,
+            pooled(name, self.kernel, input)?,
+        ))
     }
 }
 

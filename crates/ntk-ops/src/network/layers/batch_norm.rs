@@ -37,15 +37,9 @@ impl LayerSpec for BatchNorm2d {
         }
         let param = c.affine(name, vec![ch], vec![ch]);
         let buffer = c.running_stats(name, ch);
-        Ok(Node {
-            op: Op::BatchNorm2d(*self),
-            site: Site {
-                input,
-                output: input,
-                param: Some(param),
-                buffer: Some(buffer),
-            },
-        })
+        Ok(Node::new(Op::BatchNorm2d(*self), input, input)
+            .with_param(param)
+            .with_buffer(buffer))
     }
 }
 
@@ -98,9 +92,7 @@ impl LayerRule for BatchNorm2d {
         xdot: Option<Tensor<B, 4>>,
         v: &[Tensor<B, 2>],
     ) -> Option<Tensor<B, 4>> {
-        let Saved::Norm(xhat, inv_std) = saved else {
-            unreachable!("a norm saves x̂")
-        };
+        let (xhat, inv_std) = saved.norm();
         let (k, m) = (cx.batch.k, cx.batch.m);
         let i = cx.site.weight();
         let [c, h, w] = cx.site.input.dims;
@@ -121,9 +113,7 @@ impl LayerRule for BatchNorm2d {
         grads: &mut Grads<B>,
         _: bool,
     ) -> Option<Tensor<B, 4>> {
-        let Saved::Norm(xhat, inv_std) = saved else {
-            unreachable!("a norm saves x̂")
-        };
+        let (xhat, inv_std) = saved.norm();
         let (k, m) = (cx.batch.k, cx.batch.m);
         let i = cx.site.weight();
         let [c, h, w] = cx.site.input.dims;

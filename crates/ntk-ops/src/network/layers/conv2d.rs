@@ -133,15 +133,7 @@ impl LayerSpec for Conv2d {
             vec![co, ci / g, self.kernel[0], self.kernel[1]],
             vec![co],
         );
-        Ok(Node {
-            op: Op::Conv2d(*self),
-            site: Site {
-                input,
-                output: Shape::image(co, ho, wo),
-                param: Some(param),
-                buffer: None,
-            },
-        })
+        Ok(Node::new(Op::Conv2d(*self), input, Shape::image(co, ho, wo)).with_param(param))
     }
 }
 
@@ -177,9 +169,7 @@ impl LayerRule for Conv2d {
         xdot: Option<Tensor<B, 4>>,
         v: &[Tensor<B, 2>],
     ) -> Option<Tensor<B, 4>> {
-        let Saved::Input(a) = saved else {
-            unreachable!("Conv2d saves its input")
-        };
+        let a = saved.input();
         let (k, m) = (cx.batch.k, cx.batch.m);
         let i = cx.site.weight();
         let g = self.groups;
@@ -213,9 +203,7 @@ impl LayerRule for Conv2d {
         grads: &mut Grads<B>,
         need_input: bool,
     ) -> Option<Tensor<B, 4>> {
-        let Saved::Input(a) = saved else {
-            unreachable!("Conv2d saves its input")
-        };
+        let a = saved.input();
         let (k, m) = (cx.batch.k, cx.batch.m);
         let i = cx.site.weight();
         let g = self.groups;

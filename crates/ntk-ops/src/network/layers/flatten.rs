@@ -14,15 +14,11 @@ pub struct Flatten;
 
 impl LayerSpec for Flatten {
     fn compile(&self, _: &mut Compiler, _: &str, input: Shape) -> Result<Node> {
-        Ok(Node {
-            op: Op::Flatten(*self),
-            site: Site {
-                input,
-                output: Shape::vector(input.numel()),
-                param: None,
-                buffer: None,
-            },
-        })
+        Ok(Node::new(
+            Op::Flatten(*self),
+            input,
+            Shape::vector(input.numel()),
+        ))
     }
 }
 

@@ -36,15 +36,7 @@ impl LayerSpec for Heteroscedastic {
                 self.min_scale
             )));
         }
-        Ok(Node {
-            op: Op::Heteroscedastic(*self),
-            site: Site {
-                input,
-                output: input,
-                param: None,
-                buffer: None,
-            },
-        })
+        Ok(Node::new(Op::Heteroscedastic(*self), input, input))
     }
 }
 

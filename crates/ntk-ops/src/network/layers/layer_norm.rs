@@ -30,15 +30,7 @@ impl LayerSpec for LayerNorm {
             return Err(invalid(format!("{name}: LayerNorm eps = {}", self.eps)));
         }
         let param = c.affine(name, input.torch(), input.torch());
-        Ok(Node {
-            op: Op::LayerNorm(*self),
-            site: Site {
-                input,
-                output: input,
-                param: Some(param),
-                buffer: None,
-            },
-        })
+        Ok(Node::new(Op::LayerNorm(*self), input, input).with_param(param))
     }
 }
 
@@ -94,9 +86,7 @@ impl LayerRule for LayerNorm {
         xdot: Option<Tensor<B, 4>>,
         v: &[Tensor<B, 2>],
     ) -> Option<Tensor<B, 4>> {
-        let Saved::Norm(xhat, inv_std) = saved else {
-            unreachable!("a norm saves x̂")
-        };
+        let (xhat, inv_std) = saved.norm();
         let (k, m) = (cx.batch.k, cx.batch.m);
         let i = cx.site.weight();
         let d = cx.site.input.numel();
@@ -120,9 +110,7 @@ impl LayerRule for LayerNorm {
         grads: &mut Grads<B>,
         _: bool,
     ) -> Option<Tensor<B, 4>> {
-        let Saved::Norm(xhat, inv_std) = saved else {
-            unreachable!("a norm saves x̂")
-        };
+        let (xhat, inv_std) = saved.norm();
         let (k, m) = (cx.batch.k, cx.batch.m);
         let i = cx.site.weight();
         let d = cx.site.input.numel();

@@ -38,15 +38,7 @@ impl LayerSpec for Linear {
             return Err(invalid(format!("{name}: Linear with no outputs")));
         }
         let param = c.affine(name, vec![o, i], vec![o]);
-        Ok(Node {
-            op: Op::Linear(*self),
-            site: Site {
-                input,
-                output: Shape::vector(o),
-                param: Some(param),
-                buffer: None,
-            },
-        })
+        Ok(Node::new(Op::Linear(*self), input, Shape::vector(o)).with_param(param))
     }
 }
 
@@ -82,9 +74,7 @@ impl LayerRule for Linear {
         xdot: Option<Tensor<B, 4>>,
         v: &[Tensor<B, 2>],
     ) -> Option<Tensor<B, 4>> {
-        let Saved::Input(a) = saved else {
-            unreachable!("Linear saves its input")
-        };
+        let a = saved.input();
         let (k, m) = (cx.batch.k, cx.batch.m);
         let i = cx.site.weight();
         let (o, d) = (self.out_features, self.in_features);
@@ -115,9 +105,7 @@ impl LayerRule for Linear {
         grads: &mut Grads<B>,
         need_input: bool,
     ) -> Option<Tensor<B, 4>> {
-        let Saved::Input(a) = saved else {
-            unreachable!("Linear saves its input")
-        };
+        let a = saved.input();
         let (k, m) = (cx.batch.k, cx.batch.m);
         let i = cx.site.weight();
         let (o, d) = (self.out_features, self.in_features);

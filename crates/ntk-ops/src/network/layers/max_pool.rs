@@ -24,15 +24,11 @@ pub struct MaxPool2d {
 
 impl LayerSpec for MaxPool2d {
     fn compile(&self, _: &mut Compiler, name: &str, input: Shape) -> Result<Node> {
-        Ok(Node {
-            op: Op::MaxPool2d(*self),
-            site: Site {
-                input,
-                output: pooled(name, self.kernel, input)?,
-                param: None,
-                buffer: None,
-            },
-        })
+        Ok(Node::new(
+            Op::MaxPool2d(*self),
+            input,
+            pooled(name, self.kernel, input)?,
+        ))
     }
 }
 
@@ -62,9 +58,7 @@ impl LayerRule for MaxPool2d {
         xdot: Option<Tensor<B, 4>>,
         _: &[Tensor<B, 2>],
     ) -> Option<Tensor<B, 4>> {
-        let Saved::ArgMax(idx) = saved else {
-            unreachable!("max pooling saves its arg-max")
-        };
+        let idx = saved.arg_max();
         let (k, m) = (cx.batch.k, cx.batch.m);
         xdot.map(|t| {
             windows(t, self.kernel, cx.site.output)
@@ -81,9 +75,7 @@ impl LayerRule for MaxPool2d {
         _: &mut Grads<B>,
         _: bool,
     ) -> Option<Tensor<B, 4>> {
-        let Saved::ArgMax(idx) = saved else {
-            unreachable!("max pooling saves its arg-max")
-        };
+        let idx = saved.arg_max();
         let (k, m) = (cx.batch.k, cx.batch.m);
         let [c, ho, wo] = cx.site.output.dims;
         let [kh, kw] = self.kernel;

@@ -39,15 +39,11 @@ impl LayerSpec for Residual {
                 out.torch()
             )));
         }
-        Ok(Node {
-            op: Op::Residual(ResidualBlock { body }),
-            site: Site {
-                input,
-                output: input,
-                param: None,
-                buffer: None,
-            },
-        })
+        Ok(Node::new(
+            Op::Residual(ResidualBlock { body }),
+            input,
+            input,
+        ))
     }
 }
 
@@ -73,9 +69,7 @@ impl LayerRule for ResidualBlock {
         xdot: Option<Tensor<B, 4>>,
         v: &[Tensor<B, 2>],
     ) -> Option<Tensor<B, 4>> {
-        let Saved::Residual(s) = saved else {
-            unreachable!("a residual block saves its body's factors")
-        };
+        let s = saved.body();
         let g = pass::tangent(&self.body, s, cx.values, cx.batch, xdot.clone(), v);
         match (xdot, g) {
             (Some(a), Some(b)) => Some(a + b),
@@ -91,9 +85,7 @@ impl LayerRule for ResidualBlock {
         grads: &mut Grads<B>,
         need_input: bool,
     ) -> Option<Tensor<B, 4>> {
-        let Saved::Residual(s) = saved else {
-            unreachable!("a residual block saves its body's factors")
-        };
+        let s = saved.body();
         let batch: Batch = cx.batch;
         match pass::adjoint(
             &self.body,
