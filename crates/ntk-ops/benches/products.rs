@@ -28,11 +28,8 @@ const FIG4: [usize; 5] = [5, 200, 2000, 200, 1];
 const SINE: [usize; 4] = [1, 40, 40, 1];
 const P_FIG4: u64 = 803_601;
 
-/// The MLP, its inputs, and its Jacobian (the public type, path chosen by capability).
-fn setup<B: Backend>(widths: &[usize], n: usize) -> (Mlp<B>, Tensor<B, 2>, Jacobian<B>)
-where
-    B::FloatElem: nalgebra::RealField + Copy,
-{
+/// The MLP and its inputs.
+fn setup<B: Backend>(widths: &[usize], n: usize) -> (Mlp<B>, Tensor<B, 2>) {
     let dev = Default::default();
     let mlp = MlpConfig::new(widths).init::<B>(0, &dev).unwrap();
     let x = Tensor::<B, 2>::random(
@@ -40,19 +37,20 @@ where
         Distribution::Normal(0.0, 1.0),
         float_opts::<B>(&dev),
     );
-    let opts = JacobianOptions {
-        memory_budget: 4 << 30,
-        ..Default::default()
-    };
-    let jac = Jacobian::new(mlp.clone(), x.clone(), opts).unwrap();
-    (mlp, x, jac)
+    (mlp, x)
 }
 
+/// The MLP's Jacobian at its inputs (the public type, path chosen by capability).
 fn jacobian<B: Backend>(widths: &[usize], n: usize) -> Jacobian<B>
 where
     B::FloatElem: nalgebra::RealField + Copy,
 {
-    setup::<B>(widths, n).2
+    let (mlp, x) = setup::<B>(widths, n);
+    let opts = JacobianOptions {
+        memory_budget: 4 << 30,
+        ..Default::default()
+    };
+    Jacobian::new(mlp, x, opts).unwrap()
 }
 
 fn unit_column<B: Backend>(p: usize) -> Tensor<B, 2> {
@@ -145,7 +143,7 @@ fn ggn_product_cold<B: Backend>(bencher: Bencher, n: usize)
 where
     B::FloatElem: nalgebra::RealField + Copy,
 {
-    let (mlp, x, _) = setup::<B>(&FIG4, n);
+    let (mlp, x) = setup::<B>(&FIG4, n);
     let v = unit_column::<B>(P_FIG4 as usize);
     bencher
         .counter(ItemsCount::new(8 * n as u64 * P_FIG4))
@@ -181,7 +179,7 @@ fn factors<B: Backend>(bencher: Bencher, n: usize)
 where
     B::FloatElem: nalgebra::RealField + Copy,
 {
-    let (mlp, x, _) = setup::<B>(&FIG4, n);
+    let (mlp, x) = setup::<B>(&FIG4, n);
     let opts = JacobianOptions {
         execution: Execution::DenseTensor,
         ..Default::default()
@@ -200,7 +198,7 @@ fn dense_ntk_sine<B: Backend>(bencher: Bencher, n: usize)
 where
     B::FloatElem: nalgebra::RealField + Copy,
 {
-    let (mlp, x, _) = setup::<B>(&SINE, n);
+    let (mlp, x) = setup::<B>(&SINE, n);
     let s: u64 = SINE.windows(2).map(|w| (w[0] + w[1]) as u64).sum();
     bencher
         .counter(ItemsCount::new(2 * (n as u64).pow(2) * s))
@@ -217,7 +215,7 @@ fn dense_ntk_fig4<B: Backend>(bencher: Bencher, n: usize)
 where
     B::FloatElem: nalgebra::RealField + Copy,
 {
-    let (mlp, x, _) = setup::<B>(&FIG4, n);
+    let (mlp, x) = setup::<B>(&FIG4, n);
     let s: u64 = FIG4.windows(2).map(|w| (w[0] + w[1]) as u64).sum();
     bencher
         .counter(ItemsCount::new(
@@ -257,7 +255,7 @@ fn generic_vjp<B: Backend>(bencher: Bencher, n: usize)
 where
     B::FloatElem: nalgebra::RealField + Copy,
 {
-    let (mlp, x, _) = setup::<B>(&FIG4, n);
+    let (mlp, x) = setup::<B>(&FIG4, n);
     let generic = Network::from(mlp)
         .generic_jacobian(x, Default::default())
         .unwrap();
@@ -273,7 +271,7 @@ fn generic_jvp<B: Backend>(bencher: Bencher, n: usize)
 where
     B::FloatElem: nalgebra::RealField + Copy,
 {
-    let (mlp, x, _) = setup::<B>(&FIG4, n);
+    let (mlp, x) = setup::<B>(&FIG4, n);
     let generic = Network::from(mlp)
         .generic_jacobian(x, Default::default())
         .unwrap();

@@ -231,6 +231,32 @@ pub fn networks() -> Vec<(&'static str, NetworkConfig)> {
     nets
 }
 
+/// Ends a random convolutional network of `channels` maps of `side`² pixels: `pool` 1 adds
+/// a 2×2 average pooling, 2 a max pooling, then Flatten and Linear to `outputs`; false when
+/// pooling leaves no pixel.
+pub(crate) fn pooled_head(
+    layers: &mut Vec<Layer>,
+    pool: usize,
+    side: usize,
+    channels: usize,
+    outputs: usize,
+) -> bool {
+    let side = match pool {
+        1 => {
+            layers.push(Layer::avg_pool2d([2, 2]));
+            side / 2
+        }
+        2 => {
+            layers.push(Layer::max_pool2d([2, 2]));
+            side / 2
+        }
+        _ => side,
+    };
+    layers.push(Layer::flatten());
+    layers.push(Layer::linear(channels * side * side, outputs));
+    side > 0
+}
+
 /// $\theta$ and buffers: PyTorch's initialization plus noise, running variances in
 /// $[0.5, 1.5]$.
 pub(crate) fn values(cfg: &NetworkConfig, seed: u64) -> (Vec<f64>, Vec<f64>) {
@@ -468,14 +494,7 @@ mod tests {
                         .into(),
                     Layer::act(act),
                 ];
-                let side = match pool {
-                    1 => { layers.push(Layer::avg_pool2d([2, 2])); side / 2 }
-                    2 => { layers.push(Layer::max_pool2d([2, 2])); side / 2 }
-                    _ => side,
-                };
-                prop_assume!(side > 0);
-                layers.push(Layer::flatten());
-                layers.push(Layer::linear(co * side * side, 2));
+                prop_assume!(pooled_head(&mut layers, pool, side, co, 2));
                 NetworkConfig::new(&[ci, 7, 7], layers)
             };
             let e = measure::<burn_ndarray::NdArray<f64>>(&cfg, seed, &Default::default());

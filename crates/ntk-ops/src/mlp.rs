@@ -87,21 +87,14 @@ impl MlpConfig {
         let mut widths = vec![d];
         let mut activation = None;
         let mut head = Head::Plain;
-        let mut layers = network.layers.iter().peekable();
-        while let Some(layer) = layers.next() {
+        for layer in &network.layers {
             match layer {
-                Layer::Linear(l) if l.in_features == *widths.last()? => widths.push(l.out_features),
-                Layer::Act(a) if widths.len() > 1 && activation.is_none_or(|b| b == *a) => {
-                    activation = Some(*a);
-                    // an activation must be followed by a Linear layer
-                    if !matches!(layers.peek(), Some(Layer::Linear(_))) {
-                        return None;
-                    }
-                }
-                Layer::Heteroscedastic(h) if layers.peek().is_none() => {
+                Layer::Linear(l) => widths.push(l.out_features),
+                Layer::Act(a) => activation = Some(*a),
+                Layer::Heteroscedastic(h) => {
                     head = Head::Heteroscedastic {
                         min_scale: h.min_scale,
-                    };
+                    }
                 }
                 _ => return None,
             }
@@ -111,7 +104,7 @@ impl MlpConfig {
             activation: activation.unwrap_or_default(),
             head,
         };
-        // exactly the chain `network` builds (no two Linear layers in a row)
+        // exactly the chain `network` builds: order, widths, one activation, head last
         (config.check().is_ok() && config.network() == *network).then_some(config)
     }
 
@@ -473,5 +466,43 @@ impl<B: Backend> From<Mlp<B>> for Network<B> {
             .collect();
         Network::from_tensors(mlp.config.network(), params)
             .expect("an MLP's network has its layout")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An MLP's network is recognized as one; a chain that `network` would not build is not.
+    #[test]
+    fn dense_chains_are_exactly_the_mlps() {
+        let mlp = MlpConfig::new(&[3, 5, 4, 2])
+            .with_activation(Activation::Elu)
+            .with_head(Head::Heteroscedastic { min_scale: 0.1 });
+        assert_eq!(MlpConfig::of_network(&mlp.network()), Some(mlp));
+        let chain = |layers| NetworkConfig::new(&[3], layers);
+        let not_mlps = [
+            // two activations
+            chain(vec![
+                Layer::linear(3, 5),
+                Layer::act(Activation::Tanh),
+                Layer::linear(5, 4),
+                Layer::act(Activation::Relu),
+                Layer::linear(4, 1),
+            ]),
+            // no activation between Linear layers
+            chain(vec![Layer::linear(3, 5), Layer::linear(5, 1)]),
+            // an activation last
+            chain(vec![Layer::linear(3, 5), Layer::act(Activation::Tanh)]),
+            // a norm inside
+            chain(vec![
+                Layer::linear(3, 5),
+                Layer::layer_norm(1e-5),
+                Layer::linear(5, 1),
+            ]),
+        ];
+        for cfg in not_mlps {
+            assert_eq!(MlpConfig::of_network(&cfg), None, "{cfg:?}");
+        }
     }
 }

@@ -180,9 +180,10 @@ where
     }
 
     /// The NTK $J_1 J_2^\top$ between this operator's inputs and `other`'s
-    /// (`[n_1 o, n_2 o]`), both of the same architecture (each at its own parameters): structured per-layer blocks on the
-    /// dense paths; otherwise $J_1 J_2^\top$ from the explicit Jacobians when both fit in
-    /// half the memory budget, else $J_1 (J_2^\top E)$ on blocks of $J_2$'s rows.
+    /// (`[n_1 o, n_2 o]`), both of the same architecture (each at its own parameters):
+    /// structured per-layer blocks on the dense paths; otherwise $J_1 J_2^\top$ from the
+    /// explicit Jacobians when both fit in half the memory budget, else $J_1 (J_2^\top E)$
+    /// on blocks of $J_2$'s rows.
     pub fn ntk_matrix(&self, other: &Self) -> Result<Tensor<B, 2>> {
         if self.net.config() != other.net.config() || self.n_params() != other.n_params() {
             return Err(OpsError::InvalidConfig(
@@ -229,8 +230,7 @@ where
     pub fn ntk_diagonal(&self) -> Result<Tensor<B, 1>> {
         match &self.path {
             Path::Dense(j) => crate::ntk::ntk_diagonal(j),
-            Path::Host(j) => JacobianOperator::ntk_diagonal(j)
-                .ok_or_else(|| OpsError::InvalidConfig("the host path gives its diagonal".into())),
+            Path::Host(j) => Ok(j.diagonal()),
             Path::Layers(_) => {
                 let o = self.n_outputs();
                 let parts = self

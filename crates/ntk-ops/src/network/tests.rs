@@ -339,14 +339,7 @@ proptest! {
         }
         prop_assume!(pad < kern);
         let side = (hw + 2 * pad - kern) / stride + 1;
-        let side = match pool {
-            1 => { layers.push(Layer::avg_pool2d([2, 2])); side / 2 }
-            2 => { layers.push(Layer::max_pool2d([2, 2])); side / 2 }
-            _ => side,
-        };
-        prop_assume!(side > 0);
-        layers.push(Layer::flatten());
-        layers.push(Layer::linear(c1 * side * side, o));
+        prop_assume!(crate::conformance::pooled_head(&mut layers, pool, side, c1, o));
         let cfg = NetworkConfig::new(&[c, hw, hw], layers);
         let net = random_net(&cfg, seed);
         let opts = JacobianOptions {
