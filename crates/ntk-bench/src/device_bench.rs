@@ -4,7 +4,7 @@
 //! The problem is the paper's scaling study (Figure 4): the 803,601-parameter MLP
 //! 5-200-2000-200-1 (tanh, as in the anchors; ELU in the authors' notebook), inputs
 //! $x \sim \mathcal N(0, I_5)$, targets $y \sim \mathcal N(0, 1)$, fixed $\sigma^2$ and $s^2$.
-//! For each $n$ one [`NtkGp`] is built with [`Strategy::FunctionSpace`]: a batched,
+//! For each $n$ one [`NtkGp`] is built with [`Strategy::MatrixFree`]: a batched,
 //! preconditioned CG solve of $A\alpha = y$ with $A = s^2 JJ^\top + \sigma^2 I$ next to `probes`
 //! SLQ probes for $\log\lvert A\rvert$, every vector on the device and every product of $A$
 //! through the structured NTK (no $n\times n$ matrix, no $n \times p$ Jacobian). The reported
@@ -119,7 +119,7 @@ where
         .init::<B>(config.seed, device)
         .map_err(GpError::from)?;
     let gp_config = NtkGpConfig {
-        strategy: Strategy::FunctionSpace,
+        strategy: Strategy::MatrixFree,
         noise: Param::Fixed(config.noise),
         prior_scale: Param::Fixed(1.0),
         mean: MeanFunction::Zero,

@@ -161,7 +161,7 @@ impl ExperimentConfig for PrecipitationConfig {
         if self.hidden == 0 {
             return Err(BenchError::invalid("hidden", "need ≥ 1 unit"));
         }
-        if self.strategy == Strategy::FunctionSpace {
+        if self.strategy == Strategy::MatrixFree {
             return Err(BenchError::invalid(
                 "strategy",
                 "Dense, ParameterSpace or Auto: the check compares exact posteriors",
@@ -954,7 +954,7 @@ mod tests {
                 ..tiny()
             },
             PrecipitationConfig {
-                strategy: Strategy::FunctionSpace,
+                strategy: Strategy::MatrixFree,
                 ..tiny()
             },
             PrecipitationConfig {

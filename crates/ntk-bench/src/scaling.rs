@@ -8,7 +8,7 @@
 //! - `dense`: the structured NTK ($2n^2 S$ flops) and a blocked Cholesky ($n^3/3$), exact.
 //! - `function-space`: matrix-free, $K u = J(J^\top u)$, pivoted-Cholesky preconditioned batched
 //!   CG on $[y, z_1 … z_s]$ and stochastic Lanczos quadrature for the log-determinant
-//!   ([`NtkGp`] with [`Strategy::FunctionSpace`]).
+//!   ([`NtkGp`] with [`Strategy::MatrixFree`]).
 //! - `parameter-space`: matrix-free on the $p \times p$ system $A_p = J^\top J + \sigma^2 I$
 //!   (CG and SLQ on $[J^\top y, z_1 … z_s]$, $z_i \in \{\pm1\}^p$), preconditioned by the
 //!   Nyström approximation of $J^\top J$ from the sketch $\Omega = J^\top G$ ($G$ Gaussian,
@@ -597,7 +597,7 @@ where
         }),
         Method::FunctionSpace => {
             let config = NtkGpConfig {
-                strategy: Strategy::FunctionSpace,
+                strategy: Strategy::MatrixFree,
                 noise: Param::Fixed(s.noise),
                 prior_scale: Param::Fixed(1.0),
                 mean: MeanFunction::Zero,

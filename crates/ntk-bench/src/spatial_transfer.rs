@@ -432,7 +432,7 @@ impl Experiment for SpatialTransfer {
                 let strategy = if m <= cfg.dense_max_m {
                     Strategy::Dense
                 } else {
-                    Strategy::FunctionSpace
+                    Strategy::MatrixFree
                 };
                 let gp = NtkGp::new(
                     mean_net.clone(),

@@ -70,8 +70,13 @@ enum MeanArg {
 enum StrategyArg {
     Auto,
     Dense,
+    /// Matrix-free in function space (CG + SLQ on the n × n system).
+    #[value(alias = "matrix-free")]
     Function,
     Parameter,
+    /// Matrix-free in parameter space (Nyström-preconditioned CG + SLQ on the p × p system).
+    #[value(name = "parameter-free")]
+    ParameterFree,
 }
 
 #[derive(Args, Clone)]
@@ -416,7 +421,8 @@ fn plan(model: &ModelArgs, limit: Option<f64>, n: usize, m: usize) -> Result<Pla
         other => {
             let s = match other {
                 StrategyArg::Dense => Strategy::Dense,
-                StrategyArg::Function => Strategy::FunctionSpace,
+                StrategyArg::Function => Strategy::MatrixFree,
+                StrategyArg::ParameterFree => Strategy::MatrixFreeParameterSpace,
                 _ => Strategy::ParameterSpace,
             };
             (s, format!("{s:?} as asked"))
@@ -467,8 +473,9 @@ fn plan(model: &ModelArgs, limit: Option<f64>, n: usize, m: usize) -> Result<Pla
 fn strategy_flag(s: Strategy) -> &'static str {
     match s {
         Strategy::Dense => "dense",
-        Strategy::FunctionSpace => "function",
+        Strategy::MatrixFree => "function",
         Strategy::ParameterSpace => "parameter",
+        Strategy::MatrixFreeParameterSpace => "parameter-free",
         Strategy::Auto => "auto",
     }
 }

@@ -260,14 +260,8 @@ where
     let k_op = convert::to_dmatrix_f64(NtkOperator::new(jac.clone()).apply(&eye).into_tensor());
 
     let dense = NtkGp::new(net.clone(), &x, &y, config(Strategy::Dense, f32_like)).unwrap();
-    let mf = NtkGp::new(
-        net.clone(),
-        &x,
-        &y,
-        config(Strategy::FunctionSpace, f32_like),
-    )
-    .unwrap();
-    assert_eq!(mf.choice().strategy, Strategy::FunctionSpace);
+    let mf = NtkGp::new(net.clone(), &x, &y, config(Strategy::MatrixFree, f32_like)).unwrap();
+    assert_eq!(mf.choice().strategy, Strategy::MatrixFree);
     assert!(mf.matrix_free_state().is_some(), "the matrix-free path ran");
     let param = NtkGp::new(net, &x, &y, config(Strategy::ParameterSpace, f32_like)).unwrap();
     let dense_ref = NtkGp::new(

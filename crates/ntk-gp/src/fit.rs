@@ -39,7 +39,15 @@ impl Param {
         }
     }
 
-    /// The fixed value, or the starting value of a fit.
+    /// The box `(lower, upper)` of a free parameter; `None` for a fixed one.
+    pub fn bounds(&self) -> Option<(f64, f64)> {
+        match *self {
+            Param::Fit { lower, upper, .. } => Some((lower, upper)),
+            Param::Fixed(_) => None,
+        }
+    }
+
+    /// The value to start from: the fixed value or the initial one.
     pub fn start(&self) -> f64 {
         match *self {
             Param::Fixed(v) | Param::Fit { init: v, .. } => v,

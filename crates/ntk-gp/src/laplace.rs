@@ -18,7 +18,7 @@
 
 use burn::prelude::Backend;
 use nalgebra::{Cholesky, DMatrix, DVector, Dyn, SymmetricEigen};
-use ntk_ops::{Jacobian, JacobianOperator, JacobianOptions, Mlp, convert};
+use ntk_ops::{Jacobian, JacobianOperator, JacobianOptions, Network, convert};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use rand_distr::{Distribution, StandardNormal};
@@ -275,10 +275,10 @@ impl<B: Backend> NtkClassifier<B>
 where
     B::FloatElem: nalgebra::RealField + Copy,
 {
-    /// Conditions the network `mlp` (a plain head with one logit per class) on inputs `x` and
-    /// labels in `0..classes`, with prior scale $s^2$ = `prior_scale`.
+    /// Conditions `network` (any [`Network`] or `Mlp` with one logit per class) on inputs
+    /// `x` and labels in `0..classes`, with prior scale $s^2$ = `prior_scale`.
     pub fn new(
-        mlp: Mlp<B>,
+        network: impl Into<Network<B>>,
         x: &DMatrix<f64>,
         labels: &[usize],
         prior_scale: f64,
@@ -295,10 +295,11 @@ where
         if labels.is_empty() {
             return Err(GpError::EmptyTask);
         }
-        let classes = mlp.n_outputs();
-        let device = mlp.device();
+        let network = network.into();
+        let classes = network.n_outputs();
+        let device = network.device();
         let jac = Jacobian::new(
-            mlp,
+            network,
             convert::from_dmatrix_f64(x, &device),
             JacobianOptions::default(),
         )?;

@@ -38,6 +38,7 @@ pub mod laplace;
 pub mod multitask;
 pub mod ntk;
 pub mod optimize;
+mod param_free;
 pub mod rbf;
 pub mod spectral;
 pub mod strategy;

@@ -13,8 +13,8 @@ use burn::prelude::Backend;
 use krylov::LinearOperator;
 use nalgebra::{DMatrix, DVector};
 use ntk_ops::{
-    Activation, GgnOperator, Head, Jacobian, JacobianOptions, Likelihood, Mlp, MlpConfig,
-    TensorBlock, convert,
+    GgnOperator, Jacobian, JacobianOptions, Likelihood, Network, NetworkConfig, TensorBlock,
+    convert,
 };
 use serde::{Deserialize, Serialize};
 
@@ -34,7 +34,7 @@ struct TaskEntry<B: Backend> {
 /// Tasks sharing one network.
 #[derive(Debug, Clone)]
 pub struct MultiTask<B: Backend> {
-    mlp: Mlp<B>,
+    network: Network<B>,
     defaults: NtkGpConfig,
     tasks: BTreeMap<String, TaskEntry<B>>,
 }
@@ -43,19 +43,19 @@ impl<B: Backend> MultiTask<B>
 where
     B::FloatElem: krylov::Scalar,
 {
-    /// A hierarchy around the trained network `mlp`; `defaults` configures tasks added
-    /// without their own configuration.
-    pub fn new(mlp: Mlp<B>, defaults: NtkGpConfig) -> Self {
+    /// A hierarchy around the trained `network` (any [`Network`], or an `Mlp`); `defaults`
+    /// configures tasks added without their own configuration.
+    pub fn new(network: impl Into<Network<B>>, defaults: NtkGpConfig) -> Self {
         Self {
-            mlp,
+            network: network.into(),
             defaults,
             tasks: BTreeMap::new(),
         }
     }
 
     /// The shared network.
-    pub fn network(&self) -> &Mlp<B> {
-        &self.mlp
+    pub fn network(&self) -> &Network<B> {
+        &self.network
     }
 
     /// Conditions a task on its data (fitting what its configuration leaves free) and caches
@@ -67,7 +67,12 @@ where
         y: DVector<f64>,
         config: Option<NtkGpConfig>,
     ) -> Result<&NtkGp<B>, GpError> {
-        let gp = NtkGp::new(self.mlp.clone(), &x, &y, config.unwrap_or(self.defaults))?;
+        let gp = NtkGp::new(
+            self.network.clone(),
+            &x,
+            &y,
+            config.unwrap_or(self.defaults),
+        )?;
         let name = name.into();
         self.tasks.insert(name.clone(), TaskEntry { x, y, gp });
         Ok(&self.tasks[&name].gp)
@@ -101,13 +106,13 @@ where
         if self.tasks.is_empty() {
             return Err(GpError::EmptyTask);
         }
-        let dev = self.mlp.device();
+        let dev = self.network.device();
         let parts = self
             .tasks
             .values()
             .map(|t| {
                 let jac = Jacobian::new(
-                    self.mlp.clone(),
+                    self.network.clone(),
                     convert::from_dmatrix_f64(&t.x, &dev),
                     JacobianOptions::default(),
                 )?;
@@ -122,18 +127,13 @@ where
         Ok(MultiTaskFisher { parts })
     }
 
-    /// The serializable state: architecture, weights, and per task its fitted
+    /// The serializable state: architecture, weights, buffers, and per task its fitted
     /// hyper-parameters (as fixed values) and, if `with_data`, its data.
     pub fn state(&self, with_data: bool) -> MultiTaskState {
-        let config = self.mlp.config();
         MultiTaskState {
-            widths: config.widths.clone(),
-            activation: activation_name(config.activation).to_string(),
-            heteroscedastic_min_scale: match config.head {
-                Head::Heteroscedastic { min_scale } => Some(min_scale),
-                _ => None,
-            },
-            weights: self.mlp.flatten_f64(),
+            network: self.network.config().clone(),
+            weights: self.network.params_f64(),
+            buffers: self.network.buffers_flat(),
             tasks: self
                 .tasks
                 .iter()
@@ -178,15 +178,10 @@ where
         device: &B::Device,
         defaults: NtkGpConfig,
     ) -> Result<(Self, Vec<(String, NtkGpConfig)>), GpError> {
-        let activation = activation_from_name(&state.activation).ok_or_else(|| {
-            GpError::InvalidState(format!("unknown activation `{}`", state.activation))
-        })?;
-        let mut config = MlpConfig::new(&state.widths).with_activation(activation);
-        if let Some(min_scale) = state.heteroscedastic_min_scale {
-            config = config.with_head(Head::Heteroscedastic { min_scale });
-        }
-        let mlp = config.with_params::<B>(&state.weights, device)?;
-        let mut this = Self::new(mlp, defaults);
+        let network = state
+            .network
+            .with_params::<B>(&state.weights, &state.buffers, device)?;
+        let mut this = Self::new(network, defaults);
         let mut pending = Vec::new();
         for t in &state.tasks {
             let cfg = NtkGpConfig {
@@ -212,14 +207,12 @@ where
 /// The saved state of a [`MultiTask`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct MultiTaskState {
-    /// Layer widths.
-    pub widths: Vec<usize>,
-    /// Activation name (`tanh`, `relu`, `elu`, `gelu`, `sigmoid`, `softplus`).
-    pub activation: String,
-    /// The scale floor of a heteroscedastic head, if the network has one.
-    pub heteroscedastic_min_scale: Option<f64>,
-    /// Flat weights in PyTorch `state_dict` order.
+    /// The architecture.
+    pub network: NetworkConfig,
+    /// Flat weights in PyTorch `named_parameters()` order.
     pub weights: Vec<f64>,
+    /// Flat buffers (BatchNorm running statistics; empty without).
+    pub buffers: Vec<f64>,
     /// The tasks.
     pub tasks: Vec<TaskState>,
 }
@@ -277,30 +270,6 @@ where
     }
 }
 
-fn activation_name(a: Activation) -> &'static str {
-    match a {
-        Activation::Tanh => "tanh",
-        Activation::Relu => "relu",
-        Activation::Elu => "elu",
-        Activation::Gelu => "gelu",
-        Activation::Sigmoid => "sigmoid",
-        Activation::Softplus => "softplus",
-        _ => "unknown",
-    }
-}
-
-fn activation_from_name(name: &str) -> Option<Activation> {
-    Some(match name {
-        "tanh" => Activation::Tanh,
-        "relu" => Activation::Relu,
-        "elu" => Activation::Elu,
-        "gelu" => Activation::Gelu,
-        "sigmoid" => Activation::Sigmoid,
-        "softplus" => Activation::Softplus,
-        _ => return None,
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -316,7 +285,7 @@ mod tests {
     }
 
     fn hierarchy() -> MultiTask<B> {
-        let mlp = MlpConfig::new(&[1, 10, 1])
+        let mlp = ntk_ops::MlpConfig::new(&[1, 10, 1])
             .init::<B>(5, &Default::default())
             .unwrap();
         let defaults = NtkGpConfig {

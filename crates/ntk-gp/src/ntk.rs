@@ -12,7 +12,7 @@
 
 use burn::prelude::Backend;
 use nalgebra::{DMatrix, DVector};
-use ntk_ops::{Head, HostNtk, Jacobian, JacobianOperator, JacobianOptions, Mlp, convert};
+use ntk_ops::{HostNtk, Jacobian, JacobianOperator, JacobianOptions, Network, convert};
 use serde::{Deserialize, Serialize};
 
 use krylov::cg::{CgParams, pcg};
@@ -129,15 +129,16 @@ impl Default for MatrixFreeSettings {
     }
 }
 
-/// The matrix-free solve of the training system.
+/// The matrix-free solve of the training system (either matrix-free strategy).
 #[derive(Debug, Clone)]
 pub struct MatrixFreeState {
-    /// $\alpha = A^{-1} r$ on the host.
-    alpha: DVector<f64>,
-    /// $r^\top A^{-1} r$.
-    inv_quad: f64,
+    /// On the host: $\alpha = A^{-1} r$ ($n$) in function space, $w = B^{-1}sJ^\top r$ ($p$)
+    /// in parameter space.
+    pub(crate) alpha: DVector<f64>,
+    /// $r^\top A^{-1} r$ (in function space, whichever system was solved).
+    pub(crate) inv_quad: f64,
     /// The residual $r = y - \mu(X) - c$ (LOVE starts its Lanczos run there).
-    residual: DVector<f64>,
+    pub(crate) residual: DVector<f64>,
     /// The SLQ estimate of $\log\lvert A\rvert$ with its standard error.
     pub logdet: krylov::slq::SlqEstimate,
     /// How CG ended.
@@ -148,25 +149,29 @@ pub struct MatrixFreeState {
 
 /// The conditioned posterior of one strategy.
 #[derive(Debug, Clone)]
-enum Posterior {
+enum Posterior<B: Backend> {
     Function(ExactGp),
     Parameter(WeightSpaceGp),
     MatrixFree(MatrixFreeState),
+    /// The parameter-space solve with its Nyström sketch (for the variance solves).
+    ParameterFree(MatrixFreeState, crate::param_free::Sketch<B>),
 }
 
-/// A finite-NTK GP conditioned on one task (scalar-output networks).
+/// A finite-NTK GP conditioned on one task (scalar-output networks, or a (mean, scale)
+/// head for heteroscedastic regression).
 #[derive(Debug, Clone)]
 pub struct NtkGp<B: Backend> {
-    /// The network, a dense chain.
-    mlp: Mlp<B>,
+    /// The network: any [`Network`] (MLP, CNN, residual blocks).
+    network: Network<B>,
     jac: Jacobian<B>,
     targets: DVector<f64>,
     config: NtkGpConfig,
     hyper: Hyper,
     constant: f64,
-    posterior: Posterior,
+    posterior: Posterior<B>,
     /// The training inputs' structured NTK factors on the host (f64), kept by the dense
-    /// strategy for its cross-kernels.
+    /// strategy for its cross-kernels when the network is a dense chain (otherwise the
+    /// kernels come from the Jacobian's products).
     host: Option<HostNtk<f64>>,
     choice: Choice,
     fit_report: Option<Maximum>,
@@ -179,20 +184,22 @@ impl<B: Backend> NtkGp<B>
 where
     B::FloatElem: krylov::Scalar,
 {
-    /// Linearizes `mlp` at the task's inputs `x` ($n\times h_0$, one row per point), fits what
-    /// `config` leaves free, and conditions on the targets `y`.
+    /// Linearizes `network` (any [`Network`], or an `Mlp`) at the task's inputs `x`
+    /// ($n\times d$, one flattened point per row), fits what `config` leaves free, and
+    /// conditions on the targets `y`.
     pub fn new(
-        mlp: Mlp<B>,
+        network: impl Into<Network<B>>,
         x: &DMatrix<f64>,
         y: &DVector<f64>,
         config: NtkGpConfig,
     ) -> Result<Self, GpError> {
-        let heteroscedastic = matches!(mlp.config().head, Head::Heteroscedastic { .. });
-        if mlp.n_outputs() != 1 && !heteroscedastic {
+        let network = network.into();
+        let heteroscedastic = network.has_heteroscedastic_head();
+        if network.n_outputs() != 1 && !heteroscedastic {
             return Err(GpError::Shape {
                 what: "network outputs (the regression GP needs a scalar output or a (mean, scale) head)",
                 expected: 1,
-                got: mlp.n_outputs(),
+                got: network.n_outputs(),
             });
         }
         if x.nrows() != y.len() {
@@ -206,15 +213,14 @@ where
             return Err(GpError::EmptyTask);
         }
         crate::error::check_finite("targets", y.iter())?;
-        let device = mlp.device();
+        let device = network.device();
         let jac = Jacobian::new(
-            mlp.clone(),
+            network.clone(),
             convert::from_dmatrix_f64(x, &device),
             config.jacobian,
         )?;
         let o = jac.n_outputs();
-        let widths = &mlp.config().widths;
-        let size = ProblemSize::mlp(widths, y.len(), 0).ok_or(GpError::Shape {
+        let size = ProblemSize::network(&network, y.len(), 0).ok_or(GpError::Shape {
             what: "parameter count (it overflows)",
             expected: usize::MAX,
             got: usize::MAX,
@@ -243,9 +249,9 @@ where
         let mut host = None;
         let (hyper, constant, fit_report, posterior) = match choice.strategy {
             Strategy::Dense | Strategy::Auto => {
-                let h = HostNtk::<f64>::new(&mlp, x)?;
-                let k = mean_block(h.symmetric()?, o, o);
-                host = Some(h);
+                let (k, h) = train_kernel(&jac, x)?;
+                let k = mean_block(k, o, o);
+                host = h;
                 // One eigen-decomposition of K makes each optimizer step O(n); skipped when
                 // nothing is free. Heteroscedastic noise is not isotropic: one Cholesky a step.
                 let (hyper, c, report) = if let Some(d) = &noise_shape {
@@ -310,7 +316,7 @@ where
                 let gp = WeightSpaceGp::new(&j, &r0.add_scalar(-c), hyper)?;
                 (hyper, c, report, Posterior::Parameter(gp))
             }
-            Strategy::FunctionSpace => {
+            Strategy::MatrixFree => {
                 if noise_shape.is_some() {
                     return Err(GpError::Unsupported(
                         "a heteroscedastic head with the matrix-free strategy: use Dense".into(),
@@ -352,9 +358,8 @@ where
                              (residual {max_residual:.2e}) at n = {}",
                             y.len()
                         );
-                        let h = HostNtk::<f64>::new(&mlp, x)?;
-                        let k = h.symmetric()?;
-                        host = Some(h);
+                        let (k, h) = train_kernel(&jac, x)?;
+                        host = h;
                         (
                             hyper,
                             c,
@@ -365,9 +370,42 @@ where
                     Err(e) => return Err(e),
                 }
             }
+            Strategy::MatrixFreeParameterSpace => {
+                if noise_shape.is_some() {
+                    return Err(GpError::Unsupported(
+                        "a heteroscedastic head with the matrix-free strategy: use Dense".into(),
+                    ));
+                }
+                let settings = &config.matrix_free;
+                let sketch =
+                    crate::param_free::Sketch::new(&jac, settings.precond_rank, settings.seed)?;
+                let (hyper, c, report) = if spec.has_free() {
+                    crate::param_free::fit(&jac, &sketch, &r0, &spec, settings)?
+                } else {
+                    let hyper = Hyper {
+                        noise: spec.noise.start(),
+                        prior_scale: spec.prior_scale.start(),
+                    };
+                    hyper.check()?;
+                    (hyper, spec.constant_mean.map_or(0.0, |p| p.start()), None)
+                };
+                let state =
+                    crate::param_free::solve(&jac, &sketch, &r0.add_scalar(-c), hyper, settings)?;
+                let report = report.map(|m| Maximum {
+                    value: -0.5 * state.inv_quad
+                        - 0.5 * state.logdet.value
+                        - 0.5 * y.len() as f64 * (2.0 * std::f64::consts::PI).ln(),
+                    termination: format!(
+                        "{} (SLQ log-determinant ± {:.2e})",
+                        m.termination, state.logdet.std_error
+                    ),
+                    ..m
+                });
+                (hyper, c, report, Posterior::ParameterFree(state, sketch))
+            }
         };
         Ok(Self {
-            mlp,
+            network,
             jac,
             targets: y.clone(),
             config,
@@ -389,11 +427,16 @@ where
         if self.jac.n_outputs() == 1 {
             return Ok(DVector::from_element(m, self.hyper.noise));
         }
-        let f = self
-            .mlp
-            .output(convert::from_dmatrix_f64(x_test, &self.jac.device()))?;
+        let xt = convert::from_dmatrix_f64(x_test, &self.jac.device());
+        self.network.check_inputs(&xt, "test inputs")?;
+        let f = self.network.forward(xt);
         let f = convert::to_dmatrix_f64(f);
         Ok(f.column(1).map(|s| self.hyper.noise * s * s))
+    }
+
+    /// The network the GP linearizes.
+    pub fn network(&self) -> &Network<B> {
+        &self.network
     }
 
     /// The configuration this GP was built with.
@@ -425,7 +468,7 @@ where
     /// that strategy was used.
     pub fn matrix_free_state(&self) -> Option<&MatrixFreeState> {
         match &self.posterior {
-            Posterior::MatrixFree(st) => Some(st),
+            Posterior::MatrixFree(st) | Posterior::ParameterFree(st, _) => Some(st),
             _ => None,
         }
     }
@@ -445,10 +488,10 @@ where
         match &self.posterior {
             Posterior::Function(gp) => gp.log_marginal_likelihood(),
             Posterior::Parameter(gp) => gp.log_marginal_likelihood(),
-            Posterior::MatrixFree(st) => {
+            Posterior::MatrixFree(st) | Posterior::ParameterFree(st, _) => {
                 -0.5 * st.inv_quad
                     - 0.5 * st.logdet.value
-                    - 0.5 * st.alpha.len() as f64 * (2.0 * std::f64::consts::PI).ln()
+                    - 0.5 * st.residual.len() as f64 * (2.0 * std::f64::consts::PI).ln()
             }
         }
     }
@@ -493,14 +536,14 @@ where
         };
         let x = convert::to_dmatrix_f64(self.jac.inputs());
         let y = self.targets.clone();
-        *self = Self::new(self.mlp.clone(), &x, &y, config)?;
+        *self = Self::new(self.network.clone(), &x, &y, config)?;
         Ok(())
     }
 
     /// The Jacobian at the test inputs and the prior mean $\mu(X_*) + c$ there.
     fn test_side(&self, x_test: &DMatrix<f64>) -> Result<(Jacobian<B>, DVector<f64>), GpError> {
         let jt = Jacobian::new(
-            self.mlp.clone(),
+            self.network.clone(),
             convert::from_dmatrix_f64(x_test, &self.jac.device()),
             self.config.jacobian,
         )?;
@@ -514,6 +557,17 @@ where
         Ok((jt, prior))
     }
 
+    /// The training and test points' structured factors, when the dense strategy kept them.
+    fn host_test(
+        &self,
+        x_test: &DMatrix<f64>,
+    ) -> Result<Option<HostPair<'_>>, GpError> {
+        let Some(h) = &self.host else {
+            return Ok(None);
+        };
+        Ok(HostNtk::<f64>::of_network(&self.network, x_test)?.map(|ht| (h, ht)))
+    }
+
     /// Predictive mean and full latent covariance at the rows of `x_test` (for small test
     /// sets: the covariance is $m\times m$). Dense and parameter-space strategies only.
     pub fn predict_cov(
@@ -524,11 +578,8 @@ where
         let o = self.jac.n_outputs();
         match &self.posterior {
             Posterior::Function(gp) => {
-                let (cross, test) = match &self.host {
-                    Some(h) => {
-                        let ht = HostNtk::<f64>::new(&self.mlp, x_test)?;
-                        (h.cross(&ht)?, ht.cross(&ht)?)
-                    }
+                let (cross, test) = match self.host_test(x_test)? {
+                    Some((h, ht)) => (h.cross(&ht)?, ht.cross(&ht)?),
                     None => (
                         convert::to_dmatrix_f64(self.jac.ntk_matrix(&jt)?),
                         convert::to_dmatrix_f64(jt.ntk_matrix(&jt)?),
@@ -540,8 +591,8 @@ where
                 let j = convert::to_dmatrix_f64(jt.jacobian()?);
                 gp.predict_cov(&j, &prior)
             }
-            Posterior::MatrixFree(_) => Err(GpError::Unsupported(
-                "full predictive covariances with the matrix-free strategy: use Dense or ParameterSpace".into(),
+            Posterior::MatrixFree(_) | Posterior::ParameterFree(..) => Err(GpError::Unsupported(
+                "full predictive covariances with a matrix-free strategy: use Dense or ParameterSpace".into(),
             )),
         }
     }
@@ -581,6 +632,7 @@ where
             Posterior::Function(_) => 3 * n,
             Posterior::Parameter(_) => 3 * self.n_params().max(1),
             Posterior::MatrixFree(_) => 8 * n,
+            Posterior::ParameterFree(..) => 8 * self.n_params().max(1),
         };
         (self.config.jacobian.memory_budget / 4 / per_point).max(1)
     }
@@ -591,11 +643,8 @@ where
         let o = self.jac.n_outputs();
         match &self.posterior {
             Posterior::Function(gp) => {
-                let (cross, diag) = match &self.host {
-                    Some(h) => {
-                        let ht = HostNtk::<f64>::new(&self.mlp, x_test)?;
-                        (h.cross(&ht)?, ht.diagonal())
-                    }
+                let (cross, diag) = match self.host_test(x_test)? {
+                    Some((h, ht)) => (h.cross(&ht)?, ht.diagonal()),
                     None => (
                         convert::to_dmatrix_f64(self.jac.ntk_matrix(&jt)?),
                         convert::to_vec_f64(jt.ntk_diagonal()?),
@@ -610,6 +659,15 @@ where
                 let j = convert::to_dmatrix_f64(jt.jacobian()?);
                 gp.predict(&j, &prior)
             }
+            Posterior::ParameterFree(st, sketch) => crate::param_free::predict(
+                &self.jac,
+                &jt,
+                st,
+                sketch,
+                self.hyper,
+                &self.config.matrix_free,
+                prior,
+            ),
             Posterior::MatrixFree(st) => {
                 // Cross-kernel by structured products; the variance reduction
                 // s⁴ k*ᵀ A⁻¹ k* from one CG solve per test point, or from the LOVE cache.
@@ -661,6 +719,25 @@ where
     }
 }
 
+/// The training points' structured factors and the test points'.
+type HostPair<'a> = (&'a HostNtk<f64>, HostNtk<f64>);
+
+/// The training kernel $K(X, X)$ in f64 on the host, with the structured factors of a dense
+/// chain (kept for the cross-kernels) or, for any other network, from the Jacobian's
+/// products in its backend's precision.
+fn train_kernel<B: Backend>(
+    jac: &Jacobian<B>,
+    x: &DMatrix<f64>,
+) -> Result<(DMatrix<f64>, Option<HostNtk<f64>>), GpError>
+where
+    B::FloatElem: krylov::Scalar,
+{
+    match HostNtk::<f64>::of_network(jac.network(), x)? {
+        Some(h) => Ok((h.symmetric()?, Some(h))),
+        None => Ok((convert::to_dmatrix_f64(jac.ntk_matrix(jac)?), None)),
+    }
+}
+
 /// The rows and columns of a kernel matrix that belong to output 0 (the mean), for `o`
 /// outputs per point (rows are point-major: row $i o + j$ is point $i$, output $j$).
 fn mean_block(k: DMatrix<f64>, row_outputs: usize, col_outputs: usize) -> DMatrix<f64> {
@@ -693,14 +770,12 @@ where
 }
 
 /// Maximizes the log marginal likelihood over the free parameters of `spec` without forming
-/// $K$: Adam on log-variances (and the constant mean) with gradients from one batched,
-/// preconditioned CG solve over $[r, z_1, \dots, z_s]$ per step (Gardner et al. 2018):
-/// $\partial/\partial\sigma^2 = \tfrac12(\alpha^\top\alpha - \operatorname{tr}A^{-1})$,
-/// $\partial/\partial s^2 = \tfrac12(\alpha^\top K\alpha - \operatorname{tr}A^{-1}K)$ with
-/// $K\alpha = (r - \sigma^2\alpha)/s^2$ and $\operatorname{tr}A^{-1}K = (n - \sigma^2\operatorname{tr}A^{-1})/s^2$,
-/// $\partial/\partial c = \mathbf 1^\top\alpha$, and the Hutchinson estimate
-/// $\operatorname{tr}A^{-1} \approx \frac1s\sum_i z_i^\top A^{-1}z_i$ with the same probes at every
-/// step. The caller reports the SLQ log marginal likelihood at the fitted point as the value.
+/// $K$ (the matrix-free function-space strategy): [`adam_fit`] with gradients from one
+/// batched, preconditioned CG solve over $[r, z_1, \dots, z_s]$ per step (Gardner et al.
+/// 2018): with $\alpha = A^{-1}r$, $\lVert\alpha\rVert^2$, $r^\top\alpha$, $\mathbf 1^\top\alpha$ and
+/// the Hutchinson estimate $\operatorname{tr}A^{-1} \approx \frac1s\sum_i z_i^\top A^{-1}z_i$ with
+/// the same probes at every step. The caller reports the SLQ log marginal likelihood at the
+/// fitted point as the value.
 fn fit_matrix_free<B: Backend>(
     jac: &Jacobian<B>,
     r0: &DVector<f64>,
@@ -716,34 +791,8 @@ where
     } else {
         krylov::slq::draw_probes(n, settings.probes.max(1), Probes::Rademacher, settings.seed)
     };
-    // Free coordinates: (log σ², log s², c), each with its box.
-    let bounds = |p: &Param, log: bool| match *p {
-        Param::Fit { init, lower, upper } if log => Some((init.ln(), lower.ln(), upper.ln())),
-        Param::Fit { init, lower, upper } => Some((init, lower, upper)),
-        Param::Fixed(_) => None,
-    };
-    let slots = [
-        bounds(&spec.noise, true),
-        bounds(&spec.prior_scale, true),
-        spec.constant_mean.as_ref().and_then(|p| bounds(p, false)),
-    ];
-    let mut z = [
-        spec.noise.start().ln(),
-        spec.prior_scale.start().ln(),
-        spec.constant_mean.map_or(0.0, |p| p.start()),
-    ];
-    let (mut m, mut v) = ([0.0; 2], [0.0; 2]);
-    let unpack = |z: &[f64; 3]| {
-        (
-            Hyper {
-                noise: z[0].exp(),
-                prior_scale: z[1].exp(),
-            },
-            z[2],
-        )
-    };
     // The probes go to the device once; each step uploads the residual (one column) and reads
-    // back only the five scalars of the gradient: the Krylov vectors stay on the device.
+    // back only the scalars of the gradient: the Krylov vectors stay on the device.
     let dev = jac.device();
     let probes_dev = TensorBlock::<B>::new(convert::from_dmatrix_f64(&probes, &dev));
     let ones = TensorBlock::<B>::new(convert::from_dmatrix_f64(
@@ -755,21 +804,11 @@ where
     } else {
         probes.ncols() as f64
     };
-    // Per-coordinate step sizes, halved whenever that coordinate's gradient changes sign
-    // (the iterate stepped over the optimum): with the probes fixed the surrogate is
-    // deterministic, so the steps shrink onto its optimum and the fit can say it converged.
-    let mut lr = [settings.fit_lr; 2];
-    let mut last_grad = [0.0f64; 2];
-    let (mut steps_run, mut converged) = (0, false);
-    let c_free = slots[2];
-    for step in 1..=settings.fit_steps {
-        steps_run = step;
-        let (hyper, c_adam) = unpack(&z);
-        hyper.check()?;
+    let c_free = spec.constant_mean.as_ref().and_then(Param::bounds);
+    adam_fit(spec, settings, |hyper, c_adam| {
         // A free constant mean is profiled out exactly (generalized least squares): with
         // x_0 = A⁻¹r_0 and x_1 = A⁻¹1 from the same batched solve, the optimum given the
-        // variances is c = 1ᵀx_0 / 1ᵀx_1, and α = x_0 − c x_1. By the envelope theorem the
-        // variances' gradients at the profiled c are those of the profile likelihood.
+        // variances is c = 1ᵀx_0 / 1ᵀx_1, and α = x_0 − c x_1.
         let r_base = if c_free.is_some() {
             r0.clone()
         } else {
@@ -803,44 +842,130 @@ where
             / trace_div;
         let dot = |a: &TensorBlock<B>, b: &TensorBlock<B>| a.col_dots(b)[0].to_f64();
         let x0 = x.columns(0, 1);
-        let (c, a2, alpha_r, alpha_sum) = match c_free {
-            Some((_, lo, hi)) => {
+        Ok(match c_free {
+            Some((lo, hi)) => {
                 let x1 = x.columns(1, 1);
                 let (s0, s1) = (dot(&x0, &ones), dot(&x1, &ones));
                 let c = (s0 / s1).clamp(lo, hi);
-                let a2 = dot(&x0, &x0) - 2.0 * c * dot(&x0, &x1) + c * c * dot(&x1, &x1);
-                let alpha_r = dot(&x0, &r_dev) - c * s0 - c * dot(&x1, &r_dev) + c * c * s1;
-                (c, a2, alpha_r, s0 - c * s1)
+                LmlPieces {
+                    c,
+                    alpha_sq: dot(&x0, &x0) - 2.0 * c * dot(&x0, &x1) + c * c * dot(&x1, &x1),
+                    alpha_r: dot(&x0, &r_dev) - c * s0 - c * dot(&x1, &r_dev) + c * c * s1,
+                    alpha_sum: s0 - c * s1,
+                    tr_inv,
+                    n,
+                }
             }
-            None => (c_adam, dot(&x0, &x0), dot(&x0, &r_dev), dot(&x0, &ones)),
-        };
-        z[2] = c;
+            None => LmlPieces {
+                c: c_adam,
+                alpha_sq: dot(&x0, &x0),
+                alpha_r: dot(&x0, &r_dev),
+                alpha_sum: dot(&x0, &ones),
+                tr_inv,
+                n,
+            },
+        })
+    })
+}
+
+/// What one step of a matrix-free fit measures at $(\sigma^2, s^2, c)$, with $A = s^2K +
+/// \sigma^2 I$ and $\alpha = A^{-1}(r_0 - c\mathbf 1)$.
+pub(crate) struct LmlPieces {
+    /// The constant mean in use (profiled when free).
+    pub c: f64,
+    /// $\lVert\alpha\rVert^2$.
+    pub alpha_sq: f64,
+    /// $r^\top\alpha$.
+    pub alpha_r: f64,
+    /// $\mathbf 1^\top\alpha$.
+    pub alpha_sum: f64,
+    /// An estimate of $\operatorname{tr}A^{-1}$.
+    pub tr_inv: f64,
+    /// $n$.
+    pub n: usize,
+}
+
+impl LmlPieces {
+    /// The gradient of $\log p(y)$ in $(\log\sigma^2, \log s^2, c)$:
+    /// $\partial/\partial\sigma^2 = \tfrac12(\alpha^\top\alpha - \operatorname{tr}A^{-1})$,
+    /// $\partial/\partial s^2 = \tfrac12(\alpha^\top K\alpha - \operatorname{tr}A^{-1}K)$ with
+    /// $K\alpha = (r - \sigma^2\alpha)/s^2$ and
+    /// $\operatorname{tr}A^{-1}K = (n - \sigma^2\operatorname{tr}A^{-1})/s^2$,
+    /// $\partial/\partial c = \mathbf 1^\top\alpha$.
+    fn gradient(&self, hyper: Hyper) -> [f64; 3] {
         let (s2n, s2) = (hyper.noise, hyper.prior_scale);
-        let aka = (alpha_r - s2n * a2) / s2;
-        let tr_inv_k = (n as f64 - s2n * tr_inv) / s2;
-        // Gradient of log p in (log σ², log s², c).
-        let grad = [
-            s2n * 0.5 * (a2 - tr_inv),
+        let aka = (self.alpha_r - s2n * self.alpha_sq) / s2;
+        let tr_inv_k = (self.n as f64 - s2n * self.tr_inv) / s2;
+        [
+            s2n * 0.5 * (self.alpha_sq - self.tr_inv),
             s2 * 0.5 * (aka - tr_inv_k),
-            alpha_sum,
-        ];
+            self.alpha_sum,
+        ]
+    }
+}
+
+/// Adam ascent of $\log p(y)$ on the log-variances of `spec` (and its constant mean, unless
+/// `pieces` profiles it out), from the [`LmlPieces`] that `pieces` measures at each point.
+///
+/// Per-coordinate step sizes are halved whenever that coordinate's gradient changes sign
+/// (the iterate stepped over the optimum): with the probes fixed the surrogate is
+/// deterministic, so the steps shrink onto its optimum and the fit can say it converged.
+pub(crate) fn adam_fit(
+    spec: &FitSpec,
+    settings: &MatrixFreeSettings,
+    mut pieces: impl FnMut(Hyper, f64) -> Result<LmlPieces, GpError>,
+) -> Result<(Hyper, f64, Option<Maximum>), GpError> {
+    // Free coordinates: (log σ², log s², c), each with its box.
+    let log_box = |p: &Param| p.bounds().map(|(lo, hi)| (lo.ln(), hi.ln()));
+    let slots = [
+        log_box(&spec.noise),
+        log_box(&spec.prior_scale),
+        spec.constant_mean.as_ref().and_then(Param::bounds),
+    ];
+    let mut z = [
+        spec.noise.start().ln(),
+        spec.prior_scale.start().ln(),
+        spec.constant_mean.map_or(0.0, |p| p.start()),
+    ];
+    let (mut m, mut v) = ([0.0; 2], [0.0; 2]);
+    let unpack = |z: &[f64; 3]| {
+        (
+            Hyper {
+                noise: z[0].exp(),
+                prior_scale: z[1].exp(),
+            },
+            z[2],
+        )
+    };
+    let mut lr = [settings.fit_lr; 2];
+    let mut last_grad = [0.0f64; 2];
+    let (mut steps_run, mut converged) = (0, false);
+    for step in 1..=settings.fit_steps {
+        steps_run = step;
+        let (hyper, c_adam) = unpack(&z);
+        hyper.check()?;
+        let at = pieces(hyper, c_adam)?;
+        z[2] = at.c;
+        let grad = at.gradient(hyper);
         if grad.iter().any(|g| !g.is_finite()) {
             return Err(GpError::NonFiniteObjective {
-                at: format!("σ² = {s2n:e}, s² = {s2:e}, c = {c:e} (its gradient)"),
+                at: format!(
+                    "σ² = {:e}, s² = {:e}, c = {:e} (its gradient)",
+                    hyper.noise, hyper.prior_scale, at.c
+                ),
                 value: f64::NAN,
             });
         }
         let (b1, b2) = (0.9f64, 0.999f64);
         let mut largest_step = 0.0f64;
         for i in 0..2 {
-            let Some((_, lo, hi)) = slots[i] else {
+            let Some((lo, hi)) = slots[i] else {
                 continue;
             };
             if step > 1 && grad[i] * last_grad[i] < 0.0 {
                 lr[i] *= 0.5;
             }
             last_grad[i] = grad[i];
-            // Ascent on log p.
             m[i] = b1 * m[i] + (1.0 - b1) * grad[i];
             v[i] = b2 * v[i] + (1.0 - b2) * grad[i] * grad[i];
             let mhat = m[i] / (1.0 - b1.powi(step as i32));
@@ -869,7 +994,7 @@ where
             iterations: steps_run as u64,
             converged,
             at_bound: (0..3)
-                .filter_map(|i| slots[i].map(|(_, lo, hi)| z[i] <= lo || z[i] >= hi))
+                .filter_map(|i| slots[i].map(|(lo, hi)| z[i] <= lo || z[i] >= hi))
                 .collect(),
             termination: if converged {
                 format!(
@@ -940,7 +1065,7 @@ mod tests {
         (x, y)
     }
 
-    fn mlp() -> Mlp<B> {
+    fn mlp() -> ntk_ops::Mlp<B> {
         MlpConfig::new(&[2, 8, 8, 1])
             .init::<B>(3, &Default::default())
             .unwrap()
@@ -1019,7 +1144,7 @@ mod tests {
         let (xt, _) = data(7, 50);
         let dense = NtkGp::new(mlp(), &x, &y, config(Strategy::Dense)).unwrap();
         let d = dense.predict(&xt).unwrap();
-        for strategy in [Strategy::ParameterSpace, Strategy::FunctionSpace] {
+        for strategy in [Strategy::ParameterSpace, Strategy::MatrixFree] {
             let gp = NtkGp::new(mlp(), &x, &y, config(strategy)).unwrap();
             assert_eq!(gp.choice().strategy, strategy);
             let p = gp.predict(&xt).unwrap();
@@ -1123,9 +1248,9 @@ mod tests {
         let love = |rank| NtkGpConfig {
             matrix_free: MatrixFreeSettings {
                 love_rank: Some(rank),
-                ..config(Strategy::FunctionSpace).matrix_free
+                ..config(Strategy::MatrixFree).matrix_free
             },
-            ..config(Strategy::FunctionSpace)
+            ..config(Strategy::MatrixFree)
         };
         let exact = NtkGp::new(mlp(), &x, &y, config(Strategy::Dense))
             .unwrap()
@@ -1184,7 +1309,7 @@ mod tests {
                 dense_fallback_max_n: max_n,
                 ..MatrixFreeSettings::default()
             },
-            ..config(Strategy::FunctionSpace)
+            ..config(Strategy::MatrixFree)
         };
         let gp = NtkGp::new(mlp(), &x, &y, starved(100)).unwrap();
         assert_eq!(gp.choice().strategy, Strategy::Dense);
@@ -1254,7 +1379,7 @@ mod tests {
         .unwrap();
         assert!(fitted.log_marginal_likelihood() >= gp.log_marginal_likelihood());
         assert!(matches!(
-            NtkGp::new(net, &x, &y, config(Strategy::FunctionSpace)),
+            NtkGp::new(net, &x, &y, config(Strategy::MatrixFree)),
             Err(GpError::Unsupported(_))
         ));
     }
@@ -1284,8 +1409,8 @@ mod tests {
             ..config(strategy)
         };
         let dense = NtkGp::new(mlp(), &x, &y, spec(Strategy::Dense, false)).unwrap();
-        let exact = NtkGp::new(mlp(), &x, &y, spec(Strategy::FunctionSpace, true)).unwrap();
-        let noisy = NtkGp::new(mlp(), &x, &y, spec(Strategy::FunctionSpace, false)).unwrap();
+        let exact = NtkGp::new(mlp(), &x, &y, spec(Strategy::MatrixFree, true)).unwrap();
+        let noisy = NtkGp::new(mlp(), &x, &y, spec(Strategy::MatrixFree, false)).unwrap();
         let (d, e) = (dense.hyper(), exact.hyper());
         assert!((e.noise / d.noise - 1.0).abs() < 0.02, "{e:?} vs {d:?}");
         assert!(

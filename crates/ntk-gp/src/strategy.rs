@@ -1,6 +1,6 @@
 //! Choosing an inference strategy by a cost model.
 //!
-//! The three strategies compute the same posterior; their costs differ by orders of
+//! The four strategies compute the same posterior; their costs differ by orders of
 //! magnitude (see the architecture page of the book). For $N = no$ outputs in all, $p$
 //! parameters, $S = \sum_l (h_{l-1} + h_l)$ for an MLP of widths $h_l$, flops are:
 //!
@@ -8,7 +8,8 @@
 //! |---|---|---|
 //! | [`Strategy::Dense`] | $2N^2 S + N^3/3$ | $8(4N^2 + 2(N+m)A)$ |
 //! | [`Strategy::ParameterSpace`] | $2Np^2 + p^3/3$ | $8(2Np + 4p^2)$ |
-//! | [`Strategy::FunctionSpace`] (CG + SLQ) | $k\,c\,8Np$ | factors, product chunks, $8N(6c + 2r)$ |
+//! | [`Strategy::MatrixFree`] (CG + SLQ) | $k\,c\,8Np$ | factors, product chunks, $8N(6c + 2r)$ |
+//! | [`Strategy::MatrixFreeParameterSpace`] | $(k\,c + 2r)\,8Np$ | factors, product chunks, $8p(6c + 3r)$ |
 //!
 //! with $k$ CG iterations, $c$ right-hand sides (targets + probes), $r$ the preconditioner's
 //! rank, $m$ test points and $A = \sum_l h_l$ the activations of a point. The memory
@@ -32,10 +33,15 @@ pub enum Strategy {
     Auto,
     /// Dense function space: structured NTK matrix and Cholesky.
     Dense,
-    /// Matrix-free function space: preconditioned CG and stochastic Lanczos quadrature.
-    FunctionSpace,
-    /// Parameter space: $J^\top J$ (or the Fisher) and Woodbury.
+    /// Parameter space: the explicit $p\times p$ matrix $J^\top J$ and Woodbury (small $p$).
     ParameterSpace,
+    /// Matrix-free function space: $n\times n$ systems by pivoted-Cholesky-preconditioned CG,
+    /// $\log\lvert A\rvert$ by stochastic Lanczos quadrature, variances by CG or LOVE.
+    #[serde(alias = "FunctionSpace")]
+    MatrixFree,
+    /// Matrix-free parameter space: $p\times p$ systems $s^2 J^\top J + \sigma^2 I$ by
+    /// Nyström-preconditioned CG and SLQ, for $n \gg p$.
+    MatrixFreeParameterSpace,
 }
 
 /// The sizes that decide the cost.
@@ -55,6 +61,10 @@ pub struct ProblemSize {
     pub max_width: usize,
     /// Test points $m$ predicted after the fit (0 if unknown).
     pub n_test: usize,
+    /// Whether the network has a structured NTK (a dense chain): otherwise the dense
+    /// strategy forms the kernel from explicit Jacobian blocks ($S = p$ per entry, plus the
+    /// blocks' memory).
+    pub structured: bool,
 }
 
 impl ProblemSize {
@@ -72,6 +82,31 @@ impl ProblemSize {
             activations: widths.iter().fold(0usize, |a, &w| a.saturating_add(w)),
             max_width: widths.iter().copied().max().unwrap_or(0),
             n_test,
+            structured: true,
+        })
+    }
+
+    /// The size of any network with `n` training and `n_test` test points: a dense chain's
+    /// by [`Self::mlp`]; any other network's with $S = p$ (the kernel from explicit
+    /// Jacobian blocks) and the values its forward pass keeps per point as its activations.
+    pub fn network<B: burn::prelude::Backend>(
+        network: &ntk_ops::Network<B>,
+        n: usize,
+        n_test: usize,
+    ) -> Option<Self> {
+        if let Some(widths) = network.dense_widths() {
+            return Self::mlp(&widths, n, n_test);
+        }
+        let saved = network.saved_per_point();
+        Some(Self {
+            n,
+            outputs: network.n_outputs(),
+            params: network.n_params(),
+            layer_sum: network.n_params(),
+            activations: saved,
+            max_width: saved,
+            n_test,
+            structured: false,
         })
     }
 }
@@ -130,7 +165,7 @@ pub struct Choice {
     pub reason: String,
 }
 
-/// The three estimates for `size`: flops and peak bytes (see the module docs).
+/// The four estimates for `size`: flops and peak bytes (see the module docs).
 pub fn estimates(size: &ProblemSize, a: &CostAssumptions) -> Vec<Estimate> {
     let big_n = (size.n * size.outputs) as f64;
     let (n, m) = (size.n as f64, size.n_test as f64);
@@ -150,7 +185,12 @@ pub fn estimates(size: &ProblemSize, a: &CostAssumptions) -> Vec<Estimate> {
             flops: 2.0 * big_n * big_n * size.layer_sum as f64 + big_n.powi(3) / 3.0,
             bytes: PROCESS_BYTES
                 + 8.0 * (4.0 * big_n * big_n + 2.0 * (n + m) * acts)
-                + test(8.0 * 3.0 * big_n),
+                + test(8.0 * 3.0 * big_n)
+                + if size.structured {
+                    0.0
+                } else {
+                    (8.0 * big_n * p).min(budget / 2.0)
+                },
         },
         Estimate {
             strategy: Strategy::ParameterSpace,
@@ -158,7 +198,7 @@ pub fn estimates(size: &ProblemSize, a: &CostAssumptions) -> Vec<Estimate> {
             bytes: PROCESS_BYTES + 8.0 * (2.0 * big_n * p + 4.0 * p * p) + test(8.0 * 3.0 * p),
         },
         Estimate {
-            strategy: Strategy::FunctionSpace,
+            strategy: Strategy::MatrixFree,
             flops: (a.cg_iterations * a.columns) as f64 * 8.0 * big_n * p,
             bytes: PROCESS_BYTES
                 + factors.min(budget / 2.0)
@@ -166,24 +206,50 @@ pub fn estimates(size: &ProblemSize, a: &CostAssumptions) -> Vec<Estimate> {
                 + 8.0 * big_n * (6.0 * cols + 2.0 * a.precond_rank as f64)
                 + test(8.0 * 8.0 * big_n),
         },
+        Estimate {
+            strategy: Strategy::MatrixFreeParameterSpace,
+            // The same products per CG column; the sketch adds 2r of them once.
+            flops: (a.cg_iterations * a.columns + 2 * a.precond_rank) as f64 * 8.0 * big_n * p,
+            bytes: PROCESS_BYTES
+                + factors.min(budget / 2.0)
+                + work.min(budget / 2.0)
+                + 8.0 * p * (6.0 * cols + 3.0 * a.precond_rank as f64)
+                + test(8.0 * 8.0 * p),
+        },
     ]
 }
 
+/// Whether `s` is one of the matrix-free strategies, which qualify at any memory budget.
+fn matrix_free(s: Strategy) -> bool {
+    matches!(s, Strategy::MatrixFree | Strategy::MatrixFreeParameterSpace)
+}
+
 /// Picks the cheapest strategy in flops among those that fit the memory budget (the
-/// matrix-free one always qualifies: its memory is only the activations, chunked if needed).
+/// matrix-free ones always qualify: their memory is only the activations, chunked if
+/// needed, and Krylov vectors); between the two matrix-free ones, the one holding less.
 pub fn choose(size: &ProblemSize, a: &CostAssumptions) -> Choice {
     let estimates = estimates(size, a);
     // The matrix-free strategy qualifies even over the budget (nothing else would), so that
     // a caller refusing plans over the budget sees its estimate.
-    let best = estimates
+    let mut best = estimates
         .iter()
-        .filter(|e| e.strategy == Strategy::FunctionSpace || e.bytes <= a.memory_budget)
+        .filter(|e| matrix_free(e.strategy) || e.bytes <= a.memory_budget)
         .min_by(|x, y| x.flops.total_cmp(&y.flops))
         .copied()
-        .expect("the matrix-free estimate always qualifies");
+        .expect("the matrix-free estimates always qualify");
+    // Between the two matrix-free strategies the flops are alike (the same products per CG
+    // column); the one whose Krylov vectors are shorter (n·o or p entries) holds less.
+    if matrix_free(best.strategy) {
+        best = estimates
+            .iter()
+            .filter(|e| matrix_free(e.strategy))
+            .min_by(|x, y| x.bytes.total_cmp(&y.bytes))
+            .copied()
+            .expect("two matrix-free estimates");
+    }
     let over: Vec<String> = estimates
         .iter()
-        .filter(|e| e.bytes > a.memory_budget && e.strategy != Strategy::FunctionSpace)
+        .filter(|e| e.bytes > a.memory_budget && !matrix_free(e.strategy))
         .map(|e| {
             format!(
                 "{:?} needs {:.1} GiB",
@@ -238,8 +304,8 @@ mod tests {
         assert!(bytes(Strategy::ParameterSpace) > 8.0 * 20_000.0 * 4353.0);
         assert!(bytes(Strategy::Dense) > 4.0 * 8.0 * 20_000f64.powi(2));
         // Matrix-free: CG vectors alone are 17 columns x 6 vectors x n x 8 bytes.
-        assert!(bytes(Strategy::FunctionSpace) > 8.0 * 20_000.0 * 17.0 * 6.0);
-        assert!(bytes(Strategy::FunctionSpace) < 1.6 * (1u64 << 30) as f64);
+        assert!(bytes(Strategy::MatrixFree) > 8.0 * 20_000.0 * 17.0 * 6.0);
+        assert!(bytes(Strategy::MatrixFree) < 1.6 * (1u64 << 30) as f64);
     }
 
     #[test]
@@ -259,7 +325,7 @@ mod tests {
         assert_eq!(mlp(1, &big).params, 803_601);
         assert_eq!(choose(&mlp(1000, &big), &a).strategy, Strategy::Dense);
         let c = choose(&mlp(100_000, &big), &a);
-        assert_eq!(c.strategy, Strategy::FunctionSpace);
+        assert_eq!(c.strategy, Strategy::MatrixFree);
         assert!(c.reason.contains("over the memory budget"), "{}", c.reason);
     }
 }

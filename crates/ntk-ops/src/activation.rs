@@ -8,7 +8,7 @@ use burn::tensor::{Tensor, activation};
 /// Each variant matches the PyTorch module of the same name with default
 /// arguments (`nn.ELU(alpha=1)`, exact `nn.GELU()`, `nn.Softplus(beta=1)`).
 #[non_exhaustive]
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub enum Activation {
     /// $\tanh z$.
     #[default]

@@ -384,6 +384,18 @@ impl<T: RealField + Copy> HostNtk<T> {
         Ok(Self::from_factors(factors, o))
     }
 
+    /// The factors of `network` at the inputs `x` when it is a dense chain
+    /// ([`Network::is_dense_chain`](crate::Network::is_dense_chain)); `None` otherwise.
+    pub fn of_network<B: Backend>(
+        network: &crate::Network<B>,
+        x: &DMatrix<f64>,
+    ) -> Result<Option<Self>> {
+        network
+            .dense_chain()
+            .map(|mlp| Self::new(&mlp, x))
+            .transpose()
+    }
+
     /// The factors of the MLP `config` with flat parameters `theta` (the layout of
     /// [`crate::ParamLayout`], PyTorch's `state_dict` order) at the inputs `x`, with no tensor
     /// backend at all: what a caller holding the parameters as numbers (a checkpoint, the

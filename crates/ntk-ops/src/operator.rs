@@ -345,7 +345,8 @@ where
         on_path!(self, j => j.vjp(u))
     }
     fn ntk_diagonal(&self) -> Option<Tensor<B, 1>> {
-        on_path!(self, j => j.ntk_diagonal())
+        // Every path has it: the layers path from blocks of explicit Jacobian rows.
+        Jacobian::ntk_diagonal(self).ok()
     }
     fn ntk_row(&self, i: usize) -> Option<Tensor<B, 1>> {
         on_path!(self, j => j.ntk_row(i))

@@ -179,7 +179,7 @@ macro_rules! register_layers {
         /// module; built most easily by its constructor (`Layer::linear(3, 8)`,
         /// `Layer::conv2d(…)`, …).
         #[non_exhaustive]
-        #[derive(Clone, Debug, PartialEq)]
+        #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
         pub enum Layer {
             $( $(#[$doc])* $variant($spec), )*
         }

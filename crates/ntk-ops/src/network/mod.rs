@@ -56,7 +56,7 @@ pub use module::{GenericJacobian, NetworkModule};
 pub(crate) use plan::{Plan, Values};
 
 /// A network: the shape of one input point and the layers.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct NetworkConfig {
     /// One point's shape: `[d]` (vector) or `[c, h, w]` (image). Rows of $X$
     /// hold the point flattened row-major.
@@ -170,6 +170,36 @@ impl<B: Backend> Network<B> {
     /// $\theta$ as one vector.
     pub fn flatten(&self) -> Tensor<B, 1> {
         Tensor::cat(self.params.clone(), 0)
+    }
+
+    /// $\theta$ as host numbers in `f64` (PyTorch's `named_parameters()` order).
+    pub fn params_f64(&self) -> Vec<f64> {
+        crate::convert::to_vec_f64(self.flatten())
+    }
+
+    /// Whether the last layer is the (mean, scale) head of heteroscedastic regression.
+    pub fn has_heteroscedastic_head(&self) -> bool {
+        matches!(self.config.layers.last(), Some(Layer::Heteroscedastic(_)))
+    }
+
+    /// Whether the network is a dense chain (Linear layers with one activation between
+    /// them, optionally the heteroscedastic head): the networks with a structured NTK
+    /// ([`HostNtk::of_network`](crate::HostNtk::of_network)).
+    pub fn is_dense_chain(&self) -> bool {
+        self.dense_widths().is_some()
+    }
+
+    /// The widths of a dense chain, inputs first (`[d, h_1, …, o]`, the head's two outputs
+    /// counted); `None` for any other network.
+    pub fn dense_widths(&self) -> Option<Vec<usize>> {
+        crate::MlpConfig::of_network(&self.config).map(|c| c.widths)
+    }
+
+    /// Values one point's forward pass keeps for the products (activations, pre-activations,
+    /// pooling indices): the per-point memory of the Jacobian's cached factors is
+    /// this many entries.
+    pub fn saved_per_point(&self) -> usize {
+        self.saved_entries_per_point()
     }
 
     /// The buffers as one vector (empty without BatchNorm).

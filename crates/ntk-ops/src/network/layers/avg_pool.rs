@@ -13,7 +13,7 @@ use crate::network::tensor::{unwindows, windows};
 
 /// `nn.AvgPool2d(kernel)`: stride = kernel, no padding, trailing rows and columns that do
 /// not fill a window dropped.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct AvgPool2d {
     /// Window `[k_h, k_w]`.
     pub kernel: [usize; 2],

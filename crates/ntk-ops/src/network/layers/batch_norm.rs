@@ -18,7 +18,7 @@ use crate::rng::SplitMix64;
 
 /// `nn.BatchNorm2d(channels, eps)` in eval mode: weight and bias `[c]`, buffers
 /// `running_mean` and `running_var` `[c]`.
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct BatchNorm2d {
     /// Channels.
     pub channels: usize,

@@ -20,7 +20,7 @@ use crate::rng::SplitMix64;
 
 /// `nn.Conv2d(in_channels, out_channels, kernel, stride, padding, dilation, groups)` with
 /// zero padding: weight `[c_out, c_in / groups, k_h, k_w]`, bias `[c_out]`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Conv2d {
     /// Input channels.
     pub in_channels: usize,

@@ -9,7 +9,7 @@ use crate::network::plan::{Compiler, Node, Site, Values};
 use crate::network::shape::Shape;
 
 /// `nn.Flatten()`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub struct Flatten;
 
 impl LayerSpec for Flatten {

@@ -16,7 +16,7 @@ use crate::network::shape::Shape;
 /// The head of the malaria experiment's $\mathcal N(y \mid \mu, \sigma^2)$: on a vector of
 /// two, $(\mu, \sigma) = (z_0,\ s_{\min} + \operatorname{softplus}(z_1))$ ($s_{\min} = 10^{-5}$
 /// there). No parameters.
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Heteroscedastic {
     /// The floor $s_{\min} \ge 0$ added to the scale.
     pub min_scale: f64,

@@ -18,7 +18,7 @@ use crate::rng::SplitMix64;
 
 /// `nn.LayerNorm(shape, eps)` with `shape` the point's whole shape at this layer (`[d]` or
 /// `[c, h, w]`): weight and bias of that shape.
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct LayerNorm {
     /// $\epsilon$ (PyTorch default `1e-5`).
     pub eps: f64,

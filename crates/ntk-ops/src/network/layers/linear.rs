@@ -17,7 +17,7 @@ use crate::rng::SplitMix64;
 
 /// `nn.Linear(in_features, out_features)`: weight `[out, in]`, bias `[out]`; its input is
 /// a vector (after `Flatten`, another `Linear`, or a vector input).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Linear {
     /// Input width.
     pub in_features: usize,

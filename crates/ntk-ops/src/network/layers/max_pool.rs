@@ -16,7 +16,7 @@ use crate::network::tensor::{unwindows, windows};
 
 /// `nn.MaxPool2d(kernel)`, with the geometry of
 /// [`AvgPool2d`](super::avg_pool::AvgPool2d).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct MaxPool2d {
     /// Window `[k_h, k_w]`.
     pub kernel: [usize; 2],

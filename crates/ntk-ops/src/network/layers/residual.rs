@@ -16,7 +16,7 @@ use crate::rng::SplitMix64;
 /// A residual block $x \mapsto x + g(x)$: `body` ($g$) must keep the point's shape. In
 /// PyTorch, a module at index $i$ whose `nn.Sequential` attribute `body` holds $g$: its
 /// parameters are named `i.body.j.weight`, `i.body.j.bias`.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Residual {
     /// The layers of $g$.
     pub body: Vec<Layer>,
