@@ -21,7 +21,7 @@ use serde_json::json;
 
 use ntk_cli::error::{CliError, EXIT_BAD_INPUT};
 use ntk_cli::memory;
-use ntk_cli::output::{Staged, Z95, prediction_csv, refuse_overwriting, write_atomically};
+use ntk_cli::output::{Staged, prediction_csv, refuse_overwriting, write_atomically};
 use ntk_cli::progress::Progress;
 use ntk_cli::spec::{ActivationName, ArchSpec};
 use ntk_cli::table::{Table, read_table};
@@ -594,7 +594,9 @@ where
         .test
         .target
         .as_ref()
-        .and_then(|yt| metrics(yt, &pred.mean, &pred.var, noise));
+        .map(|yt| metrics(yt, &pred.mean, &pred.var, noise))
+        .transpose()?
+        .flatten();
     let csv = prediction_csv(
         &task.test.input_names,
         &task.test.inputs,
@@ -611,30 +613,33 @@ where
     })
 }
 
-/// RMSE, mean negative log predictive density of N(mean, var + σ²), and 95% coverage over
-/// the test rows that have a target (`None` if none has).
+/// RMSE, mean negative log predictive density of N(mean, var + σ²), and 95% coverage
+/// ([`ntk_gp::metrics`]) over the test rows that have a target (`None` if none has).
 fn metrics(
     y: &[Option<f64>],
     mean: &DVector<f64>,
     var: &DVector<f64>,
     noise: f64,
-) -> Option<serde_json::Value> {
-    let (mut n, mut se, mut nlpd, mut inside) = (0usize, 0.0, 0.0, 0.0);
-    for (i, yi) in y.iter().enumerate() {
-        let Some(yi) = yi else { continue };
-        let v = var[i] + noise;
-        let r = yi - mean[i];
-        n += 1;
-        se += r * r;
-        nlpd += 0.5 * (r * r / v + v.ln() + (2.0 * std::f64::consts::PI).ln());
-        if r.abs() <= Z95 * v.sqrt() {
-            inside += 1.0;
-        }
+) -> Result<Option<serde_json::Value>, CliError> {
+    let scored: Vec<(f64, f64, f64)> = y
+        .iter()
+        .enumerate()
+        .filter_map(|(i, yi)| yi.map(|yi| (yi, mean[i], var[i] + noise)))
+        .collect();
+    if scored.is_empty() {
+        return Ok(None);
     }
-    let nf = n as f64;
-    (n > 0).then(|| {
-        json!({ "rmse": (se / nf).sqrt(), "nlpd": nlpd / nf, "coverage95": inside / nf, "n_scored": n })
-    })
+    let (y, mean, var): (Vec<f64>, Vec<f64>, Vec<f64>) = unzip3(&scored);
+    let m = ntk_gp::metrics::TaskMetrics::evaluate(&y, &mean, &var)?;
+    Ok(Some(
+        json!({ "rmse": m.rmse, "nlpd": m.nlpd, "coverage95": m.coverage95, "n_scored": y.len() }),
+    ))
+}
+
+/// Three columns of a list of triples.
+fn unzip3(rows: &[(f64, f64, f64)]) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
+    let col = |f: fn(&(f64, f64, f64)) -> f64| rows.iter().map(f).collect();
+    (col(|r| r.0), col(|r| r.1), col(|r| r.2))
 }
 
 /// Warns on standard error when a fit stopped without converging or at a bound.

@@ -558,10 +558,7 @@ where
     }
 
     /// The training and test points' structured factors, when the dense strategy kept them.
-    fn host_test(
-        &self,
-        x_test: &DMatrix<f64>,
-    ) -> Result<Option<HostPair<'_>>, GpError> {
+    fn host_test(&self, x_test: &DMatrix<f64>) -> Result<Option<HostPair<'_>>, GpError> {
         let Some(h) = &self.host else {
             return Ok(None);
         };
