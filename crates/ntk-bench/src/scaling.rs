@@ -11,9 +11,9 @@
 //!   ([`NtkGp`] with [`Strategy::MatrixFree`]).
 //! - `parameter-space`: matrix-free on the $p \times p$ system $A_p = J^\top J + \sigma^2 I$
 //!   (CG and SLQ on $[J^\top y, z_1 … z_s]$, $z_i \in \{\pm1\}^p$), preconditioned by the
-//!   Nyström approximation of $J^\top J$ from the sketch $\Omega = J^\top G$ ($G$ Gaussian,
-//!   $n\times r$; [`krylov::Nystrom`]), on host blocks for the host Jacobian
-//!   ([`ntk_ops::HostGram`]), and mapped back by the matrix determinant lemma and Woodbury:
+//!   Nyström approximation of $J^\top J$ from a Gaussian $p\times r$ sketch
+//!   ([`NtkGp`] with [`Strategy::MatrixFreeParameterSpace`]), and mapped back by the matrix
+//!   determinant lemma and Woodbury:
 //!   $\log\lvert K + \sigma^2 I\rvert = \log\lvert A_p\rvert + (n - p)\log\sigma^2$ and
 //!   $y^\top (K + \sigma^2 I)^{-1} y = (y^\top y - (J^\top y)^\top A_p^{-1} J^\top y)/\sigma^2$.
 //!
@@ -29,20 +29,10 @@
 use std::collections::BTreeMap;
 
 use burn::prelude::Backend;
-use krylov::cg::CgParams;
-use krylov::ops::Shifted;
-use krylov::slq::{InvQuadLogdetParams, Probes, inv_quad_logdet};
-use krylov::{Block, LinearOperator, Nystrom};
 use nalgebra::{DMatrix, DVector};
-use ntk_gp::GpError;
 use ntk_gp::chol::DenseLml;
-use ntk_gp::fit::Param;
-use ntk_gp::ntk::{MatrixFreeSettings, MeanFunction, NtkGp, NtkGpConfig};
-use ntk_gp::strategy::Strategy;
-use ntk_ops::{
-    Activation, GramOperator, JacobianOperator, JacobianOptions, Mlp, MlpConfig, TensorBlock,
-    convert,
-};
+use ntk_gp::{GpError, MatrixFreeSettings, MeanFunction, NtkGp, NtkGpConfig, Param, Strategy};
+use ntk_ops::{Activation, JacobianOptions, Mlp, MlpConfig};
 use rand::Rng;
 use rand_distr::{Distribution, StandardNormal};
 use serde::{Deserialize, Serialize};
@@ -595,9 +585,13 @@ where
             .lml,
             cg: None,
         }),
-        Method::FunctionSpace => {
+        Method::FunctionSpace | Method::ParameterSpace => {
             let config = NtkGpConfig {
-                strategy: Strategy::MatrixFree,
+                strategy: if method == Method::FunctionSpace {
+                    Strategy::MatrixFree
+                } else {
+                    Strategy::MatrixFreeParameterSpace
+                },
                 noise: Param::Fixed(s.noise),
                 prior_scale: Param::Fixed(1.0),
                 mean: MeanFunction::Zero,
@@ -630,94 +624,7 @@ where
                 cg: Some(cg_summary(&st.info, st.logdet.std_error)),
             })
         }
-        Method::ParameterSpace => {
-            let dev = Default::default();
-            // The host products on the CPU backends (as NtkGp's function space), burn's otherwise.
-            let jac = ntk_ops::Jacobian::new(mlp, convert::from_dmatrix_f64(x, &dev), opts)?;
-            let p = jac.n_params();
-            // The sketch Ω = Jᵀ G of the Nyström preconditioner (G Gaussian, n × rank).
-            // (Rank at most n and p: Ω = Jᵀ G has no more independent columns.)
-            let g = krylov::slq::draw_probes(
-                y.len(),
-                s.precond_rank.min(y.len()).min(p),
-                Probes::Gaussian,
-                s.seed ^ 0x9e37,
-            );
-            let yg = DMatrix::from_fn(y.len(), 1 + g.ncols(), |i, j| {
-                if j == 0 { y[i] } else { g[(i, j - 1)] }
-            });
-            match jac.execution() {
-                // Host blocks: the CG's p × k vectors never pass through tensors.
-                ntk_ops::Execution::DenseHost => {
-                    let jt = jac.vjp_host(&yg.map(nalgebra::convert))?;
-                    let (jty, omega) = (
-                        jt.columns(0, 1).into_owned(),
-                        jt.columns(1, g.ncols()).into_owned(),
-                    );
-                    // Not kept through the solve: p × (1 + rank), 1.5 GB at p = 12M in f32.
-                    drop(jt);
-                    parameter_space_lml(ntk_ops::HostGram::new(jac)?, jty, omega, y, p, s)
-                }
-                _ => {
-                    let jt = TensorBlock::<B>::new(jac.vjp(convert::from_dmatrix_f64(&yg, &dev))?);
-                    let (jty, omega) = (jt.columns(0, 1), jt.columns(1, g.ncols()));
-                    drop(jt);
-                    parameter_space_lml(GramOperator::new(jac), jty, omega, y, p, s)
-                }
-            }
-        }
     }
-}
-
-/// $\log p(y)$ in parameter space: CG and SLQ on $A_p = J^\top J + \sigma^2 I$ (the operator
-/// `gram` $= J^\top J$), with the Nyström preconditioner from the sketch `omega` $= J^\top G$,
-/// and `jty` $= J^\top y$; then $y^\top (K+\sigma^2 I)^{-1} y = (y^\top y - (J^\top y)^\top
-/// A_p^{-1} J^\top y)/\sigma^2$ and $\log\lvert K + \sigma^2 I\rvert = \log\lvert A_p\rvert +
-/// (n - p)\log\sigma^2$.
-fn parameter_space_lml<Bk, A>(
-    gram: A,
-    jty: Bk,
-    omega: Bk,
-    y: &DVector<f64>,
-    p: usize,
-    s: &Settings,
-) -> Result<LmlOutcome, GpError>
-where
-    Bk: Block,
-    A: LinearOperator<Bk>,
-{
-    let n = y.len();
-    // The sketch and Ω (p × rank each) are consumed by the preconditioner; rank 0 is P = σ²I.
-    let sketch = if omega.ncols() == 0 {
-        omega.clone()
-    } else {
-        gram.apply(&omega)
-    };
-    let precond = Nystrom::from_sketch(sketch, omega, s.noise)?;
-    let a = Shifted::new::<Bk>(gram, <Bk::Scalar as krylov::Scalar>::from_f64(s.noise))?;
-    let params = InvQuadLogdetParams {
-        cg: CgParams {
-            rel_tolerance: s.cg_tolerance,
-            max_iters: s.max_iters,
-            ..CgParams::default()
-        },
-        probes: s.probes,
-        distribution: Probes::Rademacher,
-        seed: s.seed,
-    };
-    let out = inv_quad_logdet(&a, &precond, &jty, &params)?;
-    let logdet = out.logdet.value + (n as f64 - p as f64) * s.noise.ln();
-    let inv_quad = (y.norm_squared() - out.inv_quad[0]) / s.noise;
-    Ok(LmlOutcome {
-        value: DenseLml {
-            lml: -0.5 * inv_quad
-                - 0.5 * logdet
-                - 0.5 * n as f64 * (2.0 * std::f64::consts::PI).ln(),
-            logdet,
-            inv_quad,
-        },
-        cg: Some(cg_summary(&out.info, out.logdet.std_error)),
-    })
 }
 
 /// The points of an earlier run's `points.json`.
@@ -1149,11 +1056,11 @@ mod tests {
             let jac = ntk_ops::Jacobian::new(
                 cfg.init::<burn_ndarray::NdArray<f64>>(1, &Default::default())
                     .unwrap(),
-                convert::from_dmatrix_f64(&x, &Default::default()),
+                ntk_ops::convert::from_dmatrix_f64(&x, &Default::default()),
                 JacobianOptions::default(),
             )
             .unwrap();
-            let j = convert::to_dmatrix_f64(jac.jacobian().unwrap());
+            let j = ntk_ops::convert::to_dmatrix_f64(jac.jacobian().unwrap());
             let k = &j * j.transpose() + DMatrix::identity(150, 150) * s.noise;
             let ch = k.cholesky().unwrap();
             let alpha = ch.solve(&y);

@@ -8,7 +8,7 @@ use nalgebra::{DMatrix, DVector};
 use crate::error::CliError;
 
 /// $z_{0.975}$: the 95% interval is mean $\mp$ this many standard deviations.
-pub use ntk_gp::metrics::Z_95 as Z95;
+pub const Z95: f64 = 1.959964;
 
 /// The prediction table of `ntk adapt`: the input columns, then
 /// `mean,var,std,lower,upper` with `lower`/`upper` = mean ∓ 1.959964·√(var + σ²).

@@ -4,7 +4,8 @@
 //! quantity of the $n\times n$ system $C = \Phi\Phi^\top + \sigma^2 I_n$ follows from the
 //! $p\times p$ system $B = \Phi^\top\Phi + \sigma^2 I_p$, solved by CG on products
 //! $J^\top(Jv)$ alone, preconditioned by a randomized Nyström approximation of $J^\top J$
-//! (from $J^\top J\Omega$ for a Gaussian $p\times r$ test matrix $\Omega$; Frangella et al. 2023).
+//! (from $J^\top J\Omega$ with $\Omega = J^\top G$, $G$ Gaussian $n\times r$, or a Gaussian
+//! $p\times r$ $\Omega$ where that sketch is too ill-conditioned; Frangella et al. 2023).
 //! With $w = B^{-1}\Phi^\top r$:
 //!
 //! - $r^\top C^{-1} r = (\lVert r\rVert^2 - (\Phi^\top r)^\top w)/\sigma^2$ and
@@ -57,7 +58,7 @@ where
     )?)
 }
 
-/// The Nyström sketch of $J^\top J$: a Gaussian test matrix $\Omega$ and $J^\top J\,\Omega$
+/// The Nyström sketch of $J^\top J$: a test matrix $\Omega$ and $J^\top J\,\Omega$
 /// ($p\times r$ each, $r \le \min(n, p)$, the rank of $J^\top J$ at most), drawn once and
 /// rescaled for every $s^2$.
 #[derive(Debug, Clone)]
@@ -72,18 +73,35 @@ where
 {
     pub(crate) fn new(jac: &Jacobian<B>, rank: usize, seed: u64) -> Result<Self, GpError> {
         let (n, p) = (jac.n_points() * jac.n_outputs(), jac.n_params());
-        let omega =
-            krylov::slq::draw_probes(p, rank.min(n).min(p), Probes::Gaussian, seed ^ 0x9e37);
-        let omega = convert::from_dmatrix_f64(&omega, &jac.device());
-        let gram_omega = if rank == 0 {
-            omega.clone()
-        } else {
-            GramOperator::new(jac.clone()).try_apply(omega.clone())?
+        let r = rank.min(n).min(p);
+        let dev = jac.device();
+        let gram = GramOperator::new(jac.clone());
+        let sketch = |omega: burn::tensor::Tensor<B, 2>| -> Result<Self, GpError> {
+            let gram_omega = if r == 0 {
+                omega.clone()
+            } else {
+                gram.try_apply(omega.clone())?
+            };
+            Ok(Self {
+                omega: TensorBlock::new(omega),
+                gram_omega: TensorBlock::new(gram_omega),
+            })
         };
-        Ok(Self {
-            omega: TensorBlock::new(omega),
-            gram_omega: TensorBlock::new(gram_omega),
-        })
+        // First Ω = JᵀG (G Gaussian n × r): one power step, so the sketch holds the top of
+        // JᵀJ's spectrum best. Its core ΩᵀJᵀJΩ = Gᵀ(JJᵀ)²G squares the conditioning, which
+        // rounding cannot resolve once r reaches the rank of J; then a Gaussian p × r Ω.
+        if r == 0 {
+            return sketch(convert::from_dmatrix_f64(&DMatrix::zeros(p, 0), &dev));
+        }
+        let g = krylov::slq::draw_probes(n, r, Probes::Gaussian, seed ^ 0x9e37);
+        let first = sketch(jac.vjp(convert::from_dmatrix_f64(&g, &dev))?)?;
+        let factors =
+            |s: &Self| Nystrom::from_sketch(s.gram_omega.clone(), s.omega.clone(), 1.0).is_ok();
+        if factors(&first) {
+            return Ok(first);
+        }
+        let omega = krylov::slq::draw_probes(p, r, Probes::Gaussian, seed ^ 0x7f4a);
+        sketch(convert::from_dmatrix_f64(&omega, &dev))
     }
 
     /// The preconditioner of $B = s^2 J^\top J + \sigma^2 I$ (rank 0: $\sigma^2 I$).

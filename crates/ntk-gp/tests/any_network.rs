@@ -200,7 +200,7 @@ fn the_parameter_space_fit_agrees_with_the_dense_fit() {
         matrix_free: MatrixFreeSettings {
             exact_trace: true,
             fit_steps: 2000,
-            fit_tolerance: 1e-8,
+            fit_tolerance: 1e-7,
             ..config(strategy, n).matrix_free
         },
         ..config(strategy, n)
