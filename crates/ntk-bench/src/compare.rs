@@ -7,19 +7,20 @@
 //! ($n_*\times d$) and `theta.bin` (PyTorch `state_dict` order: per layer $W$ `[out, in]`,
 //! then $b$). The anchors' GP: zero mean, prior scale 1, noise $\sigma^2$, latent variances.
 //!
-//! Strategy: dense function space — the structured NTK, only its lower triangle
-//! ([`HostNtk::lower_into`]), written straight into the storage of a blocked Cholesky
-//! ([`cholesky_blocked`]), the test points' kernels computed meanwhile — in f64 for the small
-//! sine MLP and in f32 (the anchors' precision) for the 803k-parameter MLP, where
-//! $n \le 10^4$ keeps $4n^2$ bytes and $n^3/3$ flops affordable (see `DESIGN-NOTES`).
+//! Strategy: ntk-gp's dense strategy through its public API ([`NtkGp::fit_predict`]) — the
+//! structured NTK, only its lower triangle, written straight into the storage of a blocked
+//! Cholesky, the test points' kernels computed meanwhile — in f64 for the small sine MLP and
+//! in f32 (the anchors' precision) for the 803k-parameter MLP, where $n \le 10^4$ keeps
+//! $4n^2$ bytes and $n^3/3$ flops affordable (see `DESIGN-NOTES`).
 
 use std::path::{Path, PathBuf};
 
 use burn::prelude::Backend;
-use nalgebra::{DMatrix, DVector, RealField};
-use ntk_gp::GpError;
-use ntk_gp::chol::{DenseLml, cholesky_blocked, solve_lower_blocked, solve_vector};
-use ntk_ops::{HostNtk, Mlp, MlpConfig};
+use nalgebra::{DMatrix, DVector};
+pub use ntk_gp::Precision;
+use ntk_gp::chol::DenseLml;
+use ntk_gp::{GpError, MeanFunction, NtkGp, NtkGpConfig, Param, Strategy};
+use ntk_ops::{DefaultBackend, MlpConfig};
 use serde::{Deserialize, Serialize};
 
 use crate::error::BenchError;
@@ -122,164 +123,53 @@ pub struct DenseResult {
     pub factor_s: f64,
 }
 
-/// The network of [`dense_ntk_gp`]: a model on a backend, or its configuration and flat
-/// parameters (then the factors are computed with no tensor backend, as the anchors get
-/// theirs from arrays).
-#[derive(Debug)]
-pub enum Network<'a, B: Backend> {
-    /// A model.
-    Model(Mlp<B>),
-    /// A configuration and its flat parameters (PyTorch `state_dict` order).
-    Params(&'a MlpConfig, &'a [f64]),
-}
-
-impl<B: Backend> Network<'_, B>
-where
-    B::FloatElem: RealField + Copy,
-{
-    fn config(&self) -> &MlpConfig {
-        match self {
-            Self::Model(m) => m.config(),
-            Self::Params(c, _) => c,
-        }
-    }
-
-    /// The host factors at `x`; from parameters a GELU network goes through the backend.
-    fn host(&self, x: &DMatrix<f64>) -> Result<HostNtk<B::FloatElem>, GpError> {
-        Ok(match self {
-            Self::Model(m) => HostNtk::new(m, x)?,
-            Self::Params(c, theta) if c.activation != ntk_ops::Activation::Gelu => {
-                HostNtk::from_params(c, theta, x)?
-            }
-            Self::Params(c, theta) => {
-                let mlp = c.with_params::<B>(theta, &Default::default())?;
-                HostNtk::new(&mlp, x)?
-            }
-        })
-    }
-}
-
-/// Dense function-space inference for the network's NTK GP (zero mean, prior scale 1): the lower
-/// triangle of $K$ by structured blocks into a host matrix in the backend's precision, the
-/// blocked Cholesky of $K + \sigma^2 I = LL^\top$, $\log p(y)$; with `xs`, $V = L^{-1} K_*^\top$,
-/// the mean $V^\top L^{-1} y$ and the latent variance
-/// $\operatorname{diag} K_{**} - \lVert V \rVert^2_{\text{col}}$.
+/// Dense function-space inference for the network's NTK GP (zero mean, prior scale 1, noise
+/// fixed at `noise`) through ntk-gp's public API: [`NtkGp::fit_predict`] (or [`NtkGp::new`]
+/// without test points) with [`Strategy::Dense`] in `precision` — the structured kernel's
+/// lower triangle, a blocked Cholesky, and the test kernels formed during the factorization.
 pub fn dense_ntk_gp<B: Backend>(
-    net: Network<'_, B>,
+    network: impl Into<ntk_ops::Network<B>>,
     x: &DMatrix<f64>,
     y: &DVector<f64>,
     xs: Option<&DMatrix<f64>>,
     noise: f64,
+    precision: Precision,
 ) -> Result<DenseResult, GpError>
 where
-    B::FloatElem: RealField + Copy + Into<f64>,
+    B::FloatElem: krylov::Scalar,
 {
-    let n = y.len();
-    let outputs = net.config().widths.last().copied().unwrap_or(0);
-    if outputs != 1 {
-        return Err(GpError::Shape {
-            what: "network outputs",
-            expected: 1,
-            got: outputs,
-        });
-    }
-    let t0 = std::time::Instant::now();
-    let host = net.host(x)?;
-    let panel = ntk_ops::host_ntk::panel_for(n);
-    let kernel_flops: f64 = (0..n)
-        .step_by(panel)
-        .map(|j| host.block_flops(n - j, panel.min(n - j)))
-        .sum();
-    let mut k = DMatrix::<B::FloatElem>::zeros(n, n);
-    host.lower_into(&mut k, panel)?;
-    if !(noise > 0.0 && noise.is_finite()) {
-        return Err(GpError::NonPositive {
-            what: "noise variance",
-            value: noise,
-        });
-    }
-    let shift = nalgebra::convert::<f64, B::FloatElem>(noise);
-    for i in 0..n {
-        k[(i, i)] += shift;
-    }
-    let kernel_s = t0.elapsed().as_secs_f64();
-    // The test points' kernels need no factor: they are computed while the factorization,
-    // which leaves part of the second core idle at small n, runs.
-    let host_t = xs.map(|xs| net.host(xs)).transpose()?;
-    let mut factor = || {
-        let t1 = std::time::Instant::now();
-        cholesky_blocked(&mut k, ntk_gp::chol::block_for(n)).map(|()| t1.elapsed())
+    let config = NtkGpConfig {
+        strategy: Strategy::Dense,
+        noise: Param::Fixed(noise),
+        prior_scale: Param::Fixed(1.0),
+        mean: MeanFunction::Zero,
+        precision,
+        ..NtkGpConfig::default()
     };
-    let test = || {
-        host_t
-            .as_ref()
-            .map(|t| Ok::<_, GpError>((host.cross(t)?, t.diagonal())))
-            .transpose()
-    };
-    // Small problems stay on this thread (a rayon hand-off costs more than they take).
-    let (factor, test) = if n >= 256 {
-        rayon::join(factor, test)
-    } else {
-        (factor(), test())
-    };
-    let factor_s = factor?.as_secs_f64();
-    let l = k;
-    let z = solve_vector(&l, y, false);
-    let logdet = 2.0
-        * (0..n)
-            .map(|i| Into::<f64>::into(l[(i, i)]).ln())
-            .sum::<f64>();
-    let inv_quad = z.norm_squared();
-    let lml = DenseLml {
-        lml: -0.5 * inv_quad - 0.5 * logdet - 0.5 * n as f64 * (2.0 * std::f64::consts::PI).ln(),
-        logdet,
-        inv_quad,
-    };
-    let predict = match test? {
-        None => None,
-        Some((mut v, kss)) => {
-            // v = K(X, X*), [n, m], then L⁻¹ K(X, X*): the mean is
-            // K*ᵀ (LLᵀ)⁻¹ y = (L⁻¹K*)ᵀ z, with no solve by Lᵀ.
-            let m = v.ncols();
-            solve_lower_blocked(&l, &mut v, ntk_gp::chol::block_for(n))?;
-            let mean: Vec<f64> = (0..m)
-                .map(|j| {
-                    v.column(j)
-                        .iter()
-                        .zip(z.iter())
-                        .map(|(a, b)| Into::<f64>::into(*a) * b)
-                        .sum()
-                })
-                .collect();
-            let var: Vec<f64> = (0..m)
-                .map(|j| {
-                    Into::<f64>::into(kss[j])
-                        - v.column(j)
-                            .iter()
-                            .map(|a| Into::<f64>::into(*a).powi(2))
-                            .sum::<f64>()
-                })
-                .collect();
-            Some((mean, var))
+    let (gp, predict) = match xs {
+        Some(xs) => {
+            let (gp, p) = NtkGp::fit_predict(network, x, y, xs, config)?;
+            (
+                gp,
+                Some((p.mean.as_slice().to_vec(), p.var.as_slice().to_vec())),
+            )
         }
+        None => (NtkGp::new(network, x, y, config)?, None),
     };
+    let report = *gp
+        .dense_report()
+        .ok_or_else(|| GpError::Unsupported("the dense solve ran no structured kernel".into()))?;
     Ok(DenseResult {
-        lml,
+        lml: DenseLml {
+            lml: gp.log_marginal_likelihood(),
+            logdet: gp.log_det(),
+            inv_quad: gp.inv_quad(),
+        },
         predict,
-        kernel_s,
-        kernel_flops,
-        factor_s,
+        kernel_s: report.kernel_s,
+        kernel_flops: report.kernel_flops,
+        factor_s: report.factor_s,
     })
-}
-
-/// The precision of the compare run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Precision {
-    /// f32.
-    F32,
-    /// f64.
-    F64,
 }
 
 /// One compare row's result, printed as a JSON line.
@@ -327,19 +217,14 @@ pub struct CompareRecord {
     pub gemm_gflops: Option<(f64, f64)>,
 }
 
-fn run_once<B: Backend>(p: &Problem) -> Result<DenseResult, GpError>
-where
-    B::FloatElem: RealField + Copy + Into<f64>,
-{
-    let config = MlpConfig::new(&p.meta.widths);
+fn run_once(p: &Problem, precision: Precision) -> Result<DenseResult, GpError> {
+    // The network's tensors only carry the parameters: the dense solve runs on host factors
+    // in `precision`.
+    let network = MlpConfig::new(&p.meta.widths)
+        .network()
+        .with_params::<DefaultBackend>(&p.theta, &[], &Default::default())?;
     let xs = (p.meta.task == "predict").then_some(&p.xs);
-    dense_ntk_gp::<B>(
-        Network::Params(&config, &p.theta),
-        &p.x,
-        &p.y,
-        xs,
-        p.meta.sigma2,
-    )
+    dense_ntk_gp(network, &p.x, &p.y, xs, p.meta.sigma2, precision)
 }
 
 /// Solves `problem` `1 + reps` times in `dtype` (the first reported apart), optionally with an
@@ -366,10 +251,7 @@ pub fn compare(
         Precision::F64
     });
     perf::reset_peak_rss();
-    let run = |p: &Problem| match dtype {
-        Precision::F32 => run_once::<burn_ndarray::NdArray<f32>>(p),
-        Precision::F64 => run_once::<burn_ndarray::NdArray<f64>>(p),
-    };
+    let run = |p: &Problem| run_once(p, dtype);
     let (first, t_first) = perf::timed(|| run(&problem));
     let mut out = first?;
     let mut t_all = Vec::new();
@@ -387,7 +269,7 @@ pub fn compare(
         s[s.len() / 2]
     };
     let lml_f64_reference = if reference {
-        Some(run_once::<burn_ndarray::NdArray<f64>>(&problem)?.lml.lml)
+        Some(run_once(&problem, Precision::F64)?.lml.lml)
     } else {
         None
     };

@@ -576,11 +576,16 @@ where
     match method {
         Method::Dense => Ok(LmlOutcome {
             value: crate::compare::dense_ntk_gp(
-                crate::compare::Network::Model(mlp),
+                mlp,
                 x,
                 y,
                 None,
                 s.noise,
+                if std::mem::size_of::<B::FloatElem>() == 4 {
+                    ntk_gp::Precision::F32
+                } else {
+                    ntk_gp::Precision::F64
+                },
             )?
             .lml,
             cg: None,

@@ -71,6 +71,7 @@ pub mod ablr;
 pub mod chol;
 #[cfg(test)]
 mod conformance;
+pub mod dense;
 pub mod error;
 pub mod exact;
 pub mod fit;
@@ -86,6 +87,7 @@ pub mod strategy;
 pub mod train;
 pub mod weight_space;
 
+pub use dense::{DenseReport, Precision};
 pub use error::GpError;
 pub use exact::{ExactGp, Hyper, Prediction};
 pub use fit::Param;

@@ -22,6 +22,7 @@ use krylov::slq::{InvQuadLogdetParams, Probes, inv_quad_logdet};
 use krylov::{Block, Scalar};
 use ntk_ops::{NtkOperator, TensorBlock};
 
+use crate::dense::{DenseGp, DenseReport, Precision, TestKernels};
 use crate::error::GpError;
 use crate::exact::{ExactGp, Hyper, Prediction};
 use crate::fit::{FitSpec, Param, fit_hyper};
@@ -60,6 +61,10 @@ pub struct NtkGpConfig {
     pub costs: CostAssumptions,
     /// Settings of the matrix-free strategy.
     pub matrix_free: MatrixFreeSettings,
+    /// Precision of the dense strategy's kernel and factorization on a dense chain
+    /// ([`Precision::F32`]: half the memory, twice the GEMM rate; every other strategy and
+    /// network runs in the backend's precision and refuses `F32`).
+    pub precision: Precision,
 }
 
 impl Default for NtkGpConfig {
@@ -74,6 +79,7 @@ impl Default for NtkGpConfig {
             optimizer: MaximizeParams::default(),
             costs: CostAssumptions::default(),
             matrix_free: MatrixFreeSettings::default(),
+            precision: Precision::F64,
         }
     }
 }
@@ -150,11 +156,30 @@ pub struct MatrixFreeState {
 /// The conditioned posterior of one strategy.
 #[derive(Debug, Clone)]
 enum Posterior<B: Backend> {
+    /// Dense on the structured kernel of a dense chain, in f64 or f32.
+    Structured(Structured),
     Function(ExactGp),
     Parameter(WeightSpaceGp),
     MatrixFree(MatrixFreeState),
     /// The parameter-space solve with its Nyström sketch (for the variance solves).
     ParameterFree(MatrixFreeState, crate::param_free::Sketch<B>),
+}
+
+/// The dense posterior on structured factors, in either precision.
+#[derive(Debug, Clone)]
+enum Structured {
+    F64(DenseGp<f64>),
+    F32(DenseGp<f32>),
+}
+
+/// Runs `$body` with `$g` bound to the [`DenseGp`] of either precision.
+macro_rules! on_dense {
+    ($s:expr, $g:ident => $body:expr) => {
+        match $s {
+            Structured::F64($g) => $body,
+            Structured::F32($g) => $body,
+        }
+    };
 }
 
 /// A finite-NTK GP conditioned on one task (scalar-output networks, or a (mean, scale)
@@ -163,7 +188,11 @@ enum Posterior<B: Backend> {
 pub struct NtkGp<B: Backend> {
     /// The network: any [`Network`] (MLP, CNN, residual blocks).
     network: Network<B>,
-    jac: Jacobian<B>,
+    /// The training inputs.
+    x: DMatrix<f64>,
+    /// The Jacobian at the training inputs, built when a strategy or a query needs it (the
+    /// dense strategy on a dense chain never does).
+    jac: std::sync::OnceLock<Jacobian<B>>,
     targets: DVector<f64>,
     config: NtkGpConfig,
     hyper: Hyper,
@@ -193,7 +222,45 @@ where
         y: &DVector<f64>,
         config: NtkGpConfig,
     ) -> Result<Self, GpError> {
-        let network = network.into();
+        Ok(Self::build(network.into(), x, y, config, None)?.0)
+    }
+
+    /// [`new`](Self::new) and [`predict`](Self::predict) at `x_test` in one call. The dense
+    /// strategy on a dense chain forms the test points' kernels while the factorization runs
+    /// (the same numbers as the two calls, sooner).
+    pub fn fit_predict(
+        network: impl Into<Network<B>>,
+        x: &DMatrix<f64>,
+        y: &DVector<f64>,
+        x_test: &DMatrix<f64>,
+        config: NtkGpConfig,
+    ) -> Result<(Self, Prediction), GpError> {
+        let (gp, kernels) = Self::build(network.into(), x, y, config, Some(x_test))?;
+        let pred = match kernels {
+            Some(k) => {
+                let prior = gp.prior_at(x_test)?;
+                match (&gp.posterior, k) {
+                    (Posterior::Structured(Structured::F64(g)), Kernels::F64(k)) => {
+                        g.predict(k, prior)?
+                    }
+                    (Posterior::Structured(Structured::F32(g)), Kernels::F32(k)) => {
+                        g.predict(k, prior)?
+                    }
+                    _ => gp.predict(x_test)?,
+                }
+            }
+            None => gp.predict(x_test)?,
+        };
+        Ok((gp, pred))
+    }
+
+    fn build(
+        network: Network<B>,
+        x: &DMatrix<f64>,
+        y: &DVector<f64>,
+        config: NtkGpConfig,
+        x_test: Option<&DMatrix<f64>>,
+    ) -> Result<(Self, Option<Kernels>), GpError> {
         let heteroscedastic = network.has_heteroscedastic_head();
         if network.n_outputs() != 1 && !heteroscedastic {
             return Err(GpError::Shape {
@@ -214,12 +281,11 @@ where
         }
         crate::error::check_finite("targets", y.iter())?;
         let device = network.device();
-        let jac = Jacobian::new(
-            network.clone(),
-            convert::from_dmatrix_f64(x, &device),
-            config.jacobian,
-        )?;
-        let o = jac.n_outputs();
+        let x_dev = convert::from_dmatrix_f64(x, &device);
+        network.check_inputs(&x_dev, "X")?;
+        let jac_cell = std::sync::OnceLock::new();
+        let jac = || jacobian_in(&jac_cell, &network, x, config.jacobian);
+        let o = network.n_outputs();
         let size = ProblemSize::network(&network, y.len(), 0).ok_or(GpError::Shape {
             what: "parameter count (it overflows)",
             expected: usize::MAX,
@@ -230,13 +296,27 @@ where
             choice.reason = format!("{:?} as asked ({})", config.strategy, choice.reason);
             choice.strategy = config.strategy;
         }
-        let outputs = convert::to_dmatrix_f64(jac.outputs()?);
-        let base_mean = match config.mean {
-            MeanFunction::Network => outputs.column(0).into_owned(),
+        let outputs = (config.mean == MeanFunction::Network || heteroscedastic)
+            .then(|| convert::to_dmatrix_f64(network.forward(x_dev)));
+        let base_mean = match (&outputs, config.mean) {
+            (Some(f), MeanFunction::Network) => f.column(0).into_owned(),
             _ => DVector::zeros(y.len()),
         };
         // A (mean, scale) head: the GP is on the mean output, its noise shape the squared scale.
-        let noise_shape = heteroscedastic.then(|| outputs.column(1).map(|s| s * s));
+        let noise_shape = outputs
+            .as_ref()
+            .filter(|_| heteroscedastic)
+            .map(|f| f.column(1).map(|s| s * s));
+        let structured = noise_shape.is_none() && network.is_dense_chain();
+        if config.precision == Precision::F32
+            && !(structured && matches!(choice.strategy, Strategy::Dense | Strategy::Auto))
+        {
+            return Err(GpError::Unsupported(format!(
+                "f32 precision runs the dense strategy on a dense chain without a heteroscedastic \
+                 head, not {:?} on this network",
+                choice.strategy
+            )));
+        }
         let r0 = y - &base_mean;
         let spec = FitSpec {
             noise: config.noise,
@@ -247,9 +327,58 @@ where
             },
         };
         let mut host = None;
+        let mut test_kernels = None;
         let (hyper, constant, fit_report, posterior) = match choice.strategy {
+            Strategy::Dense | Strategy::Auto if structured => {
+                // The fit needs K in f64 (one eigen-decomposition); an f64 solve reuses it.
+                let (fixed, fitted) = if spec.has_free() {
+                    let h = structured_factors::<f64, B>(&network, x)?;
+                    let k = h.symmetric()?;
+                    let spectral = SpectralLml::from_kernel(&k, &r0)?;
+                    let fitted =
+                        fit_hyper(|h, c| Ok(spectral.evaluate(h, c)), &spec, config.optimizer)?;
+                    (fitted, Some((h, k)))
+                } else {
+                    let fixed = fit_hyper(
+                        |_, _| unreachable!("nothing is free"),
+                        &spec,
+                        config.optimizer,
+                    )?;
+                    (fixed, None)
+                };
+                let (hyper, c, report) = fixed;
+                let r = r0.add_scalar(-c);
+                // Overlap the test kernels with the factorization when one chunk holds them.
+                let overlap = x_test.filter(|xt| {
+                    xt.nrows() <= test_chunk_rows(config.jacobian.memory_budget, 8 * 3 * y.len())
+                });
+                let structured = match config.precision {
+                    Precision::F64 => {
+                        let (h, k) = match fitted {
+                            Some((h, k)) => (h, Some(k)),
+                            None => (structured_factors::<f64, B>(&network, x)?, None),
+                        };
+                        let t = overlap
+                            .map(|xt| structured_factors::<f64, B>(&network, xt))
+                            .transpose()?;
+                        let (gp, k) = DenseGp::new(h, k, &r, hyper, t.as_ref())?;
+                        test_kernels = k.map(Kernels::F64);
+                        Structured::F64(gp)
+                    }
+                    Precision::F32 => {
+                        let h = structured_factors::<f32, B>(&network, x)?;
+                        let t = overlap
+                            .map(|xt| structured_factors::<f32, B>(&network, xt))
+                            .transpose()?;
+                        let (gp, k) = DenseGp::new(h, None, &r, hyper, t.as_ref())?;
+                        test_kernels = k.map(Kernels::F32);
+                        Structured::F32(gp)
+                    }
+                };
+                (hyper, c, report, Posterior::Structured(structured))
+            }
             Strategy::Dense | Strategy::Auto => {
-                let (k, h) = train_kernel(&jac, x)?;
+                let (k, h) = train_kernel(&network, jac, x)?;
                 let k = mean_block(k, o, o);
                 host = h;
                 // One eigen-decomposition of K makes each optimizer step O(n); skipped when
@@ -297,7 +426,7 @@ where
                             .into(),
                     ));
                 }
-                let j = convert::to_dmatrix_f64(jac.jacobian()?);
+                let j = convert::to_dmatrix_f64(jac()?.jacobian()?);
                 // The eigen-decomposition of the smaller of JJᵀ (n×n) and JᵀJ (p×p).
                 let (hyper, c, report) = if spec.has_free() {
                     let spectral = if j.nrows() < j.ncols() {
@@ -323,7 +452,7 @@ where
                     ));
                 }
                 let (hyper, c, report) = if spec.has_free() {
-                    fit_matrix_free(&jac, &r0, &spec, &config.matrix_free)?
+                    fit_matrix_free(jac()?, &r0, &spec, &config.matrix_free)?
                 } else {
                     let hyper = Hyper {
                         noise: spec.noise.start(),
@@ -333,7 +462,7 @@ where
                     (hyper, spec.constant_mean.map_or(0.0, |p| p.start()), None)
                 };
                 let r = r0.add_scalar(-c);
-                match matrix_free_solve(&jac, &r, hyper, &config.matrix_free) {
+                match matrix_free_solve(jac()?, &r, hyper, &config.matrix_free) {
                     Ok(state) => {
                         let report = report.map(|m| Maximum {
                             value: -0.5 * state.inv_quad
@@ -358,7 +487,7 @@ where
                              (residual {max_residual:.2e}) at n = {}",
                             y.len()
                         );
-                        let (k, h) = train_kernel(&jac, x)?;
+                        let (k, h) = train_kernel(&network, jac, x)?;
                         host = h;
                         (
                             hyper,
@@ -377,10 +506,11 @@ where
                     ));
                 }
                 let settings = &config.matrix_free;
+                let jac = jac()?;
                 let sketch =
-                    crate::param_free::Sketch::new(&jac, settings.precond_rank, settings.seed)?;
+                    crate::param_free::Sketch::new(jac, settings.precond_rank, settings.seed)?;
                 let (hyper, c, report) = if spec.has_free() {
-                    crate::param_free::fit(&jac, &sketch, &r0, &spec, settings)?
+                    crate::param_free::fit(jac, &sketch, &r0, &spec, settings)?
                 } else {
                     let hyper = Hyper {
                         noise: spec.noise.start(),
@@ -390,7 +520,7 @@ where
                     (hyper, spec.constant_mean.map_or(0.0, |p| p.start()), None)
                 };
                 let state =
-                    crate::param_free::solve(&jac, &sketch, &r0.add_scalar(-c), hyper, settings)?;
+                    crate::param_free::solve(jac, &sketch, &r0.add_scalar(-c), hyper, settings)?;
                 let report = report.map(|m| Maximum {
                     value: -0.5 * state.inv_quad
                         - 0.5 * state.logdet.value
@@ -404,19 +534,37 @@ where
                 (hyper, c, report, Posterior::ParameterFree(state, sketch))
             }
         };
-        Ok(Self {
-            network,
-            jac,
-            targets: y.clone(),
-            config,
-            hyper,
-            constant,
-            posterior,
-            host,
-            choice,
-            fit_report,
-            love: std::sync::OnceLock::new(),
-        })
+        Ok((
+            Self {
+                network,
+                x: x.clone(),
+                jac: jac_cell,
+                targets: y.clone(),
+                config,
+                hyper,
+                constant,
+                posterior,
+                host,
+                choice,
+                fit_report,
+                love: std::sync::OnceLock::new(),
+            },
+            test_kernels,
+        ))
+    }
+
+    /// The Jacobian at the training inputs (built on first use).
+    fn jac(&self) -> Result<&Jacobian<B>, GpError> {
+        jacobian_in(&self.jac, &self.network, &self.x, self.config.jacobian)
+    }
+
+    /// How the dense solve went (its precision, seconds and flops), when the dense strategy
+    /// ran on a dense chain's structured kernel.
+    pub fn dense_report(&self) -> Option<&DenseReport> {
+        match &self.posterior {
+            Posterior::Structured(s) => Some(on_dense!(s, g => g.report())),
+            _ => None,
+        }
     }
 
     /// The observation-noise variance at the rows of `x_test`: $\sigma^2$, or $\sigma^2 s(x)^2$
@@ -424,10 +572,10 @@ where
     /// [`predict`](Self::predict) for the predictive variance of a new observation.
     pub fn noise_at(&self, x_test: &DMatrix<f64>) -> Result<DVector<f64>, GpError> {
         let m = x_test.nrows();
-        if self.jac.n_outputs() == 1 {
+        if !self.network.has_heteroscedastic_head() {
             return Ok(DVector::from_element(m, self.hyper.noise));
         }
-        let xt = convert::from_dmatrix_f64(x_test, &self.jac.device());
+        let xt = convert::from_dmatrix_f64(x_test, &self.network.device());
         self.network.check_inputs(&xt, "test inputs")?;
         let f = self.network.forward(xt);
         let f = convert::to_dmatrix_f64(f);
@@ -475,17 +623,18 @@ where
 
     /// Number of training points $n$.
     pub fn n_train(&self) -> usize {
-        self.jac.n_points()
+        self.x.nrows()
     }
 
     /// Number of network parameters $p$.
     pub fn n_params(&self) -> usize {
-        self.jac.n_params()
+        self.network.n_params()
     }
 
     /// $\log p(y)$ at the hyper-parameters in use.
     pub fn log_marginal_likelihood(&self) -> f64 {
         match &self.posterior {
+            Posterior::Structured(s) => on_dense!(s, g => g.log_marginal_likelihood()),
             Posterior::Function(gp) => gp.log_marginal_likelihood(),
             Posterior::Parameter(gp) => gp.log_marginal_likelihood(),
             Posterior::MatrixFree(st) | Posterior::ParameterFree(st, _) => {
@@ -493,6 +642,27 @@ where
                     - 0.5 * st.logdet.value
                     - 0.5 * st.residual.len() as f64 * (2.0 * std::f64::consts::PI).ln()
             }
+        }
+    }
+
+    /// $\log\lvert A\rvert$ of $A = s^2K + \sigma^2 D$ at the hyper-parameters in use (the SLQ
+    /// estimate for the matrix-free strategies).
+    pub fn log_det(&self) -> f64 {
+        match &self.posterior {
+            Posterior::Structured(s) => on_dense!(s, g => g.log_det()),
+            Posterior::Function(gp) => gp.log_det(),
+            Posterior::Parameter(gp) => gp.log_det(),
+            Posterior::MatrixFree(st) | Posterior::ParameterFree(st, _) => st.logdet.value,
+        }
+    }
+
+    /// $r^\top A^{-1} r$ for the residual $r = y - \mu(X) - c$.
+    pub fn inv_quad(&self) -> f64 {
+        match &self.posterior {
+            Posterior::Structured(s) => on_dense!(s, g => g.inv_quad()),
+            Posterior::Function(gp) => gp.inv_quad(),
+            Posterior::Parameter(gp) => gp.inv_quad(),
+            Posterior::MatrixFree(st) | Posterior::ParameterFree(st, _) => st.inv_quad,
         }
     }
 
@@ -508,10 +678,10 @@ where
         let Posterior::MatrixFree(st) = &self.posterior else {
             unreachable!("LOVE serves the matrix-free strategy only")
         };
-        let a = system(&self.jac, self.hyper)?;
+        let a = system(self.jac()?, self.hyper)?;
         let start = TensorBlock::new(convert::from_dmatrix_f64(
             &DMatrix::from_column_slice(st.residual.len(), 1, st.residual.as_slice()),
-            &self.jac.device(),
+            &self.network.device(),
         ));
         let params = krylov::lanczos::LanczosParams {
             steps: rank.min(st.residual.len()),
@@ -534,27 +704,33 @@ where
             strategy: self.choice.strategy,
             ..self.config
         };
-        let x = convert::to_dmatrix_f64(self.jac.inputs());
+        let x = self.x.clone();
         let y = self.targets.clone();
         *self = Self::new(self.network.clone(), &x, &y, config)?;
         Ok(())
     }
 
-    /// The Jacobian at the test inputs and the prior mean $\mu(X_*) + c$ there.
-    fn test_side(&self, x_test: &DMatrix<f64>) -> Result<(Jacobian<B>, DVector<f64>), GpError> {
-        let jt = Jacobian::new(
-            self.network.clone(),
-            convert::from_dmatrix_f64(x_test, &self.jac.device()),
-            self.config.jacobian,
-        )?;
+    /// The prior mean $\mu(X_*) + c$ at the test inputs (checked for shape and NaN/Inf).
+    fn prior_at(&self, x_test: &DMatrix<f64>) -> Result<DVector<f64>, GpError> {
+        let xt = convert::from_dmatrix_f64(x_test, &self.network.device());
+        self.network.check_inputs(&xt, "test inputs")?;
         let mut prior = match self.config.mean {
-            MeanFunction::Network => convert::to_dmatrix_f64(jt.outputs()?)
+            MeanFunction::Network => convert::to_dmatrix_f64(self.network.forward(xt))
                 .column(0)
                 .into_owned(),
             _ => DVector::zeros(x_test.nrows()),
         };
         prior.add_scalar_mut(self.constant);
-        Ok((jt, prior))
+        Ok(prior)
+    }
+
+    /// The Jacobian at the test inputs.
+    fn test_jacobian(&self, x_test: &DMatrix<f64>) -> Result<Jacobian<B>, GpError> {
+        Ok(Jacobian::new(
+            self.network.clone(),
+            convert::from_dmatrix_f64(x_test, &self.network.device()),
+            self.config.jacobian,
+        )?)
     }
 
     /// The training and test points' structured factors, when the dense strategy kept them.
@@ -571,21 +747,28 @@ where
         &self,
         x_test: &DMatrix<f64>,
     ) -> Result<(DVector<f64>, DMatrix<f64>), GpError> {
-        let (jt, prior) = self.test_side(x_test)?;
-        let o = self.jac.n_outputs();
+        let prior = self.prior_at(x_test)?;
+        let o = self.network.n_outputs();
         match &self.posterior {
+            Posterior::Structured(s) => on_dense!(s, g => {
+                let ht = structured_factors(&self.network, x_test)?;
+                g.predict_cov(g.test_kernels(&ht)?.0, ht.cross(&ht)?, prior)
+            }),
             Posterior::Function(gp) => {
                 let (cross, test) = match self.host_test(x_test)? {
                     Some((h, ht)) => (h.cross(&ht)?, ht.cross(&ht)?),
-                    None => (
-                        convert::to_dmatrix_f64(self.jac.ntk_matrix(&jt)?),
-                        convert::to_dmatrix_f64(jt.ntk_matrix(&jt)?),
-                    ),
+                    None => {
+                        let jt = self.test_jacobian(x_test)?;
+                        (
+                            convert::to_dmatrix_f64(self.jac()?.ntk_matrix(&jt)?),
+                            convert::to_dmatrix_f64(jt.ntk_matrix(&jt)?),
+                        )
+                    }
                 };
                 gp.predict_cov(&mean_block(cross, o, o), &mean_block(test, o, o), &prior)
             }
             Posterior::Parameter(gp) => {
-                let j = convert::to_dmatrix_f64(jt.jacobian()?);
+                let j = convert::to_dmatrix_f64(self.test_jacobian(x_test)?.jacobian()?);
                 gp.predict_cov(&j, &prior)
             }
             Posterior::MatrixFree(_) | Posterior::ParameterFree(..) => Err(GpError::Unsupported(
@@ -626,26 +809,33 @@ where
     fn test_chunk_rows(&self) -> usize {
         let n = self.n_train().max(1);
         let per_point = 8 * match &self.posterior {
-            Posterior::Function(_) => 3 * n,
+            Posterior::Structured(_) | Posterior::Function(_) => 3 * n,
             Posterior::Parameter(_) => 3 * self.n_params().max(1),
             Posterior::MatrixFree(_) => 8 * n,
             Posterior::ParameterFree(..) => 8 * self.n_params().max(1),
         };
-        (self.config.jacobian.memory_budget / 4 / per_point).max(1)
+        test_chunk_rows(self.config.jacobian.memory_budget, per_point)
     }
 
     fn predict_rows(&self, x_test: &DMatrix<f64>) -> Result<Prediction, GpError> {
-        let (jt, prior) = self.test_side(x_test)?;
+        let prior = self.prior_at(x_test)?;
         let m = x_test.nrows();
-        let o = self.jac.n_outputs();
+        let o = self.network.n_outputs();
         match &self.posterior {
+            Posterior::Structured(s) => on_dense!(s, g => {
+                let ht = structured_factors(&self.network, x_test)?;
+                g.predict(g.test_kernels(&ht)?, prior)
+            }),
             Posterior::Function(gp) => {
                 let (cross, diag) = match self.host_test(x_test)? {
                     Some((h, ht)) => (h.cross(&ht)?, ht.diagonal()),
-                    None => (
-                        convert::to_dmatrix_f64(self.jac.ntk_matrix(&jt)?),
-                        convert::to_vec_f64(jt.ntk_diagonal()?),
-                    ),
+                    None => {
+                        let jt = self.test_jacobian(x_test)?;
+                        (
+                            convert::to_dmatrix_f64(self.jac()?.ntk_matrix(&jt)?),
+                            convert::to_vec_f64(jt.ntk_diagonal()?),
+                        )
+                    }
                 };
                 let cross = mean_block(cross, o, o);
                 let diag = DVector::from_vec(diag);
@@ -653,12 +843,12 @@ where
                 gp.predict(&cross, &diag, &prior)
             }
             Posterior::Parameter(gp) => {
-                let j = convert::to_dmatrix_f64(jt.jacobian()?);
+                let j = convert::to_dmatrix_f64(self.test_jacobian(x_test)?.jacobian()?);
                 gp.predict(&j, &prior)
             }
             Posterior::ParameterFree(st, sketch) => crate::param_free::predict(
-                &self.jac,
-                &jt,
+                self.jac()?,
+                &self.test_jacobian(x_test)?,
                 st,
                 sketch,
                 self.hyper,
@@ -668,7 +858,8 @@ where
             Posterior::MatrixFree(st) => {
                 // Cross-kernel by structured products; the variance reduction
                 // s⁴ k*ᵀ A⁻¹ k* from one CG solve per test point, or from the LOVE cache.
-                let cross = self.jac.ntk_matrix(&jt)?;
+                let jt = self.test_jacobian(x_test)?;
+                let cross = self.jac()?.ntk_matrix(&jt)?;
                 let s2 = self.hyper.prior_scale;
                 let cross_host = convert::to_dmatrix_f64(cross.clone());
                 let mean = prior + cross_host.tr_mul(&st.alpha) * s2;
@@ -677,7 +868,7 @@ where
                 let reduction: Vec<f64> = match settings.love_rank {
                     Some(rank) => self.love_cache(rank)?.quad_diag(&rhs),
                     None => {
-                        let a = system(&self.jac, self.hyper)?;
+                        let a = system(self.jac()?, self.hyper)?;
                         let params = CgParams {
                             rel_tolerance: settings.cg_tolerance,
                             max_iters: settings.max_iters,
@@ -716,22 +907,71 @@ where
     }
 }
 
+/// Test kernels formed during the factorization, in the dense solve's precision.
+enum Kernels {
+    F64(TestKernels<f64>),
+    F32(TestKernels<f32>),
+}
+
+/// Test points per prediction chunk: a quarter of `budget` over `per_point` bytes.
+fn test_chunk_rows(budget: usize, per_point: usize) -> usize {
+    (budget / 4 / per_point.max(1)).max(1)
+}
+
+/// The Jacobian in `cell`, built at `x` on first use.
+fn jacobian_in<'a, B: Backend>(
+    cell: &'a std::sync::OnceLock<Jacobian<B>>,
+    network: &Network<B>,
+    x: &DMatrix<f64>,
+    options: JacobianOptions,
+) -> Result<&'a Jacobian<B>, GpError>
+where
+    B::FloatElem: krylov::Scalar,
+{
+    if let Some(j) = cell.get() {
+        return Ok(j);
+    }
+    let j = Jacobian::new(
+        network.clone(),
+        convert::from_dmatrix_f64(x, &network.device()),
+        options,
+    )?;
+    Ok(cell.get_or_init(|| j))
+}
+
+/// The structured factors of a dense chain at `x`, in `T`.
+fn structured_factors<T, B: Backend>(
+    network: &Network<B>,
+    x: &DMatrix<f64>,
+) -> Result<HostNtk<T>, GpError>
+where
+    T: nalgebra::RealField + Copy,
+{
+    HostNtk::<T>::of_network(network, x)?.ok_or_else(|| {
+        GpError::Unsupported("structured factors of a network that is not a dense chain".into())
+    })
+}
+
 /// The training points' structured factors and the test points'.
 type HostPair<'a> = (&'a HostNtk<f64>, HostNtk<f64>);
 
 /// The training kernel $K(X, X)$ in f64 on the host, with the structured factors of a dense
 /// chain (kept for the cross-kernels) or, for any other network, from the Jacobian's
 /// products in its backend's precision.
-fn train_kernel<B: Backend>(
-    jac: &Jacobian<B>,
+fn train_kernel<'a, B: Backend>(
+    network: &Network<B>,
+    jac: impl FnOnce() -> Result<&'a Jacobian<B>, GpError>,
     x: &DMatrix<f64>,
 ) -> Result<(DMatrix<f64>, Option<HostNtk<f64>>), GpError>
 where
     B::FloatElem: krylov::Scalar,
 {
-    match HostNtk::<f64>::of_network(jac.network(), x)? {
+    match HostNtk::<f64>::of_network(network, x)? {
         Some(h) => Ok((h.symmetric()?, Some(h))),
-        None => Ok((convert::to_dmatrix_f64(jac.ntk_matrix(jac)?), None)),
+        None => {
+            let jac = jac()?;
+            Ok((convert::to_dmatrix_f64(jac.ntk_matrix(jac)?), None))
+        }
     }
 }
 
