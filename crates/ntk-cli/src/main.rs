@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use burn::prelude::Backend;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use nalgebra::DVector;
+use ntk_gp::MultiTask;
 use ntk_gp::fit::Param;
 use ntk_gp::ntk::{MeanFunction, NtkGp, NtkGpConfig};
 use ntk_gp::strategy::{CostAssumptions, ProblemSize, Strategy, estimates};
@@ -191,6 +192,11 @@ struct TasksArgs {
     /// Folder for NAME.pred.csv files (default: none written).
     #[arg(long)]
     out_dir: Option<PathBuf>,
+    /// Write the fitted hierarchy as JSON: the network, its weights, and every task's data and
+    /// fitted hyper-parameters (`ntk_gp::MultiTask::from_state` restores bit-identical
+    /// predictions).
+    #[arg(long, value_name = "STATE.json")]
+    save_state: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -562,6 +568,33 @@ where
         gp_config(model, y, plan)?,
     )?;
     let seconds_fit = t0.elapsed().as_secs_f64();
+    let scored = score(&gp, task, plan, progress)?;
+    Ok(Adapted {
+        gp,
+        csv: scored.csv,
+        metrics: scored.metrics,
+        seconds_fit,
+        seconds_predict: scored.seconds_predict,
+    })
+}
+
+/// A task's predictions as CSV, with their metrics where the test file has targets.
+struct Scored {
+    csv: String,
+    metrics: Option<serde_json::Value>,
+    seconds_predict: f64,
+}
+
+/// Checks the fit and predicts the task's test points.
+fn score<B: Backend>(
+    gp: &NtkGp<B>,
+    task: &Task,
+    plan: &Plan,
+    progress: &Progress,
+) -> Result<Scored, CliError>
+where
+    B::FloatElem: krylov::Scalar,
+{
     let lml = gp.log_marginal_likelihood();
     if !lml.is_finite() {
         return Err(CliError::NonFinite(format!(
@@ -604,11 +637,9 @@ where
         &pred.var,
         noise,
     );
-    Ok(Adapted {
-        gp,
+    Ok(Scored {
         csv,
         metrics,
-        seconds_fit,
         seconds_predict,
     })
 }
@@ -853,12 +884,15 @@ where
             (train, test)
         })
         .collect();
+    let mut inputs: Vec<&Path> = vec![&args.model.model];
+    inputs.extend(files.iter().flat_map(|(a, b)| [a.as_path(), b.as_path()]));
     if let Some(out) = &args.out_dir {
-        let mut inputs: Vec<&Path> = vec![&args.model.model];
-        inputs.extend(files.iter().flat_map(|(a, b)| [a.as_path(), b.as_path()]));
         for name in &names {
             refuse_overwriting(&out.join(format!("{name}.pred.csv")), &inputs)?;
         }
+    }
+    if let Some(state) = &args.save_state {
+        refuse_overwriting(state, &inputs)?;
     }
     // Every task is read and planned, then adapted, before anything is written, so that a
     // bad task leaves neither prediction files nor a partial summary behind.
@@ -883,11 +917,21 @@ where
     let progress = Progress::start(String::new(), true);
     let mut rows = Vec::with_capacity(names.len());
     let mut predictions = Vec::with_capacity(names.len());
+    // One hierarchy (the paper's Algorithm 1): the shared network, a GP per task.
+    let mut hierarchy = MultiTask::new(mlp, NtkGpConfig::default());
     for ((name, task), plan) in names.iter().zip(&tasks).zip(&plans) {
         bar.set_message(name.clone());
-        let a =
-            adapt_one(&mlp, &args.model, task, plan, &progress).inspect_err(|_| bar.abandon())?;
-        warn_about_fit(&a.gp, &format!("task {name}: "));
+        let config = gp_config(&args.model, &task.y, plan)?;
+        let gp = hierarchy
+            .add_task(
+                name.clone(),
+                task.train.inputs.clone(),
+                task.y.clone(),
+                Some(config),
+            )
+            .inspect_err(|_| bar.abandon())?;
+        let a = score(gp, task, plan, &progress).inspect_err(|_| bar.abandon())?;
+        warn_about_fit(gp, &format!("task {name}: "));
         let m = |k: &str| {
             a.metrics
                 .as_ref()
@@ -896,9 +940,9 @@ where
         };
         rows.push(format!(
             "{name},{},{},{},{},{},{}",
-            a.gp.n_train(),
-            a.gp.hyper().noise,
-            a.gp.log_marginal_likelihood(),
+            gp.n_train(),
+            gp.hyper().noise,
+            gp.log_marginal_likelihood(),
             m("rmse"),
             m("nlpd"),
             m("coverage95")
@@ -907,18 +951,27 @@ where
         bar.inc(1);
     }
     bar.finish_and_clear();
+
     if let Some(out) = &args.out_dir {
         std::fs::create_dir_all(out).map_err(|source| CliError::Io {
             path: out.clone(),
             source,
         })?;
-        // All prediction files or none.
-        let mut staged = Staged::default();
+    }
+    // All prediction files and the state, or none.
+    let mut staged = Staged::default();
+    if let Some(out) = &args.out_dir {
         for (name, csv) in names.iter().zip(&predictions) {
             staged.add(&out.join(format!("{name}.pred.csv")), csv.as_bytes())?;
         }
-        staged.commit()?;
     }
+    if let Some(path) = &args.save_state {
+        let json = serde_json::to_vec(&hierarchy.state(true)).map_err(|e| {
+            CliError::Usage(format!("the hierarchy's state does not serialize: {e}"))
+        })?;
+        staged.add(path, &json)?;
+    }
+    staged.commit()?;
     println!("task,n_train,noise,log_marginal_likelihood,rmse,nlpd,coverage95");
     for row in rows {
         println!("{row}");

@@ -158,6 +158,7 @@ fn tasks_adapts_every_task_in_a_folder() {
     write(&tasks, "a.test.csv", &sine_csv(5, -1.0, 1.0, true));
     write(&tasks, "b.train.csv", &sine_csv(12, 0.0, 2.0, true));
     let out = dir.path().join("preds");
+    let state = dir.path().join("state.json");
     let o = ntk(&[
         "tasks",
         "--model",
@@ -168,6 +169,10 @@ fn tasks_adapts_every_task_in_a_folder() {
         tasks.to_str().unwrap(),
         "--out-dir",
         out.to_str().unwrap(),
+        "--noise",
+        "fit",
+        "--save-state",
+        state.to_str().unwrap(),
     ]);
     assert!(o.status.success(), "{}", stderr(&o));
     let table = String::from_utf8(o.stdout).unwrap();
@@ -175,6 +180,32 @@ fn tasks_adapts_every_task_in_a_folder() {
     assert_eq!(lines.len(), 3, "{table}");
     assert!(lines[1].starts_with("a,10,") && lines[2].starts_with("b,12,"));
     assert!(out.join("a.pred.csv").is_file() && out.join("b.pred.csv").is_file());
+    // The saved hierarchy restores every task's predictions bit for bit.
+    type B = ntk_ops::DefaultBackend;
+    let saved: ntk_gp::MultiTaskState =
+        serde_json::from_slice(&std::fs::read(&state).unwrap()).unwrap();
+    let (back, pending) = ntk_gp::MultiTask::<B>::from_state(
+        &saved,
+        &Default::default(),
+        ntk_gp::NtkGpConfig::default(),
+    )
+    .unwrap();
+    assert!(pending.is_empty());
+    assert_eq!(back.names().collect::<Vec<_>>(), ["a", "b"]);
+    for name in ["a", "b"] {
+        let csv = std::fs::read_to_string(out.join(format!("{name}.pred.csv"))).unwrap();
+        let rows: Vec<Vec<f64>> = csv
+            .lines()
+            .skip(1)
+            .map(|l| l.split(',').map(|v| v.parse().unwrap()).collect())
+            .collect();
+        let x = nalgebra::DMatrix::from_fn(rows.len(), 1, |i, _| rows[i][0]);
+        let p = back.predict(name, &x).unwrap();
+        for (i, r) in rows.iter().enumerate() {
+            assert_eq!(p.mean[i].to_bits(), r[1].to_bits(), "{name} row {i} mean");
+            assert_eq!(p.var[i].to_bits(), r[2].to_bits(), "{name} row {i} var");
+        }
+    }
     // `--device cpu` is the default; an unusable CUDA device is one line, exit code 2.
     let args = |device: &'static str| {
         [
