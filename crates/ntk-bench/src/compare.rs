@@ -19,7 +19,7 @@ use burn::prelude::Backend;
 use nalgebra::{DMatrix, DVector};
 pub use ntk_gp::Precision;
 use ntk_gp::chol::DenseLml;
-use ntk_gp::{GpError, MeanFunction, NtkGp, NtkGpConfig, Param, Strategy};
+use ntk_gp::{GpError, MeanFunction, NtkGp, NtkGpParams, Param, Strategy};
 use ntk_ops::{DefaultBackend, MlpConfig};
 use serde::{Deserialize, Serialize};
 
@@ -138,13 +138,13 @@ pub fn dense_ntk_gp<B: Backend>(
 where
     B::FloatElem: krylov::Scalar,
 {
-    let config = NtkGpConfig {
+    let config = NtkGpParams {
         strategy: Strategy::Dense,
         noise: Param::Fixed(noise),
         prior_scale: Param::Fixed(1.0),
         mean: MeanFunction::Zero,
         precision,
-        ..NtkGpConfig::default()
+        ..NtkGpParams::default()
     };
     let (gp, predict) = match xs {
         Some(xs) => {
@@ -156,9 +156,11 @@ where
         }
         None => (NtkGp::new(network, x, y, config)?, None),
     };
-    let report = *gp
-        .dense_report()
-        .ok_or_else(|| GpError::Unsupported("the dense solve ran no structured kernel".into()))?;
+    let report = *gp.dense_report().ok_or(GpError::NotSupported {
+        strategy: gp.choice().strategy,
+        what: "a dense report",
+        instead: "it comes from the Dense strategy on a dense chain",
+    })?;
     Ok(DenseResult {
         lml: DenseLml {
             lml: gp.log_marginal_likelihood(),
@@ -371,13 +373,13 @@ where
 {
     use burn::tensor::Tensor;
     use ntk_ops::{
-        GgnOperator, JacobianOperator, JacobianOptions, Likelihood, NtkOperator, convert,
+        GgnOperator, JacobianOperator, JacobianParams, Likelihood, NtkOperator, convert,
     };
     let dev = Default::default();
     let mlp = MlpConfig::new(&problem.meta.widths).with_params::<B>(&problem.theta, &dev)?;
     let x = convert::from_dmatrix_f64(&problem.x, &dev);
     let (n, p) = (problem.meta.n, problem.theta.len());
-    let opts = JacobianOptions {
+    let opts = JacobianParams {
         memory_budget: 8 << 30,
         execution,
         ..Default::default()

@@ -19,7 +19,7 @@ use burn::prelude::Backend;
 use nalgebra::{DMatrix, DVector};
 use ntk_gp::GpError;
 use ntk_gp::fit::Param;
-use ntk_gp::ntk::{MatrixFreeSettings, MeanFunction, NtkGp, NtkGpConfig};
+use ntk_gp::ntk::{MatrixFreeParams, MeanFunction, NtkGp, NtkGpParams};
 use ntk_gp::strategy::Strategy;
 use ntk_ops::DefaultBackend as CpuBackend;
 use ntk_ops::device::Device;
@@ -39,7 +39,7 @@ pub struct DeviceBenchConfig {
     /// Training-set sizes, timed in this order.
     pub sizes: Vec<usize>,
     /// Matrix-free settings (CG tolerance, probes, preconditioner rank, …).
-    pub settings: MatrixFreeSettings,
+    pub settings: MatrixFreeParams,
     /// Noise variance $\sigma^2$.
     pub noise: f64,
     /// Seed of the network and the data.
@@ -54,14 +54,14 @@ impl Default for DeviceBenchConfig {
         Self {
             widths: SCALING_WIDTHS.to_vec(),
             sizes: vec![1_000, 10_000, 100_000],
-            settings: MatrixFreeSettings {
+            settings: MatrixFreeParams {
                 cg_tolerance: 1e-2,
                 max_iters: 200,
                 probes: 4,
                 precond_rank: 10,
                 seed: 0,
                 dense_fallback_max_n: 0,
-                ..MatrixFreeSettings::default()
+                ..MatrixFreeParams::default()
             },
             noise: 0.1,
             seed: 0,
@@ -118,13 +118,13 @@ where
         .with_activation(Activation::Tanh)
         .init::<B>(config.seed, device)
         .map_err(GpError::from)?;
-    let gp_config = NtkGpConfig {
+    let gp_config = NtkGpParams {
         strategy: Strategy::MatrixFree,
         noise: Param::Fixed(config.noise),
         prior_scale: Param::Fixed(1.0),
         mean: MeanFunction::Zero,
         matrix_free: config.settings,
-        ..NtkGpConfig::default()
+        ..NtkGpParams::default()
     };
     let mut rows = Vec::with_capacity(config.sizes.len());
     for &n in &config.sizes {
@@ -200,7 +200,7 @@ mod tests {
         let config = DeviceBenchConfig {
             widths: vec![5, 16, 16, 1],
             sizes: vec![30, 60],
-            settings: MatrixFreeSettings {
+            settings: MatrixFreeParams {
                 cg_tolerance: 1e-10,
                 probes: 200,
                 ..DeviceBenchConfig::default().settings
@@ -223,10 +223,10 @@ mod tests {
                 mlp.clone(),
                 &x,
                 &y,
-                NtkGpConfig {
+                NtkGpParams {
                     strategy: Strategy::Dense,
                     noise: Param::Fixed(config.noise),
-                    ..NtkGpConfig::default()
+                    ..NtkGpParams::default()
                 },
             )
             .unwrap();

@@ -22,10 +22,10 @@ use burn::prelude::Backend;
 use burn::tensor::Tensor;
 use nalgebra::{DMatrix, DVector};
 use ntk_gp::GpError;
-use ntk_gp::train::{Optimizer, TrainConfig, train};
+use ntk_gp::train::{Optimizer, TrainParams, train};
 use ntk_ops::{
     Activation, CnnConfig, FiniteDifferenceFisher, GgnOperator, Jacobian, JacobianOperator,
-    JacobianOptions, Likelihood, MlpConfig, OpsError, convert,
+    JacobianParams, Likelihood, MlpConfig, OpsError, convert,
 };
 use rand::Rng;
 use rand_distr::{Distribution, StandardNormal};
@@ -38,7 +38,7 @@ use crate::plot::{ErrorBarChart, ErrorSeries};
 use crate::report::{Cell, Report, reproduce_command};
 use crate::scaling::anchor_like_data;
 
-/// Settings of the Fisher experiment; [`Default`] is the full run.
+/// SolverParams of the Fisher experiment; [`Default`] is the full run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct FisherConfig {
@@ -194,14 +194,14 @@ where
         let jac = Jacobian::new(
             cfg.with_params::<F>(theta, &Default::default())?,
             convert::from_dmatrix_f64(x, &Default::default()),
-            JacobianOptions::default(),
+            JacobianParams::default(),
         )?;
         convert::to_vec_f64(GgnOperator::new(jac, lik)?.try_apply(column::<F>(v))?)
     };
     let jac = Jacobian::new(
         cfg.with_params::<B>(theta, &Default::default())?,
         convert::from_dmatrix_f64(x, &Default::default()),
-        JacobianOptions::default(),
+        JacobianParams::default(),
     )?;
     eps.iter()
         .map(|&e| {
@@ -250,7 +250,7 @@ fn fit(
     seed: u64,
     mut grad: impl FnMut(&[f64], &[usize]) -> Result<(f64, Vec<f64>), OpsError>,
 ) -> Result<(), BenchError> {
-    let config = TrainConfig {
+    let config = TrainParams {
         optimizer: Optimizer::adam(),
         lr,
         epochs,
@@ -318,12 +318,12 @@ where
     let mut cold = Vec::new();
     let mut cached = Vec::new();
     let mut fd = Vec::new();
-    let jac = Jacobian::new(mlp.clone(), x.clone(), JacobianOptions::default())?;
+    let jac = Jacobian::new(mlp.clone(), x.clone(), JacobianParams::default())?;
     let ggn = GgnOperator::new(jac.clone(), lik)?;
     let fdop = FiniteDifferenceFisher::new(jac, lik)?;
     for _ in 0..reps {
         let (r, s) = perf::timed(|| -> Result<_, OpsError> {
-            let j = Jacobian::new(mlp.clone(), x.clone(), JacobianOptions::default())?;
+            let j = Jacobian::new(mlp.clone(), x.clone(), JacobianParams::default())?;
             Ok(sync(GgnOperator::new(j, lik)?.try_apply(v.clone())?))
         });
         r?;
@@ -393,7 +393,7 @@ impl Experiment for Fisher {
             let jac = Jacobian::new(
                 mcfg.with_params::<F>(p, &Default::default())?,
                 convert::from_dmatrix_f64(&xb, &Default::default()),
-                JacobianOptions::default(),
+                JacobianParams::default(),
             )?;
             batch_loss(&jac, &yb)
         };

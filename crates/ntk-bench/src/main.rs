@@ -10,7 +10,7 @@ use ntk_bench::data::precip::MeanFrom;
 use ntk_bench::data::weather::{WEATHER_CSV, export_weather_csvs};
 use ntk_bench::device_bench::{DeviceBenchConfig, run_device_bench, table};
 use ntk_bench::harness::{self, DEFAULT_SEED, Entry, Profile, RunContext};
-use ntk_gp::ntk::MatrixFreeSettings;
+use ntk_gp::ntk::MatrixFreeParams;
 use ntk_ops::Device;
 
 #[derive(Parser)]
@@ -134,7 +134,7 @@ fn device_bench(
     let config = DeviceBenchConfig {
         widths,
         sizes: n,
-        settings: MatrixFreeSettings {
+        settings: MatrixFreeParams {
             cg_tolerance,
             probes,
             ..defaults.settings

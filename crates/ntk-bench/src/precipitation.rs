@@ -28,15 +28,15 @@ use std::time::Instant;
 use nalgebra::{DMatrix, DVector};
 use ntk_gp::ablr::task_objective;
 use ntk_gp::exact::Hyper;
-use ntk_gp::fit::{FitSpec, Param, fit_hyper};
-use ntk_gp::ntk::{MeanFunction, NtkGp, NtkGpConfig};
+use ntk_gp::fit::{FitParams, Param, fit_hyper};
+use ntk_gp::ntk::{MeanFunction, NtkGp, NtkGpParams};
 use ntk_gp::optimize::MaximizeParams;
 use ntk_gp::rbf::RbfGp;
 use ntk_gp::spectral::SpectralLml;
 use ntk_gp::strategy::Strategy;
-use ntk_gp::train::{Loss, Optimizer, TrainConfig, train, train_mlp};
+use ntk_gp::train::{Loss, Optimizer, TrainParams, train, train_mlp};
 use ntk_gp::weight_space::WeightSpaceGp;
-use ntk_ops::{Activation, Jacobian, JacobianOperator, JacobianOptions, Mlp, MlpConfig, convert};
+use ntk_ops::{Activation, Jacobian, JacobianOperator, JacobianParams, Mlp, MlpConfig, convert};
 use serde::{Deserialize, Serialize};
 
 use crate::data::precip::{DAYS_PER_YEAR, MeanFrom, TRAIN_DAYS};
@@ -54,7 +54,7 @@ type B = ntk_ops::DefaultBackend;
 /// Stations in the paper's USHCN experiment; the full-data time is extrapolated to them.
 pub const USHCN_STATIONS: usize = 1209;
 
-/// Settings of the precipitation experiment; [`Default`] is the paper's.
+/// SolverParams of the precipitation experiment; [`Default`] is the paper's.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct PrecipitationConfig {
@@ -71,7 +71,7 @@ pub struct PrecipitationConfig {
     /// Hidden units of the one-hidden-layer tanh network.
     pub hidden: usize,
     /// Training of the network on the source task.
-    pub train: TrainConfig,
+    pub train: TrainParams,
     /// The NTK GP's inference strategy.
     pub strategy: Strategy,
     /// The NTK GP's prior mean.
@@ -107,7 +107,7 @@ impl Default for PrecipitationConfig {
             centre_on_train_days: false,
             plotted: 4,
             hidden: 400,
-            train: TrainConfig {
+            train: TrainParams {
                 optimizer: Optimizer::Sgd { momentum: 0.9 },
                 lr: 1e-4,
                 epochs: 1000,
@@ -136,7 +136,7 @@ impl ExperimentConfig for PrecipitationConfig {
         Self {
             max_tasks: Some(4),
             plotted: 2,
-            train: TrainConfig {
+            train: TrainParams {
                 epochs: 100,
                 ..full.train
             },
@@ -264,7 +264,7 @@ pub fn train_ablr_features(
     // The network's parameters, then log σ² and log s² (start σ² = 0.1, s² = 1).
     let mut theta = net.flatten_f64();
     theta.extend([(0.1f64).ln(), 0.0]);
-    let config = TrainConfig {
+    let config = TrainParams {
         optimizer: Optimizer::adam(),
         lr,
         epochs: steps,
@@ -282,7 +282,7 @@ pub fn train_ablr_features(
             let jac = Jacobian::new(
                 net,
                 convert::from_dmatrix_f64(x, &dev),
-                JacobianOptions::default(),
+                JacobianParams::default(),
             )?;
             let phi = convert::to_dmatrix_f64(jac.outputs()?);
             let hyper = Hyper {
@@ -326,7 +326,7 @@ fn ablr_predict(
     };
     let phi = features(x)?;
     let spectral = SpectralLml::from_features(&phi, y)?;
-    let spec = FitSpec {
+    let spec = FitParams {
         noise: Param::fit_variance(0.1),
         prior_scale: Param::fit_variance(1.0),
         constant_mean: None,
@@ -431,7 +431,7 @@ impl Precipitation {
             &src.x_train,
             &y_src,
             Loss::Gaussian,
-            &TrainConfig {
+            &TrainParams {
                 seed: ctx.seed(),
                 ..cfg.train
             },
@@ -766,12 +766,12 @@ impl Precipitation {
         let x = &task.x_train;
         let y = &task.y_train / scale;
         let x_all = all_days(task);
-        let gp_config = |strategy, noise, prior_scale| NtkGpConfig {
+        let gp_config = |strategy, noise, prior_scale| NtkGpParams {
             strategy,
             noise,
             prior_scale,
             mean: cfg.mean,
-            ..NtkGpConfig::default()
+            ..NtkGpParams::default()
         };
 
         let t0 = Instant::now();
@@ -927,7 +927,7 @@ mod tests {
             max_tasks: Some(3),
             plotted: 1,
             hidden: 16,
-            train: TrainConfig {
+            train: TrainParams {
                 epochs: 10,
                 ..full.train
             },

@@ -17,7 +17,7 @@ use crate::plot::{Curve, Panel, PanelGrid, Scatter};
 use crate::report::{Cell, Report};
 use crate::sinusoid::{SineTask, SinusoidTasks};
 
-/// Settings of the RBF baseline run.
+/// SolverParams of the RBF baseline run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct SinusoidRbfConfig {

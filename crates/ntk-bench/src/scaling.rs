@@ -31,8 +31,8 @@ use std::collections::BTreeMap;
 use burn::prelude::Backend;
 use nalgebra::{DMatrix, DVector};
 use ntk_gp::chol::DenseLml;
-use ntk_gp::{GpError, MatrixFreeSettings, MeanFunction, NtkGp, NtkGpConfig, Param, Strategy};
-use ntk_ops::{Activation, JacobianOptions, Mlp, MlpConfig};
+use ntk_gp::{GpError, MatrixFreeParams, MeanFunction, NtkGp, NtkGpParams, Param, Strategy};
+use ntk_ops::{Activation, JacobianParams, Mlp, MlpConfig};
 use rand::Rng;
 use rand_distr::{Distribution, StandardNormal};
 use serde::{Deserialize, Serialize};
@@ -95,7 +95,7 @@ impl Method {
     }
 }
 
-/// Settings of the scaling experiment; [`Default`] is the paper's CPU sweep.
+/// SolverParams of the scaling experiment; [`Default`] is the paper's CPU sweep.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct ScalingConfig {
@@ -435,7 +435,7 @@ fn measure(
     let mlp_config = MlpConfig::new(widths).with_activation(c.activation.into());
     let p = mlp_config.layout().n_params();
     perf::reset_peak_rss();
-    let settings = Settings::of(c);
+    let settings = SolverParams::of(c);
     let (outcome, seconds) = match c.dtype {
         Dtype::F32 => {
             type B = burn_ndarray::NdArray<f32>;
@@ -492,7 +492,7 @@ fn measure(
 
 /// The solver settings of one point.
 #[derive(Debug, Clone, Copy)]
-pub struct Settings {
+pub struct SolverParams {
     /// Noise variance.
     pub noise: f64,
     /// CG relative tolerance.
@@ -509,7 +509,7 @@ pub struct Settings {
     pub memory_budget: usize,
 }
 
-impl Settings {
+impl SolverParams {
     fn of(c: &ScalingConfig) -> Self {
         Self {
             noise: c.noise,
@@ -564,12 +564,12 @@ pub fn lml_by<B: Backend>(
     mlp: Mlp<B>,
     x: &DMatrix<f64>,
     y: &DVector<f64>,
-    s: &Settings,
+    s: &SolverParams,
 ) -> Result<LmlOutcome, GpError>
 where
     B::FloatElem: krylov::Scalar + nalgebra::RealField + Copy + Into<f64>,
 {
-    let opts = JacobianOptions {
+    let opts = JacobianParams {
         memory_budget: s.memory_budget,
         ..Default::default()
     };
@@ -591,7 +591,7 @@ where
             cg: None,
         }),
         Method::FunctionSpace | Method::ParameterSpace => {
-            let config = NtkGpConfig {
+            let config = NtkGpParams {
                 strategy: if method == Method::FunctionSpace {
                     Strategy::MatrixFree
                 } else {
@@ -601,21 +601,23 @@ where
                 prior_scale: Param::Fixed(1.0),
                 mean: MeanFunction::Zero,
                 jacobian: opts,
-                matrix_free: MatrixFreeSettings {
+                matrix_free: MatrixFreeParams {
                     cg_tolerance: s.cg_tolerance,
                     max_iters: s.max_iters,
                     probes: s.probes,
                     precond_rank: s.precond_rank,
                     seed: s.seed,
                     dense_fallback_max_n: 0,
-                    ..MatrixFreeSettings::default()
+                    ..MatrixFreeParams::default()
                 },
-                ..NtkGpConfig::default()
+                ..NtkGpParams::default()
             };
             let gp = NtkGp::new(mlp, x, y, config)?;
-            let st = gp
-                .matrix_free_state()
-                .ok_or_else(|| GpError::Unsupported("no matrix-free state".into()))?;
+            let st = gp.matrix_free_state().ok_or(GpError::NotSupported {
+                strategy: gp.choice().strategy,
+                what: "a matrix-free state",
+                instead: "ask for a matrix-free strategy",
+            })?;
             let lml = gp.log_marginal_likelihood();
             let logdet = st.logdet.value;
             let n = y.len() as f64;
@@ -989,9 +991,9 @@ mod tests {
         let cfg = MlpConfig::new(&[5, 12, 12, 1]).with_activation(Activation::Gelu);
         let mut rng = crate::harness::stream_rng(4, 0);
         let (x, y) = anchor_like_data(80, 5, &mut rng);
-        let s = Settings {
+        let s = SolverParams {
             precond_rank: 10,
-            ..Settings::of(&ScalingConfig::quick())
+            ..SolverParams::of(&ScalingConfig::quick())
         };
         let mlp = || {
             cfg.init::<burn_ndarray::NdArray<f64>>(2, &Default::default())
@@ -1023,10 +1025,10 @@ mod tests {
             cfg.init::<burn_ndarray::NdArray<f64>>(3, &Default::default())
                 .unwrap()
         };
-        let base = Settings::of(&ScalingConfig::quick());
+        let base = SolverParams::of(&ScalingConfig::quick());
         let dense = lml_by(Method::Dense, mlp(), &x, &y, &base).unwrap().value;
         for rank in [0, 30] {
-            let s = Settings {
+            let s = SolverParams {
                 precond_rank: rank,
                 ..base
             };
@@ -1042,7 +1044,7 @@ mod tests {
         let cfg = MlpConfig::new(&[5, 30, 30, 1]);
         let mut rng = crate::harness::stream_rng(3, 0);
         let (x, y) = anchor_like_data(150, 5, &mut rng);
-        let s = Settings::of(&ScalingConfig::quick());
+        let s = SolverParams::of(&ScalingConfig::quick());
         let m64 = cfg
             .init::<burn_ndarray::NdArray<f64>>(1, &Default::default())
             .unwrap();
@@ -1062,7 +1064,7 @@ mod tests {
                 cfg.init::<burn_ndarray::NdArray<f64>>(1, &Default::default())
                     .unwrap(),
                 ntk_ops::convert::from_dmatrix_f64(&x, &Default::default()),
-                JacobianOptions::default(),
+                JacobianParams::default(),
             )
             .unwrap();
             let j = ntk_ops::convert::to_dmatrix_f64(jac.jacobian().unwrap());

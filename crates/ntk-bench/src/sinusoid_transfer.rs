@@ -16,15 +16,15 @@ use std::time::Instant;
 use nalgebra::{DMatrix, DVector};
 use ntk_gp::ablr::task_objective;
 use ntk_gp::exact::{Hyper, Prediction};
-use ntk_gp::fit::{FitSpec, Param, fit_hyper};
-use ntk_gp::ntk::{MeanFunction, NtkGp, NtkGpConfig};
+use ntk_gp::fit::{FitParams, Param, fit_hyper};
+use ntk_gp::ntk::{MeanFunction, NtkGp, NtkGpParams};
 use ntk_gp::optimize::MaximizeParams;
 use ntk_gp::spectral::SpectralLml;
 use ntk_gp::strategy::Strategy;
-use ntk_gp::train::{Loss, Optimizer, TrainConfig, train, train_mlp};
+use ntk_gp::train::{Loss, Optimizer, TrainParams, train, train_mlp};
 use ntk_gp::weight_space::WeightSpaceGp;
 use ntk_ops::{
-    Activation, FiniteDifferenceFisher, Jacobian, JacobianOperator, JacobianOptions, Likelihood,
+    Activation, FiniteDifferenceFisher, Jacobian, JacobianOperator, JacobianParams, Likelihood,
     Mlp, MlpConfig, convert,
 };
 use serde::{Deserialize, Serialize};
@@ -59,7 +59,7 @@ impl From<Nonlinearity> for Activation {
     }
 }
 
-/// Settings of the sinusoid experiment; [`Default`] is the paper's.
+/// SolverParams of the sinusoid experiment; [`Default`] is the paper's.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct SinusoidConfig {
@@ -75,7 +75,7 @@ pub struct SinusoidConfig {
     /// (the paper shows tanh and ReLU).
     pub activations: Vec<Nonlinearity>,
     /// Source training.
-    pub train: TrainConfig,
+    pub train: TrainParams,
     /// Floor of the GP noise variance.
     pub min_noise: f64,
     /// Target tasks on which the parameter-space strategies (with $J^\top J$, and with the
@@ -101,7 +101,7 @@ impl Default for SinusoidConfig {
             plotted: 6,
             widths: vec![1, 40, 40, 1],
             activations: vec![Nonlinearity::Tanh, Nonlinearity::Relu],
-            train: TrainConfig {
+            train: TrainParams {
                 optimizer: Optimizer::Sgd { momentum: 0.9 },
                 lr: 1e-3,
                 epochs: 2500,
@@ -130,7 +130,7 @@ impl ExperimentConfig for SinusoidConfig {
             },
             n_targets: 8,
             plotted: 4,
-            train: TrainConfig {
+            train: TrainParams {
                 epochs: 1000,
                 ..full.train
             },
@@ -223,7 +223,7 @@ fn fd_fisher_predict(
     let jac = Jacobian::new(
         mlp.clone(),
         convert::from_dmatrix_f64(&column(x), &dev),
-        JacobianOptions::default(),
+        JacobianParams::default(),
     )
     .map_err(gp_err)?;
     let p = jac.n_params();
@@ -263,7 +263,7 @@ fn fd_fisher_predict(
     let jt = Jacobian::new(
         mlp.clone(),
         convert::from_dmatrix_f64(&column(grid), &dev),
-        JacobianOptions::default(),
+        JacobianParams::default(),
     )
     .map_err(gp_err)?;
     let j_star = convert::to_dmatrix_f64(jt.jacobian().map_err(gp_err)?);
@@ -299,7 +299,7 @@ fn train_ablr(
     theta.extend([(0.1f64).ln(), 0.0]);
     let x = column(&source.x);
     let y = DVector::from_column_slice(&source.y);
-    let config = TrainConfig {
+    let config = TrainParams {
         optimizer: Optimizer::adam(),
         lr: 1e-2,
         epochs: cfg.ablr_steps,
@@ -317,7 +317,7 @@ fn train_ablr(
             let jac = Jacobian::new(
                 net,
                 convert::from_dmatrix_f64(&x, &dev),
-                JacobianOptions::default(),
+                JacobianParams::default(),
             )?;
             let phi = convert::to_dmatrix_f64(jac.outputs()?);
             let hyper = Hyper {
@@ -355,7 +355,7 @@ fn ablr_predict(net: &Mlp<B>, task: &SineTask, grid: &[f64]) -> Result<Predicted
     );
     let y = DVector::from_column_slice(&task.y);
     let spectral = SpectralLml::from_features(&phi, &y)?;
-    let spec = FitSpec {
+    let spec = FitParams {
         noise: Param::fit_variance(0.1),
         prior_scale: Param::fit_variance(1.0),
         constant_mean: None,
@@ -393,7 +393,7 @@ fn last_layer_predict(
     let theta_all = mlp.flatten_f64();
     // PyTorch order: the last layer's weight [1, h] then its bias, at the end of θ.
     let mut w = theta_all[theta_all.len() - h - 1..].to_vec();
-    let config = TrainConfig {
+    let config = TrainParams {
         epochs: cfg.last_layer_epochs,
         decay_every: 0,
         decay: 1.0,
@@ -489,7 +489,7 @@ impl Sinusoid {
             &column(&source.x),
             &DVector::from_column_slice(&source.y),
             Loss::Gaussian,
-            &TrainConfig {
+            &TrainParams {
                 seed: ctx.seed(),
                 ..cfg.train
             },
@@ -524,12 +524,12 @@ impl Sinusoid {
         let mut check_seconds = 0.0;
 
         // 2. Each target task.
-        let gp_config = |strategy| NtkGpConfig {
+        let gp_config = |strategy| NtkGpParams {
             strategy,
             noise: Param::Fixed(noise),
             prior_scale: Param::Fixed(1.0),
             mean: MeanFunction::Zero,
-            ..NtkGpConfig::default()
+            ..NtkGpParams::default()
         };
         let mut per_method: Vec<Vec<TaskMetrics>> = vec![Vec::new(); METHODS.len()];
         let mut seconds: Vec<Vec<f64>> = vec![Vec::new(); METHODS.len()];

@@ -33,9 +33,9 @@ use std::time::Instant;
 
 use nalgebra::{DMatrix, DVector};
 use ntk_gp::fit::Param;
-use ntk_gp::ntk::{MeanFunction, NtkGp, NtkGpConfig};
+use ntk_gp::ntk::{MeanFunction, NtkGp, NtkGpParams};
 use ntk_gp::strategy::Strategy;
-use ntk_gp::train::{Loss, Optimizer, TrainConfig, train_mlp};
+use ntk_gp::train::{Loss, Optimizer, TrainParams, train_mlp};
 use ntk_ops::{Activation, Head, Mlp, MlpConfig, convert};
 use serde::{Deserialize, Serialize};
 
@@ -50,7 +50,7 @@ use crate::report::{Cell, Report, reproduce_command};
 /// The CPU backend the experiments run on.
 type B = ntk_ops::DefaultBackend;
 
-/// Settings of the spatial transfer experiment; [`Default`] is the paper's.
+/// SolverParams of the spatial transfer experiment; [`Default`] is the paper's.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct SpatialConfig {
@@ -61,7 +61,7 @@ pub struct SpatialConfig {
     /// Source points the network is trained on.
     pub source_points: usize,
     /// Source training schedule.
-    pub train: TrainConfig,
+    pub train: TrainParams,
     /// Epochs of last-layer retraining (the source schedule otherwise, decay included).
     pub last_layer_epochs: usize,
     /// The numbers of adaptation points $m$; those that do not fit in the target after the
@@ -83,7 +83,7 @@ impl Default for SpatialConfig {
             widths: vec![2, 500, 500, 2],
             min_scale: 1e-5,
             source_points: 2000,
-            train: TrainConfig {
+            train: TrainParams {
                 optimizer: Optimizer::Sgd { momentum: 0.9 },
                 lr: 1e-3,
                 epochs: 500,
@@ -108,7 +108,7 @@ impl ExperimentConfig for SpatialConfig {
         Self {
             widths: vec![2, 32, 32, 2],
             source_points: 400,
-            train: TrainConfig {
+            train: TrainParams {
                 epochs: 60,
                 batch_size: 50,
                 decay_every: 20,
@@ -387,7 +387,7 @@ impl Experiment for SpatialTransfer {
             &xs,
             &ys,
             Loss::HeteroscedasticGaussian,
-            &TrainConfig {
+            &TrainParams {
                 seed: ctx.seed(),
                 ..cfg.train
             },
@@ -438,12 +438,12 @@ impl Experiment for SpatialTransfer {
                     mean_net.clone(),
                     &adapt.0,
                     &adapt.1,
-                    NtkGpConfig {
+                    NtkGpParams {
                         strategy,
                         noise: Param::fit_variance(0.1),
                         prior_scale: Param::fit_variance(1.0),
                         mean: MeanFunction::Network,
-                        ..NtkGpConfig::default()
+                        ..NtkGpParams::default()
                     },
                 )?;
                 let pred = gp.predict(&test.0)?;
@@ -464,7 +464,7 @@ impl Experiment for SpatialTransfer {
                     &phi,
                     &adapt.1,
                     Loss::HeteroscedasticGaussian,
-                    &TrainConfig {
+                    &TrainParams {
                         epochs: cfg.last_layer_epochs,
                         seed: split_seed,
                         ..cfg.train
@@ -822,7 +822,7 @@ mod tests {
     use crate::data::raster::raster_problem;
     use crate::data::spatial::tests::row_keys;
     use crate::harness::{Profile, run_with};
-    use ntk_ops::{Jacobian, JacobianOptions};
+    use ntk_ops::{Jacobian, JacobianParams};
 
     #[test]
     fn training_rows_come_from_the_source_only() {
@@ -873,7 +873,7 @@ mod tests {
             let j = Jacobian::new(
                 m.clone(),
                 convert::from_dmatrix_f64(&x, &dev),
-                JacobianOptions::default(),
+                JacobianParams::default(),
             )
             .unwrap();
             convert::to_dmatrix_f64(j.jacobian().unwrap())

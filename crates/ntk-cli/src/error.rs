@@ -65,7 +65,7 @@ impl CliError {
                 | G::NonFiniteObjective { .. }
                 | G::Budget { .. }
                 | G::Krylov(_)
-                | G::Optimization(_),
+                | G::Solver { .. },
             ) => EXIT_NUMERICAL,
             _ => EXIT_BAD_INPUT,
         }

@@ -13,9 +13,9 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use nalgebra::DVector;
 use ntk_gp::MultiTask;
 use ntk_gp::fit::Param;
-use ntk_gp::ntk::{MeanFunction, NtkGp, NtkGpConfig};
+use ntk_gp::ntk::{MeanFunction, NtkGp, NtkGpParams};
 use ntk_gp::strategy::{CostAssumptions, ProblemSize, Strategy, estimates};
-use ntk_gp::train::{Loss, Optimizer, TrainConfig, train_mlp};
+use ntk_gp::train::{Loss, Optimizer, TrainParams, train_mlp};
 use ntk_ops::checkpoint::{DiskDtype, load_mlp, params_to_bytes};
 use ntk_ops::{Activation, Device, DeviceError, Mlp, MlpConfig};
 use serde_json::json;
@@ -24,7 +24,7 @@ use ntk_cli::error::{CliError, EXIT_BAD_INPUT};
 use ntk_cli::memory;
 use ntk_cli::output::{Staged, prediction_csv, refuse_overwriting, write_atomically};
 use ntk_cli::progress::Progress;
-use ntk_cli::spec::{ActivationName, ArchSpec};
+use ntk_cli::spec::{ActivationName, ArchConfig};
 use ntk_cli::table::{Table, read_table};
 
 /// The backend of `ntk train` (the CPU, in `f64`).
@@ -87,7 +87,7 @@ struct ModelArgs {
     model: PathBuf,
     /// Architecture WIDTHS:ACTIVATION, e.g. 1-40-40-1:tanh (tanh, relu, elu, gelu, sigmoid, softplus).
     #[arg(long, value_name = "SPEC")]
-    arch: ArchSpec,
+    arch: ArchConfig,
     /// Name of the target column.
     #[arg(long, default_value = "y")]
     target: String,
@@ -152,7 +152,7 @@ struct AdaptArgs {
 struct TrainArgs {
     /// Architecture WIDTHS:ACTIVATION.
     #[arg(long, value_name = "SPEC")]
-    arch: ArchSpec,
+    arch: ArchConfig,
     /// Training data (CSV with a header).
     #[arg(long, value_name = "SOURCE.csv")]
     data: PathBuf,
@@ -268,7 +268,7 @@ fn activation(a: ActivationName) -> Activation {
     }
 }
 
-fn mlp_config(arch: &ArchSpec) -> MlpConfig {
+fn mlp_config(arch: &ArchConfig) -> MlpConfig {
     MlpConfig::new(&arch.widths).with_activation(activation(arch.activation))
 }
 
@@ -339,8 +339,8 @@ fn load<B: Backend>(model: &ModelArgs, device: &B::Device) -> Result<Mlp<B>, Cli
     })
 }
 
-fn gp_config(model: &ModelArgs, y: &DVector<f64>, plan: &Plan) -> Result<NtkGpConfig, CliError> {
-    let mut config = NtkGpConfig {
+fn gp_config(model: &ModelArgs, y: &DVector<f64>, plan: &Plan) -> Result<NtkGpParams, CliError> {
+    let mut config = NtkGpParams {
         strategy: plan.strategy,
         noise: param("--noise", &model.noise, noise_init(y))?,
         prior_scale: param("--prior-scale", &model.prior_scale, 1.0)?,
@@ -353,7 +353,7 @@ fn gp_config(model: &ModelArgs, y: &DVector<f64>, plan: &Plan) -> Result<NtkGpCo
             }),
             MeanArg::Network => MeanFunction::Network,
         },
-        ..NtkGpConfig::default()
+        ..NtkGpParams::default()
     };
     config.optimizer.time_limit = time_limit(model)?;
     Ok(config)
@@ -486,7 +486,7 @@ fn strategy_flag(s: Strategy) -> &'static str {
     }
 }
 
-fn check_inputs(arch: &ArchSpec, table: &Table, path: &Path) -> Result<(), CliError> {
+fn check_inputs(arch: &ArchConfig, table: &Table, path: &Path) -> Result<(), CliError> {
     if table.inputs.ncols() != arch.widths[0] {
         return Err(CliError::Csv {
             path: path.to_path_buf(),
@@ -803,7 +803,7 @@ fn train(args: &TrainArgs) -> Result<(), CliError> {
     let init = config
         .init::<TrainBackend>(args.seed, &Default::default())
         .map_err(|e| CliError::Model(e.to_string()))?;
-    let schedule = TrainConfig {
+    let schedule = TrainParams {
         optimizer: Optimizer::Sgd {
             momentum: args.momentum,
         },
@@ -918,7 +918,7 @@ where
     let mut rows = Vec::with_capacity(names.len());
     let mut predictions = Vec::with_capacity(names.len());
     // One hierarchy (the paper's Algorithm 1): the shared network, a GP per task.
-    let mut hierarchy = MultiTask::new(mlp, NtkGpConfig::default());
+    let mut hierarchy = MultiTask::new(mlp, NtkGpParams::default());
     for ((name, task), plan) in names.iter().zip(&tasks).zip(&plans) {
         bar.set_message(name.clone());
         let config = gp_config(&args.model, &task.y, plan)?;

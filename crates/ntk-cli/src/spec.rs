@@ -33,14 +33,14 @@ impl ActivationName {
 
 /// A parsed architecture: Linear layers of `widths`, `activation` between them.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ArchSpec {
+pub struct ArchConfig {
     /// Layer widths, inputs first, outputs last (at least two).
     pub widths: Vec<usize>,
     /// The activation between layers.
     pub activation: ActivationName,
 }
 
-impl FromStr for ArchSpec {
+impl FromStr for ArchConfig {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, String> {
@@ -75,7 +75,7 @@ impl FromStr for ArchSpec {
     }
 }
 
-impl fmt::Display for ArchSpec {
+impl fmt::Display for ArchConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let w: Vec<String> = self.widths.iter().map(|w| w.to_string()).collect();
         let name = ActivationName::ALL
@@ -92,12 +92,12 @@ mod tests {
 
     #[test]
     fn parses_and_prints_back() {
-        let a: ArchSpec = "1-40-40-1:tanh".parse().unwrap();
+        let a: ArchConfig = "1-40-40-1:tanh".parse().unwrap();
         assert_eq!(a.widths, vec![1, 40, 40, 1]);
         assert_eq!(a.activation, ActivationName::Tanh);
         assert_eq!(a.to_string(), "1-40-40-1:tanh");
         assert_eq!(
-            "3-64-64-1:relu".parse::<ArchSpec>().unwrap().activation,
+            "3-64-64-1:relu".parse::<ArchConfig>().unwrap().activation,
             ActivationName::Relu
         );
     }
@@ -106,29 +106,29 @@ mod tests {
     fn rejects_bad_specs_with_a_reason() {
         assert!(
             "1-40-1"
-                .parse::<ArchSpec>()
+                .parse::<ArchConfig>()
                 .unwrap_err()
                 .contains("WIDTHS:ACTIVATION")
         );
         assert!(
             "1-x-1:tanh"
-                .parse::<ArchSpec>()
+                .parse::<ArchConfig>()
                 .unwrap_err()
                 .contains("`x`")
         );
         assert!(
             "1-0-1:tanh"
-                .parse::<ArchSpec>()
+                .parse::<ArchConfig>()
                 .unwrap_err()
                 .contains("`0`")
         );
         assert!(
             "4:tanh"
-                .parse::<ArchSpec>()
+                .parse::<ArchConfig>()
                 .unwrap_err()
                 .contains("at least")
         );
-        let e = "1-4-1:swish".parse::<ArchSpec>().unwrap_err();
+        let e = "1-4-1:swish".parse::<ArchConfig>().unwrap_err();
         assert!(
             e.contains("unknown activation `swish`") && e.contains("softplus"),
             "{e}"

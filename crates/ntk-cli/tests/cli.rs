@@ -187,7 +187,7 @@ fn tasks_adapts_every_task_in_a_folder() {
     let (back, pending) = ntk_gp::MultiTask::<B>::from_state(
         &saved,
         &Default::default(),
-        ntk_gp::NtkGpConfig::default(),
+        ntk_gp::NtkGpParams::default(),
     )
     .unwrap();
     assert!(pending.is_empty());

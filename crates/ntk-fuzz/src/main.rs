@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand};
 use ntk_fuzz::engine::{self, ChildConfig};
-use ntk_fuzz::runner::{self, FindingKind, HARNESS_ERROR, Options};
+use ntk_fuzz::runner::{self, FindingKind, FuzzParams, HARNESS_ERROR};
 use ntk_fuzz::{Target, fnv1a};
 
 #[derive(Parser)]
@@ -136,7 +136,7 @@ fn main() -> ExitCode {
                     .duration_since(std::time::UNIX_EPOCH)
                     .map_or(0, |d| d.as_nanos() as u64)
             });
-            let opts = Options {
+            let opts = FuzzParams {
                 duration: Duration::from_secs_f64(seconds.max(0.0)),
                 out: out.unwrap_or_else(|| workspace().join("target").join("fuzz")),
                 seed,
@@ -219,7 +219,7 @@ fn workspace() -> PathBuf {
     here.ancestors().nth(2).unwrap_or(here).to_path_buf()
 }
 
-fn fuzz(targets: &[Target], opts: &Options) -> ExitCode {
+fn fuzz(targets: &[Target], opts: &FuzzParams) -> ExitCode {
     eprintln!(
         "fuzzing {} for {:.0} s each (seed {}, output {})",
         targets

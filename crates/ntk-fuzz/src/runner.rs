@@ -23,7 +23,7 @@ pub const HARNESS_ERROR: i32 = 3;
 
 /// How a target is fuzzed.
 #[derive(Debug, Clone)]
-pub struct Options {
+pub struct FuzzParams {
     /// The time for each target.
     pub duration: Duration,
     /// The output folder.
@@ -106,7 +106,7 @@ impl Report {
 }
 
 /// Fuzzes `target` for `opts.duration`, restarting the child after each crash or hang.
-pub fn fuzz(target: Target, opts: &Options) -> Result<Report, String> {
+pub fn fuzz(target: Target, opts: &FuzzParams) -> Result<Report, String> {
     let exe = std::env::current_exe().map_err(|e| format!("cannot find this program: {e}"))?;
     std::fs::create_dir_all(&opts.out)
         .map_err(|e| format!("cannot create {}: {e}", opts.out.display()))?;
@@ -226,7 +226,7 @@ enum End {
 fn spawn(
     exe: &Path,
     target: Target,
-    opts: &Options,
+    opts: &FuzzParams,
     left: Duration,
     restart: usize,
 ) -> Result<Child, String> {

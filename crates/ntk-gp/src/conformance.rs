@@ -26,13 +26,13 @@
 use burn::prelude::Backend;
 use nalgebra::{DMatrix, DVector};
 use ntk_ops::{
-    Jacobian, JacobianOperator, JacobianOptions, MlpConfig, NtkOperator, TensorBlock, convert,
+    Jacobian, JacobianOperator, JacobianParams, MlpConfig, NtkOperator, TensorBlock, convert,
 };
 
 use krylov::LinearOperator;
 
 use crate::fit::Param;
-use crate::ntk::{MatrixFreeSettings, MeanFunction, NtkGp, NtkGpConfig};
+use crate::ntk::{MatrixFreeParams, MeanFunction, NtkGp, NtkGpParams};
 use crate::strategy::Strategy;
 
 /// Errors measured by [`run`] (all relative except the log-likelihood's, which is absolute).
@@ -178,21 +178,21 @@ fn data(n: usize, shift: usize) -> (DMatrix<f64>, DVector<f64>) {
     (x, y)
 }
 
-fn config(strategy: Strategy, f32_like: bool) -> NtkGpConfig {
-    NtkGpConfig {
+fn config(strategy: Strategy, f32_like: bool) -> NtkGpParams {
+    NtkGpParams {
         strategy,
         noise: Param::Fixed(0.05),
         prior_scale: Param::Fixed(0.7),
         mean: MeanFunction::Network,
-        matrix_free: MatrixFreeSettings {
+        matrix_free: MatrixFreeParams {
             cg_tolerance: if f32_like { 1e-5 } else { 1e-11 },
             probes: 64,
             precond_rank: 10,
             // Non-convergence must fail the test, not fall back to the dense path.
             dense_fallback_max_n: 0,
-            ..MatrixFreeSettings::default()
+            ..MatrixFreeParams::default()
         },
-        ..NtkGpConfig::default()
+        ..NtkGpParams::default()
     }
 }
 
@@ -228,13 +228,13 @@ where
     let jac = Jacobian::new(
         net.clone(),
         convert::from_dmatrix_f64(&x, device),
-        JacobianOptions::default(),
+        JacobianParams::default(),
     )
     .unwrap();
     let jac_ref = Jacobian::new(
         net_ref,
         convert::from_dmatrix_f64(&x, &Default::default()),
-        JacobianOptions::default(),
+        JacobianParams::default(),
     )
     .unwrap();
     let jv = convert::to_dmatrix_f64(jac.jvp(convert::from_dmatrix_f64(&v, device)).unwrap());

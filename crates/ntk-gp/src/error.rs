@@ -47,9 +47,25 @@ pub enum GpError {
     /// A Krylov solver failed (non-convergence carries its residuals).
     #[error(transparent)]
     Krylov(#[from] krylov::KrylovError),
-    /// A combination this version does not support; the message says what to use instead.
-    #[error("not supported: {0}")]
-    Unsupported(String),
+    /// A strategy asked for something it does not provide.
+    #[error("{what} is not available with the {strategy:?} strategy: {instead}")]
+    NotSupported {
+        /// The strategy.
+        strategy: crate::strategy::Strategy,
+        /// What was asked.
+        what: &'static str,
+        /// What to do instead.
+        instead: &'static str,
+    },
+    /// A parameter of a model's [`NtkGpParams`](crate::NtkGpParams) (or another parameter
+    /// struct) is out of its range.
+    #[error("invalid parameter `{name}`: {reason}")]
+    InvalidParam {
+        /// The parameter, as named in its struct.
+        name: &'static str,
+        /// Why, with the value.
+        reason: String,
+    },
     /// No task of that name.
     #[error("no task named `{0}`")]
     UnknownTask(String),
@@ -76,9 +92,14 @@ pub enum GpError {
         /// Which budget ran out, with the numbers.
         reason: String,
     },
-    /// Hyper-parameter optimization failed.
-    #[error("hyper-parameter optimization failed: {0}")]
-    Optimization(String),
+    /// The optimizer library failed (its message, which it gives only as text).
+    #[error("the {solver} solver failed: {message}")]
+    Solver {
+        /// Which solver.
+        solver: &'static str,
+        /// Its message.
+        message: String,
+    },
 }
 
 /// Fails with [`GpError::NonFinite`] at the first NaN or infinity in `values`.

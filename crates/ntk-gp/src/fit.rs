@@ -57,7 +57,7 @@ impl Param {
 
 /// What to fit for a Gaussian likelihood on a scaled kernel.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-pub struct FitSpec {
+pub struct FitParams {
     /// Noise variance $\sigma^2$.
     pub noise: Param,
     /// Prior scale $s^2$.
@@ -66,7 +66,7 @@ pub struct FitSpec {
     pub constant_mean: Option<Param>,
 }
 
-impl FitSpec {
+impl FitParams {
     /// Whether any parameter is fitted.
     pub fn has_free(&self) -> bool {
         let free = |p: &Param| matches!(p, Param::Fit { .. });
@@ -103,7 +103,7 @@ enum Slot {
 /// nothing was free).
 pub fn fit_hyper(
     lml: impl Fn(Hyper, f64) -> Result<LmlWithGradient, GpError>,
-    spec: &FitSpec,
+    spec: &FitParams,
     opt: MaximizeParams,
 ) -> Result<(Hyper, f64, Option<Maximum>), GpError> {
     let mut slots = Vec::new();
@@ -178,7 +178,7 @@ pub fn fit_exact(
     kernel: &DMatrix<f64>,
     y: &DVector<f64>,
     base_mean: &DVector<f64>,
-    spec: &FitSpec,
+    spec: &FitParams,
     opt: MaximizeParams,
 ) -> Result<Fitted, GpError> {
     if base_mean.len() != y.len() {
@@ -215,7 +215,7 @@ mod tests {
         });
         let y = &j * &w + noise.add_scalar(-noise.mean()) * 1.7 + DVector::from_element(n, 0.5);
         let kernel = &j * j.transpose();
-        let spec = FitSpec {
+        let spec = FitParams {
             noise: Param::fit_variance(1.0),
             prior_scale: Param::fit_variance(1.0),
             constant_mean: Some(Param::Fit {
@@ -260,7 +260,7 @@ mod tests {
     fn fixed_parameters_stay_fixed() {
         let kernel = DMatrix::identity(4, 4);
         let y = DVector::from_vec(vec![1.0, 2.0, 3.0, 4.0]);
-        let spec = FitSpec {
+        let spec = FitParams {
             noise: Param::Fixed(0.5),
             prior_scale: Param::fit_variance(1.0),
             constant_mean: None,
@@ -276,7 +276,7 @@ mod tests {
         assert_eq!(f.hyper.noise, 0.5);
         // With K = I, A = (s² + σ²) I and the optimum is s² + σ² = mean(y²) = 7.5.
         assert!((f.hyper.prior_scale - 7.0).abs() < 1e-4, "{:?}", f.hyper);
-        let none = FitSpec {
+        let none = FitParams {
             prior_scale: Param::Fixed(2.0),
             ..spec
         };

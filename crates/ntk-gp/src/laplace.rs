@@ -18,12 +18,14 @@
 
 use burn::prelude::Backend;
 use nalgebra::{Cholesky, DMatrix, DVector, Dyn, SymmetricEigen};
-use ntk_ops::{Jacobian, JacobianOperator, JacobianOptions, Network, convert};
+use ntk_ops::{Jacobian, JacobianOperator, JacobianParams, Network, convert};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use rand_distr::{Distribution, StandardNormal};
 
 use crate::error::{GpError, check_finite};
+use crate::ntk::MatrixFreeParams;
+use crate::strategy::Strategy;
 
 /// How the Newton iteration is run.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -227,10 +229,26 @@ fn likelihood_terms(
     labels: &[usize],
     c: usize,
 ) -> (f64, DVector<f64>, DMatrix<f64>) {
+    let (log_lik, grad, blocks) = likelihood_blocks(f, labels, c);
+    let n = labels.len();
+    let mut w = DMatrix::zeros(n * c, n * c);
+    for (i, b) in blocks.iter().enumerate() {
+        w.view_mut((i * c, i * c), (c, c)).copy_from(b);
+    }
+    (log_lik, grad, w)
+}
+
+/// $\log p(y\mid f)$, its gradient, and $W$ as its $C\times C$ diagonal blocks
+/// $W_i = \operatorname{diag}\pi_i - \pi_i\pi_i^\top$.
+pub(crate) fn likelihood_blocks(
+    f: &DVector<f64>,
+    labels: &[usize],
+    c: usize,
+) -> (f64, DVector<f64>, Vec<DMatrix<f64>>) {
     let n = labels.len();
     let mut log_lik = 0.0;
     let mut grad = DVector::zeros(n * c);
-    let mut w = DMatrix::zeros(n * c, n * c);
+    let mut blocks = Vec::with_capacity(n);
     for (i, &y) in labels.iter().enumerate() {
         let logits = &f.as_slice()[i * c..(i + 1) * c];
         let max = logits.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
@@ -239,12 +257,12 @@ fn likelihood_terms(
         let pi = softmax(logits);
         for a in 0..c {
             grad[i * c + a] = if a == y { 1.0 } else { 0.0 } - pi[a];
-            for b in 0..c {
-                w[(i * c + a, i * c + b)] = if a == b { pi[a] } else { 0.0 } - pi[a] * pi[b];
-            }
         }
+        blocks.push(DMatrix::from_fn(c, c, |a, b| {
+            (if a == b { pi[a] } else { 0.0 }) - pi[a] * pi[b]
+        }));
     }
-    (log_lik, grad, w)
+    (log_lik, grad, blocks)
 }
 
 /// The symmetric square root of the block-diagonal PSD matrix $W$, block by block.
@@ -261,30 +279,157 @@ fn block_sqrt(w: &DMatrix<f64>, n: usize, c: usize) -> DMatrix<f64> {
     out
 }
 
+/// How a [`NtkClassifier`] is built: defaults and builder methods, checked by
+/// [`check`](Self::check) and fitted on a network, inputs and labels by [`fit`](Self::fit).
+///
+/// Strategies: [`Strategy::Dense`] (the function-space Newton iteration on the $nC\times nC$
+/// kernel), [`Strategy::MatrixFreeParameterSpace`] (Newton in weight space with CG on the
+/// GGN, see [`laplace_free`](crate::laplace_free)), and [`Strategy::Auto`]: dense up to
+/// $nC = 2000$ logits, matrix-free above.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ClassifierParams {
+    /// The strategy.
+    pub strategy: Strategy,
+    /// The prior scale $s^2$ (fixed).
+    pub prior_scale: f64,
+    /// The Newton iteration.
+    pub laplace: LaplaceParams,
+    /// CG and SLQ of the matrix-free strategy (`cg_tolerance`, `max_iters`, `probes`, `seed`,
+    /// `exact_trace`).
+    pub matrix_free: MatrixFreeParams,
+    /// Memory and caching of the Jacobian products.
+    pub jacobian: JacobianParams,
+}
+
+impl Default for ClassifierParams {
+    /// Prior scale 1, strategy by size.
+    fn default() -> Self {
+        Self {
+            strategy: Strategy::Auto,
+            prior_scale: 1.0,
+            laplace: LaplaceParams::default(),
+            matrix_free: MatrixFreeParams {
+                cg_tolerance: 1e-10,
+                ..MatrixFreeParams::default()
+            },
+            jacobian: JacobianParams::default(),
+        }
+    }
+}
+
+/// Logits up to which [`Strategy::Auto`] classifies densely.
+pub const DENSE_CLASSIFIER_MAX_LOGITS: usize = 2000;
+
+impl ClassifierParams {
+    /// The strategy.
+    pub fn strategy(mut self, strategy: Strategy) -> Self {
+        self.strategy = strategy;
+        self
+    }
+
+    /// The prior scale $s^2$.
+    pub fn prior_scale(mut self, prior_scale: f64) -> Self {
+        self.prior_scale = prior_scale;
+        self
+    }
+
+    /// The Newton iteration.
+    pub fn laplace(mut self, laplace: LaplaceParams) -> Self {
+        self.laplace = laplace;
+        self
+    }
+
+    /// CG and SLQ of the matrix-free strategy.
+    pub fn matrix_free(mut self, matrix_free: MatrixFreeParams) -> Self {
+        self.matrix_free = matrix_free;
+        self
+    }
+
+    /// Memory and caching of the Jacobian products.
+    pub fn jacobian(mut self, jacobian: JacobianParams) -> Self {
+        self.jacobian = jacobian;
+        self
+    }
+
+    /// Checks the ranges: a positive prior scale and Newton tolerance, at least one Newton
+    /// step, a strategy the classifier has, the matrix-free parameters.
+    pub fn check(&self) -> Result<(), GpError> {
+        crate::error::check_positive("prior scale s²", self.prior_scale)?;
+        if !(self.laplace.tolerance.is_finite() && self.laplace.tolerance > 0.0) {
+            return Err(GpError::InvalidParam {
+                name: "laplace.tolerance",
+                reason: format!("{} must be positive and finite", self.laplace.tolerance),
+            });
+        }
+        if self.laplace.max_iters == 0 {
+            return Err(GpError::InvalidParam {
+                name: "laplace.max_iters",
+                reason: "must be at least 1".into(),
+            });
+        }
+        if matches!(
+            self.strategy,
+            Strategy::ParameterSpace | Strategy::MatrixFree
+        ) {
+            return Err(GpError::NotSupported {
+                strategy: self.strategy,
+                what: "classification",
+                instead: "use Dense, MatrixFreeParameterSpace or Auto",
+            });
+        }
+        self.matrix_free.check()
+    }
+
+    /// Checks the parameters and conditions `network` on inputs `x` and labels.
+    pub fn fit<B: Backend>(
+        &self,
+        network: impl Into<Network<B>>,
+        x: &DMatrix<f64>,
+        labels: &[usize],
+    ) -> Result<NtkClassifier<B>, GpError>
+    where
+        B::FloatElem: krylov::Scalar,
+    {
+        NtkClassifier::new(network, x, labels, *self)
+    }
+}
+
+/// The Laplace posterior of either strategy.
+#[derive(Debug, Clone)]
+enum ClassPosterior {
+    Dense(LaplaceClassifier),
+    Free(crate::laplace_free::FreeLaplace),
+}
+
 /// A softmax network adapted to a new classification task through its linearization:
 /// prior logits $\mathcal N(f(X;\theta), s^2 JJ^\top)$ from the network and its NTK, then the
-/// Laplace posterior of [`LaplaceClassifier`].
+/// Laplace posterior, densely ([`LaplaceClassifier`]) or matrix-free in weight space.
+///
+/// It reports the Laplace approximation to the log marginal likelihood, the posterior mean
+/// and covariance of each test point's logits, and class probabilities by the probit
+/// approximation $\operatorname{softmax}_c\big(m_c/\sqrt{1 + \tfrac\pi8\Sigma_{cc}}\big)$ (or
+/// Monte Carlo, [`predict_proba_mc`](Self::predict_proba_mc)).
 #[derive(Debug, Clone)]
 pub struct NtkClassifier<B: Backend> {
     jac: Jacobian<B>,
-    prior_scale: f64,
-    laplace: LaplaceClassifier,
+    params: ClassifierParams,
+    strategy: Strategy,
+    posterior: ClassPosterior,
 }
 
 impl<B: Backend> NtkClassifier<B>
 where
-    B::FloatElem: nalgebra::RealField + Copy,
+    B::FloatElem: krylov::Scalar,
 {
     /// Conditions `network` (any [`Network`] or `Mlp` with one logit per class) on inputs
-    /// `x` and labels in `0..classes`, with prior scale $s^2$ = `prior_scale`.
+    /// `x` and labels in `0..classes` ([`ClassifierParams::fit`] is the same call).
     pub fn new(
         network: impl Into<Network<B>>,
         x: &DMatrix<f64>,
         labels: &[usize],
-        prior_scale: f64,
-        params: LaplaceParams,
+        params: ClassifierParams,
     ) -> Result<Self, GpError> {
-        crate::error::check_positive("prior scale s²", prior_scale)?;
+        params.check()?;
         if x.nrows() != labels.len() {
             return Err(GpError::Shape {
                 what: "input rows vs labels",
@@ -297,25 +442,91 @@ where
         }
         let network = network.into();
         let classes = network.n_outputs();
+        if let Some(i) = labels.iter().position(|&l| l >= classes) {
+            return Err(GpError::Shape {
+                what: "a class label (must be below the number of classes)",
+                expected: classes,
+                got: labels[i],
+            });
+        }
         let device = network.device();
         let jac = Jacobian::new(
             network,
             convert::from_dmatrix_f64(x, &device),
-            JacobianOptions::default(),
+            params.jacobian,
         )?;
-        let k = convert::to_dmatrix_f64(jac.ntk_matrix(&jac)?) * prior_scale;
         let mean = DVector::from_vec(convert::to_vec_f64(jac.outputs()?));
-        let laplace = LaplaceClassifier::fit(&k, &mean, labels, classes, params)?;
+        let strategy = match params.strategy {
+            Strategy::Auto if labels.len() * classes <= DENSE_CLASSIFIER_MAX_LOGITS => {
+                Strategy::Dense
+            }
+            Strategy::Auto => Strategy::MatrixFreeParameterSpace,
+            s => s,
+        };
+        let posterior = if strategy == Strategy::Dense {
+            let k = convert::to_dmatrix_f64(jac.ntk_matrix(&jac)?) * params.prior_scale;
+            ClassPosterior::Dense(LaplaceClassifier::fit(
+                &k,
+                &mean,
+                labels,
+                classes,
+                params.laplace,
+            )?)
+        } else {
+            ClassPosterior::Free(crate::laplace_free::FreeLaplace::fit(
+                &jac,
+                &mean,
+                labels,
+                params.prior_scale,
+                params.laplace,
+                &params.matrix_free,
+            )?)
+        };
         Ok(Self {
             jac,
-            prior_scale,
-            laplace,
+            params,
+            strategy,
+            posterior,
         })
     }
 
-    /// The Laplace posterior (its approximate log marginal likelihood, Newton steps).
-    pub fn laplace(&self) -> &LaplaceClassifier {
-        &self.laplace
+    /// The strategy used (`Auto` resolved).
+    pub fn strategy(&self) -> Strategy {
+        self.strategy
+    }
+
+    /// The dense Laplace posterior, when the dense strategy ran.
+    pub fn laplace(&self) -> Option<&LaplaceClassifier> {
+        match &self.posterior {
+            ClassPosterior::Dense(l) => Some(l),
+            ClassPosterior::Free(_) => None,
+        }
+    }
+
+    /// The Laplace approximation $\log q(y) = \Psi(\hat f) - \tfrac12\log\lvert I +
+    /// W^{1/2}KW^{1/2}\rvert$ (the matrix-free strategy estimates the log-determinant by SLQ).
+    pub fn log_marginal_likelihood(&self) -> f64 {
+        match &self.posterior {
+            ClassPosterior::Dense(l) => l.log_marginal_likelihood,
+            ClassPosterior::Free(f) => f.log_marginal_likelihood,
+        }
+    }
+
+    /// The standard error of the log marginal likelihood: the SLQ estimate's for the
+    /// matrix-free strategy (0 with exact traces), 0 for the dense one.
+    pub fn lml_std_error(&self) -> f64 {
+        match &self.posterior {
+            ClassPosterior::Dense(_) => 0.0,
+            ClassPosterior::Free(f) => 0.5 * f.logdet_std_error,
+        }
+    }
+
+    /// Newton steps taken, and whether $\Psi$ settled within the tolerance.
+    pub fn newton(&self) -> (usize, bool) {
+        match &self.posterior {
+            ClassPosterior::Dense(l) => (l.iterations, l.converged),
+            ClassPosterior::Free(f) => (f.iterations, f.converged),
+        }
     }
 
     /// Predictive logits at the rows of `x_test`: means ($m\times C$) and covariances.
@@ -327,22 +538,45 @@ where
         let jt = Jacobian::new(
             self.jac.network().clone(),
             convert::from_dmatrix_f64(x_test, &device),
-            JacobianOptions::default(),
+            self.params.jacobian,
         )?;
-        let c = self.jac.n_outputs();
-        let cross = convert::to_dmatrix_f64(self.jac.ntk_matrix(&jt)?) * self.prior_scale;
-        let test = convert::to_dmatrix_f64(jt.ntk_matrix(&jt)?) * self.prior_scale;
-        let blocks = (0..x_test.nrows())
-            .map(|i| test.view((i * c, i * c), (c, c)).into_owned())
-            .collect::<Vec<_>>();
         let mean = DVector::from_vec(convert::to_vec_f64(jt.outputs()?));
-        self.laplace.predict_logits(&cross, &blocks, &mean)
+        match &self.posterior {
+            ClassPosterior::Dense(lap) => {
+                let c = self.jac.n_outputs();
+                let s2 = self.params.prior_scale;
+                let cross = convert::to_dmatrix_f64(self.jac.ntk_matrix(&jt)?) * s2;
+                let test = convert::to_dmatrix_f64(jt.ntk_matrix(&jt)?) * s2;
+                let blocks = (0..x_test.nrows())
+                    .map(|i| test.view((i * c, i * c), (c, c)).into_owned())
+                    .collect::<Vec<_>>();
+                lap.predict_logits(&cross, &blocks, &mean)
+            }
+            ClassPosterior::Free(f) => f.predict_logits(
+                &self.jac,
+                &jt,
+                &mean,
+                self.params.prior_scale,
+                &self.params.matrix_free,
+            ),
+        }
     }
 
     /// Class probabilities by the probit approximation.
     pub fn predict_proba(&self, x_test: &DMatrix<f64>) -> Result<DMatrix<f64>, GpError> {
         let (means, covs) = self.predict_logits(x_test)?;
         Ok(probit_probabilities(&means, &covs))
+    }
+
+    /// Class probabilities by Monte Carlo over the logits' posterior (`samples` seeded draws).
+    pub fn predict_proba_mc(
+        &self,
+        x_test: &DMatrix<f64>,
+        samples: usize,
+        seed: u64,
+    ) -> Result<DMatrix<f64>, GpError> {
+        let (means, covs) = self.predict_logits(x_test)?;
+        Ok(monte_carlo_probabilities(&means, &covs, samples, seed))
     }
 }
 
@@ -480,8 +714,25 @@ mod tests {
         let net = MlpConfig::new(&[2, 16, 3])
             .init::<DefaultBackend>(2, &Default::default())
             .unwrap();
-        let clf = NtkClassifier::new(net, &x, &labels, 10.0, LaplaceParams::default()).unwrap();
+        let params = ClassifierParams::default().prior_scale(10.0);
+        let clf = params.fit(net.clone(), &x, &labels).unwrap();
+        assert_eq!(clf.strategy(), Strategy::Dense);
         let proba = clf.predict_proba(&x).unwrap();
+        // The matrix-free strategy (exact traces): the same posterior.
+        let free = params
+            .strategy(Strategy::MatrixFreeParameterSpace)
+            .matrix_free(MatrixFreeParams {
+                exact_trace: true,
+                ..params.matrix_free
+            })
+            .fit(net, &x, &labels)
+            .unwrap();
+        let (dl, fl) = (
+            clf.log_marginal_likelihood(),
+            free.log_marginal_likelihood(),
+        );
+        assert!((dl - fl).abs() < 1e-7 * dl.abs(), "lml {dl} vs {fl}");
+        assert!((free.predict_proba(&x).unwrap() - &proba).amax() < 1e-7);
         let correct = (0..n)
             .filter(|&i| {
                 (0..3).max_by(|&a, &b| proba[(i, a)].total_cmp(&proba[(i, b)])) == Some(labels[i])
@@ -494,5 +745,115 @@ mod tests {
         for i in 0..n {
             assert!((proba.row(i).sum() - 1.0).abs() < 1e-12);
         }
+    }
+
+    /// The matrix-free classifier on a small CNN against a float64 weight-space Newton
+    /// reference built from the explicit (autodiff) Jacobian: mode, log marginal likelihood,
+    /// predictive logit means and covariances.
+    #[test]
+    fn matrix_free_matches_weight_space_newton_on_a_cnn() {
+        use ntk_ops::{Activation, DefaultBackend, Layer, NetworkConfig, layers};
+        type B = DefaultBackend;
+        let net = NetworkConfig::new(
+            &[1, 4, 4],
+            vec![
+                layers::Conv2d::new(1, 2, 3).with_padding([1, 1]).into(),
+                Layer::act(Activation::Tanh),
+                Layer::avg_pool2d([2, 2]),
+                Layer::flatten(),
+                Layer::linear(8, 3),
+            ],
+        )
+        .init::<B>(7, &Default::default())
+        .unwrap();
+        let (n, m, c) = (20, 4, 3);
+        let x = DMatrix::from_fn(n + m, 16, |i, j| ((i * 16 + j) as f64 * 0.43).sin());
+        let labels: Vec<usize> = (0..n).map(|i| (i * 5 + 2) % c).collect();
+        let (xt, xs) = (x.rows(0, n).into_owned(), x.rows(n, m).into_owned());
+        let s2 = 3.0;
+        let dev = Default::default();
+        let explicit = |x: &DMatrix<f64>| {
+            let p = net.n_params();
+            let j = net
+                .generic_jacobian(
+                    convert::from_dmatrix_f64(x, &dev),
+                    JacobianParams::default(),
+                )
+                .unwrap();
+            let eye = convert::from_dmatrix_f64(&DMatrix::identity(p, p), &dev);
+            convert::to_dmatrix_f64(j.jvp(eye).unwrap())
+        };
+        let forward = |x: &DMatrix<f64>| {
+            DVector::from_vec(convert::to_vec_f64(
+                net.forward(convert::from_dmatrix_f64(x, &dev)),
+            ))
+        };
+        let (j, js, mu, mus) = (explicit(&xt), explicit(&xs), forward(&xt), forward(&xs));
+        let p = j.ncols();
+        // Newton in weight space, dense, f64.
+        let mut theta = DVector::zeros(p);
+        for _ in 0..60 {
+            let (_, g, w) = likelihood_terms(&(&mu + &j * &theta), &labels, c);
+            let hess = j.transpose() * &w * &j + DMatrix::identity(p, p) / s2;
+            theta += hess
+                .cholesky()
+                .unwrap()
+                .solve(&(j.transpose() * g - &theta / s2));
+        }
+        let (log_lik, _, w) = likelihood_terms(&(&mu + &j * &theta), &labels, c);
+        let a = DMatrix::identity(p, p) + (j.transpose() * &w * &j) * s2;
+        let lml_ref = log_lik
+            - 0.5 * theta.norm_squared() / s2
+            - a.clone()
+                .cholesky()
+                .unwrap()
+                .l()
+                .diagonal()
+                .map(f64::ln)
+                .sum();
+        let sigma = (j.transpose() * &w * &j + DMatrix::identity(p, p) / s2)
+            .try_inverse()
+            .unwrap();
+        let mean_ref = &mus + &js * &theta;
+        let cov_ref = &js * sigma * js.transpose();
+
+        let params = ClassifierParams::default()
+            .prior_scale(s2)
+            .strategy(Strategy::MatrixFreeParameterSpace)
+            .matrix_free(MatrixFreeParams {
+                exact_trace: true,
+                cg_tolerance: 1e-12,
+                ..MatrixFreeParams::default()
+            });
+        let clf = params.fit(net.clone(), &xt, &labels).unwrap();
+        let (steps, converged) = clf.newton();
+        assert!(converged && steps < 30, "{steps} Newton steps");
+        let el = (clf.log_marginal_likelihood() - lml_ref).abs();
+        let (means, covs) = clf.predict_logits(&xs).unwrap();
+        let (mut em, mut ec) = (0.0f64, 0.0f64);
+        for i in 0..m {
+            for a in 0..c {
+                em = em.max((means[(i, a)] - mean_ref[i * c + a]).abs());
+                for b in 0..c {
+                    ec = ec.max((covs[i][(a, b)] - cov_ref[(i * c + a, i * c + b)]).abs());
+                }
+            }
+        }
+        println!(
+            "matrix-free classifier vs weight-space Newton: lml {el:.1e}, means {em:.1e}, covariances {ec:.1e}"
+        );
+        assert!(el < 1e-8 * lml_ref.abs(), "lml {el:e}");
+        assert!(em < 1e-8 && ec < 1e-8, "means {em:e}, covariances {ec:e}");
+        // The dense strategy agrees as well.
+        let dense = params
+            .strategy(Strategy::Dense)
+            .fit(net, &xt, &labels)
+            .unwrap();
+        assert!((dense.log_marginal_likelihood() - lml_ref).abs() < 1e-8 * lml_ref.abs());
+        // Strategies the classifier does not have are typed errors.
+        assert!(matches!(
+            params.strategy(Strategy::MatrixFree).check(),
+            Err(GpError::NotSupported { .. })
+        ));
     }
 }

@@ -23,7 +23,7 @@
 //!
 //! ```
 //! use nalgebra::{DMatrix, DVector};
-//! use ntk_gp::{MeanFunction, NtkGp, NtkGpConfig, Param, Strategy};
+//! use ntk_gp::{MeanFunction, NtkGp, NtkGpParams, Param, Strategy};
 //! use ntk_ops::{Activation, DefaultBackend, Layer, NetworkConfig};
 //!
 //! // A "trained" 1-16-1 tanh network (here: its seeded initialization).
@@ -35,11 +35,11 @@
 //! // Eight observations of the new task y = sin(2x).
 //! let x = DMatrix::from_fn(8, 1, |i, _| i as f64 / 4.0 - 1.0);
 //! let y = x.column(0).map(|v| (2.0 * v).sin());
-//! let config = NtkGpConfig {
+//! let config = NtkGpParams {
 //!     strategy: Strategy::Dense,
 //!     noise: Param::fit_variance(0.01),
 //!     mean: MeanFunction::Network,
-//!     ..NtkGpConfig::default()
+//!     ..NtkGpParams::default()
 //! };
 //! let gp = NtkGp::new(net, &x, &y, config)?;
 //! let x_test = DMatrix::from_column_slice(3, 1, &[-0.5, 0.0, 0.5]);
@@ -76,6 +76,7 @@ pub mod error;
 pub mod exact;
 pub mod fit;
 pub mod laplace;
+pub mod laplace_free;
 pub mod metrics;
 pub mod multitask;
 pub mod ntk;
@@ -91,9 +92,9 @@ pub use dense::{DenseReport, Precision};
 pub use error::GpError;
 pub use exact::{ExactGp, Hyper, Prediction};
 pub use fit::Param;
-pub use laplace::{LaplaceClassifier, LaplaceParams, NtkClassifier};
+pub use laplace::{ClassifierParams, LaplaceClassifier, LaplaceParams, NtkClassifier};
 pub use metrics::{Calibration, MeanStderr, TaskMetrics, calibration, coverage95, nlpd, rmse};
 pub use multitask::{MultiTask, MultiTaskState};
-pub use ntk::{MatrixFreeSettings, MatrixFreeState, MeanFunction, NtkGp, NtkGpConfig};
+pub use ntk::{MatrixFreeParams, MatrixFreeState, MeanFunction, NtkGp, NtkGpParams};
 pub use optimize::{MaximizeParams, Maximum};
 pub use strategy::{Choice, CostAssumptions, Strategy};

@@ -13,15 +13,14 @@ use burn::prelude::Backend;
 use krylov::LinearOperator;
 use nalgebra::{DMatrix, DVector};
 use ntk_ops::{
-    GgnOperator, Jacobian, JacobianOptions, Likelihood, Network, NetworkConfig, TensorBlock,
-    convert,
+    GgnOperator, Jacobian, JacobianParams, Likelihood, Network, NetworkConfig, TensorBlock, convert,
 };
 use serde::{Deserialize, Serialize};
 
 use crate::error::GpError;
 use crate::exact::Prediction;
 use crate::fit::Param;
-use crate::ntk::{MeanFunction, NtkGp, NtkGpConfig};
+use crate::ntk::{MeanFunction, NtkGp, NtkGpParams};
 
 /// One task: its data and its conditioned GP.
 #[derive(Debug, Clone)]
@@ -35,7 +34,7 @@ struct TaskEntry<B: Backend> {
 #[derive(Debug, Clone)]
 pub struct MultiTask<B: Backend> {
     network: Network<B>,
-    defaults: NtkGpConfig,
+    defaults: NtkGpParams,
     tasks: BTreeMap<String, TaskEntry<B>>,
 }
 
@@ -45,7 +44,7 @@ where
 {
     /// A hierarchy around the trained `network` (any [`Network`], or an `Mlp`); `defaults`
     /// configures tasks added without their own configuration.
-    pub fn new(network: impl Into<Network<B>>, defaults: NtkGpConfig) -> Self {
+    pub fn new(network: impl Into<Network<B>>, defaults: NtkGpParams) -> Self {
         Self {
             network: network.into(),
             defaults,
@@ -65,7 +64,7 @@ where
         name: impl Into<String>,
         x: DMatrix<f64>,
         y: DVector<f64>,
-        config: Option<NtkGpConfig>,
+        config: Option<NtkGpParams>,
     ) -> Result<&NtkGp<B>, GpError> {
         let gp = NtkGp::new(
             self.network.clone(),
@@ -114,7 +113,7 @@ where
                 let jac = Jacobian::new(
                     self.network.clone(),
                     convert::from_dmatrix_f64(&t.x, &dev),
-                    JacobianOptions::default(),
+                    JacobianParams::default(),
                 )?;
                 GgnOperator::new(
                     jac,
@@ -139,16 +138,16 @@ where
                 .iter()
                 .map(|(name, t)| {
                     let h = t.gp.hyper();
-                    let fixed = NtkGpConfig {
+                    let fixed = NtkGpParams {
                         noise: Param::Fixed(h.noise),
                         prior_scale: Param::Fixed(h.prior_scale),
-                        mean: match t.gp.config().mean {
+                        mean: match t.gp.params().mean {
                             MeanFunction::Constant(_) => {
                                 MeanFunction::Constant(Param::Fixed(t.gp.constant_mean()))
                             }
                             other => other,
                         },
-                        ..*t.gp.config()
+                        ..*t.gp.params()
                     };
                     TaskState {
                         name: name.clone(),
@@ -176,15 +175,15 @@ where
     pub fn from_state(
         state: &MultiTaskState,
         device: &B::Device,
-        defaults: NtkGpConfig,
-    ) -> Result<(Self, Vec<(String, NtkGpConfig)>), GpError> {
+        defaults: NtkGpParams,
+    ) -> Result<(Self, Vec<(String, NtkGpParams)>), GpError> {
         let network = state
             .network
             .with_params::<B>(&state.weights, &state.buffers, device)?;
         let mut this = Self::new(network, defaults);
         let mut pending = Vec::new();
         for t in &state.tasks {
-            let cfg = NtkGpConfig {
+            let cfg = NtkGpParams {
                 strategy: t.strategy,
                 noise: t.noise,
                 prior_scale: t.prior_scale,
@@ -288,7 +287,7 @@ mod tests {
         let mlp = ntk_ops::MlpConfig::new(&[1, 10, 1])
             .init::<B>(5, &Default::default())
             .unwrap();
-        let defaults = NtkGpConfig {
+        let defaults = NtkGpParams {
             strategy: Strategy::Dense,
             noise: Param::fit_variance(0.1),
             prior_scale: Param::Fixed(1.0),
@@ -297,14 +296,17 @@ mod tests {
                 lower: -3.0,
                 upper: 3.0,
             }),
-            ..NtkGpConfig::default()
+            ..NtkGpParams::default()
         };
-        let mut mt = MultiTask::new(mlp, defaults);
-        for s in 0..3 {
-            let (x, y) = task(s, 8 + s);
-            mt.add_task(format!("t{s}"), x, y, None).unwrap();
-        }
-        mt
+        defaults
+            .fit_tasks(
+                mlp,
+                (0..3).map(|s| {
+                    let (x, y) = task(s, 8 + s);
+                    (format!("t{s}"), x, y)
+                }),
+            )
+            .unwrap()
     }
 
     #[test]
@@ -321,7 +323,7 @@ mod tests {
         let json = serde_json::to_string(&mt.state(true)).unwrap();
         let state: MultiTaskState = serde_json::from_str(&json).unwrap();
         let (back, pending) =
-            MultiTask::<B>::from_state(&state, &Default::default(), NtkGpConfig::default())
+            MultiTask::<B>::from_state(&state, &Default::default(), NtkGpParams::default())
                 .unwrap();
         assert!(pending.is_empty());
         for name in mt.names() {
@@ -335,7 +337,7 @@ mod tests {
         let (empty, pending) = MultiTask::<B>::from_state(
             &mt.state(false),
             &Default::default(),
-            NtkGpConfig::default(),
+            NtkGpParams::default(),
         )
         .unwrap();
         assert_eq!(empty.names().count(), 0);
@@ -366,7 +368,7 @@ mod tests {
             let jac = Jacobian::new(
                 mt.network().clone(),
                 convert::from_dmatrix_f64(&t.x, &dev),
-                JacobianOptions::default(),
+                JacobianParams::default(),
             )
             .unwrap();
             let j = convert::to_dmatrix_f64(jac.jacobian().unwrap());

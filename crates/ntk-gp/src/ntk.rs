@@ -12,7 +12,7 @@
 
 use burn::prelude::Backend;
 use nalgebra::{DMatrix, DVector};
-use ntk_ops::{HostNtk, Jacobian, JacobianOperator, JacobianOptions, Network, convert};
+use ntk_ops::{HostNtk, Jacobian, JacobianOperator, JacobianParams, Network, convert};
 use serde::{Deserialize, Serialize};
 
 use krylov::cg::{CgParams, pcg};
@@ -25,7 +25,7 @@ use ntk_ops::{NtkOperator, TensorBlock};
 use crate::dense::{DenseGp, DenseReport, Precision, TestKernels};
 use crate::error::GpError;
 use crate::exact::{ExactGp, Hyper, Prediction};
-use crate::fit::{FitSpec, Param, fit_hyper};
+use crate::fit::{FitParams, Param, fit_hyper};
 use crate::optimize::{MaximizeParams, Maximum};
 use crate::spectral::{LmlWithGradient, SpectralLml};
 use crate::strategy::{Choice, CostAssumptions, ProblemSize, Strategy, choose};
@@ -42,9 +42,30 @@ pub enum MeanFunction {
     Network,
 }
 
-/// How a task's GP is built.
+/// How a task's GP is built: defaults and builder methods, checked by
+/// [`check`](Self::check) and fitted on a network and data by [`fit`](Self::fit) (the
+/// linfa shape: parameters, then `fit`, then the model).
+///
+/// ```
+/// use nalgebra::{DMatrix, DVector};
+/// use ntk_gp::{MeanFunction, NtkGpParams, Param, Strategy};
+/// use ntk_ops::{DefaultBackend, MlpConfig};
+///
+/// let net = MlpConfig::new(&[1, 8, 1]).init::<DefaultBackend>(0, &Default::default())?;
+/// let x = DMatrix::from_fn(6, 1, |i, _| i as f64 / 3.0 - 1.0);
+/// let y = x.column(0).map(|v| v.sin());
+/// let params = NtkGpParams::default()
+///     .strategy(Strategy::Dense)
+///     .noise(Param::fit_variance(0.05))
+///     .mean(MeanFunction::Network);
+/// let gp = params.fit(net, &x, &y)?;
+/// assert!(gp.hyper().noise > 0.0);
+/// // Out of range: a fixed noise must be positive.
+/// assert!(NtkGpParams::default().noise(Param::Fixed(0.0)).check().is_err());
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct NtkGpConfig {
+pub struct NtkGpParams {
     /// The inference strategy ([`Strategy::Auto`] chooses by cost).
     pub strategy: Strategy,
     /// Noise variance $\sigma^2$.
@@ -54,20 +75,20 @@ pub struct NtkGpConfig {
     /// Prior mean.
     pub mean: MeanFunction,
     /// Memory and caching of the Jacobian products.
-    pub jacobian: JacobianOptions,
+    pub jacobian: JacobianParams,
     /// Settings of the marginal-likelihood maximization.
     pub optimizer: MaximizeParams,
     /// Assumptions of the strategy cost model.
     pub costs: CostAssumptions,
     /// Settings of the matrix-free strategy.
-    pub matrix_free: MatrixFreeSettings,
+    pub matrix_free: MatrixFreeParams,
     /// Precision of the dense strategy's kernel and factorization on a dense chain
     /// ([`Precision::F32`]: half the memory, twice the GEMM rate; every other strategy and
     /// network runs in the backend's precision and refuses `F32`).
     pub precision: Precision,
 }
 
-impl Default for NtkGpConfig {
+impl Default for NtkGpParams {
     /// Fixed noise 0.01, prior scale 1, zero mean, strategy chosen by cost.
     fn default() -> Self {
         Self {
@@ -75,19 +96,189 @@ impl Default for NtkGpConfig {
             noise: Param::Fixed(0.01),
             prior_scale: Param::Fixed(1.0),
             mean: MeanFunction::Zero,
-            jacobian: JacobianOptions::default(),
+            jacobian: JacobianParams::default(),
             optimizer: MaximizeParams::default(),
             costs: CostAssumptions::default(),
-            matrix_free: MatrixFreeSettings::default(),
+            matrix_free: MatrixFreeParams::default(),
             precision: Precision::F64,
         }
+    }
+}
+
+impl NtkGpParams {
+    /// The inference strategy.
+    pub fn strategy(mut self, strategy: Strategy) -> Self {
+        self.strategy = strategy;
+        self
+    }
+
+    /// The noise variance $\sigma^2$, fixed or fitted.
+    pub fn noise(mut self, noise: Param) -> Self {
+        self.noise = noise;
+        self
+    }
+
+    /// The prior scale $s^2$, fixed or fitted.
+    pub fn prior_scale(mut self, prior_scale: Param) -> Self {
+        self.prior_scale = prior_scale;
+        self
+    }
+
+    /// The prior mean.
+    pub fn mean(mut self, mean: MeanFunction) -> Self {
+        self.mean = mean;
+        self
+    }
+
+    /// Memory and caching of the Jacobian products.
+    pub fn jacobian(mut self, jacobian: JacobianParams) -> Self {
+        self.jacobian = jacobian;
+        self
+    }
+
+    /// The marginal-likelihood maximization.
+    pub fn optimizer(mut self, optimizer: MaximizeParams) -> Self {
+        self.optimizer = optimizer;
+        self
+    }
+
+    /// The cost model's assumptions (for [`Strategy::Auto`]).
+    pub fn costs(mut self, costs: CostAssumptions) -> Self {
+        self.costs = costs;
+        self
+    }
+
+    /// The matrix-free strategies' parameters.
+    pub fn matrix_free(mut self, matrix_free: MatrixFreeParams) -> Self {
+        self.matrix_free = matrix_free;
+        self
+    }
+
+    /// The dense strategy's precision.
+    pub fn precision(mut self, precision: Precision) -> Self {
+        self.precision = precision;
+        self
+    }
+
+    /// Checks every parameter's range (what does not depend on the network or the data):
+    /// variances positive and finite, boxes ordered around their start, the matrix-free
+    /// tolerances positive, `f32` only with `Dense` or `Auto`.
+    pub fn check(&self) -> Result<(), GpError> {
+        check_param("noise", &self.noise, true)?;
+        check_param("prior_scale", &self.prior_scale, true)?;
+        if let MeanFunction::Constant(c) = &self.mean {
+            check_param("mean", c, false)?;
+        }
+        if self.precision == Precision::F32
+            && !matches!(self.strategy, Strategy::Dense | Strategy::Auto)
+        {
+            return Err(GpError::NotSupported {
+                strategy: self.strategy,
+                what: "f32 precision",
+                instead: "f32 runs the Dense strategy; use Precision::F64 (or an f32 backend)",
+            });
+        }
+        self.matrix_free.check()?;
+        let invalid = |name, reason: String| Err(GpError::InvalidParam { name, reason });
+        if self.jacobian.memory_budget == 0 {
+            return invalid("jacobian.memory_budget", "must be positive".into());
+        }
+        let budgets = [self.costs.memory_budget, self.costs.jacobian_budget];
+        if budgets.iter().any(|b| b.is_nan() || *b <= 0.0) {
+            return invalid(
+                "costs",
+                format!(
+                    "memory budgets must be positive, got {} and {}",
+                    self.costs.memory_budget, self.costs.jacobian_budget
+                ),
+            );
+        }
+        Ok(())
+    }
+
+    /// Checks the parameters, then linearizes `network` at `x` and conditions on `y`
+    /// ([`NtkGp::new`]).
+    pub fn fit<B: Backend>(
+        &self,
+        network: impl Into<Network<B>>,
+        x: &DMatrix<f64>,
+        y: &DVector<f64>,
+    ) -> Result<NtkGp<B>, GpError>
+    where
+        B::FloatElem: krylov::Scalar,
+    {
+        self.check()?;
+        NtkGp::new(network, x, y, *self)
+    }
+
+    /// [`fit`](Self::fit) and predict at `x_test` in one call ([`NtkGp::fit_predict`]).
+    pub fn fit_predict<B: Backend>(
+        &self,
+        network: impl Into<Network<B>>,
+        x: &DMatrix<f64>,
+        y: &DVector<f64>,
+        x_test: &DMatrix<f64>,
+    ) -> Result<(NtkGp<B>, Prediction), GpError>
+    where
+        B::FloatElem: krylov::Scalar,
+    {
+        self.check()?;
+        NtkGp::fit_predict(network, x, y, x_test, *self)
+    }
+}
+
+impl NtkGpParams {
+    /// Checks the parameters, then adapts `network` to every task of `tasks` (name, inputs,
+    /// targets) as one [`MultiTask`](crate::MultiTask) hierarchy with these parameters as
+    /// its defaults.
+    pub fn fit_tasks<B: Backend>(
+        &self,
+        network: impl Into<Network<B>>,
+        tasks: impl IntoIterator<Item = (String, DMatrix<f64>, DVector<f64>)>,
+    ) -> Result<crate::MultiTask<B>, GpError>
+    where
+        B::FloatElem: krylov::Scalar,
+    {
+        self.check()?;
+        let mut hierarchy = crate::MultiTask::new(network, *self);
+        for (name, x, y) in tasks {
+            hierarchy.add_task(name, x, y, None)?;
+        }
+        Ok(hierarchy)
+    }
+}
+
+/// A [`Param`]'s range: finite; a variance's value or box positive; a box ordered around its
+/// start.
+fn check_param(name: &'static str, p: &Param, variance: bool) -> Result<(), GpError> {
+    let bad = |reason: String| Err(GpError::InvalidParam { name, reason });
+    match *p {
+        Param::Fixed(v) if !v.is_finite() || (variance && v <= 0.0) => bad(format!(
+            "fixed at {v}, must be finite{}",
+            if variance { " and positive" } else { "" }
+        )),
+        Param::Fit { init, lower, upper }
+            if !(lower <= init
+                && init <= upper
+                && lower < upper
+                && upper.is_finite()
+                && lower.is_finite())
+                || (variance && lower <= 0.0) =>
+        {
+            bad(format!(
+                "fitted from {init} in [{lower}, {upper}]: need finite lower ≤ init ≤ upper, \
+                 lower < upper{}",
+                if variance { ", lower > 0" } else { "" }
+            ))
+        }
+        _ => Ok(()),
     }
 }
 
 /// Settings of the matrix-free strategy (preconditioned CG and stochastic Lanczos quadrature).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
-pub struct MatrixFreeSettings {
+pub struct MatrixFreeParams {
     /// Relative CG tolerance of the training solve and of the variance solves.
     pub cg_tolerance: f64,
     /// Maximum CG iterations.
@@ -117,7 +308,38 @@ pub struct MatrixFreeSettings {
     pub dense_fallback_max_n: usize,
 }
 
-impl Default for MatrixFreeSettings {
+impl MatrixFreeParams {
+    /// Checks the ranges: tolerances and the learning rate positive and finite, at least one
+    /// CG iteration, probe and fit step, a LOVE rank of at least 1.
+    pub fn check(&self) -> Result<(), GpError> {
+        let positive = [
+            ("matrix_free.cg_tolerance", self.cg_tolerance),
+            ("matrix_free.fit_tolerance", self.fit_tolerance),
+            ("matrix_free.fit_lr", self.fit_lr),
+        ];
+        if let Some((name, v)) = positive.iter().find(|(_, v)| !(v.is_finite() && *v > 0.0)) {
+            return Err(GpError::InvalidParam {
+                name,
+                reason: format!("{v} must be positive and finite"),
+            });
+        }
+        let counts = [
+            ("matrix_free.max_iters", self.max_iters),
+            ("matrix_free.probes", self.probes),
+            ("matrix_free.fit_steps", self.fit_steps),
+            ("matrix_free.love_rank", self.love_rank.unwrap_or(1)),
+        ];
+        if let Some((name, _)) = counts.iter().find(|(_, v)| *v == 0) {
+            return Err(GpError::InvalidParam {
+                name,
+                reason: "must be at least 1".into(),
+            });
+        }
+        Ok(())
+    }
+}
+
+impl Default for MatrixFreeParams {
     fn default() -> Self {
         Self {
             cg_tolerance: 1e-8,
@@ -194,7 +416,7 @@ pub struct NtkGp<B: Backend> {
     /// dense strategy on a dense chain never does).
     jac: std::sync::OnceLock<Jacobian<B>>,
     targets: DVector<f64>,
-    config: NtkGpConfig,
+    config: NtkGpParams,
     hyper: Hyper,
     constant: f64,
     posterior: Posterior<B>,
@@ -220,7 +442,7 @@ where
         network: impl Into<Network<B>>,
         x: &DMatrix<f64>,
         y: &DVector<f64>,
-        config: NtkGpConfig,
+        config: NtkGpParams,
     ) -> Result<Self, GpError> {
         Ok(Self::build(network.into(), x, y, config, None)?.0)
     }
@@ -233,7 +455,7 @@ where
         x: &DMatrix<f64>,
         y: &DVector<f64>,
         x_test: &DMatrix<f64>,
-        config: NtkGpConfig,
+        config: NtkGpParams,
     ) -> Result<(Self, Prediction), GpError> {
         let (gp, kernels) = Self::build(network.into(), x, y, config, Some(x_test))?;
         let pred = match kernels {
@@ -258,7 +480,7 @@ where
         network: Network<B>,
         x: &DMatrix<f64>,
         y: &DVector<f64>,
-        config: NtkGpConfig,
+        config: NtkGpParams,
         x_test: Option<&DMatrix<f64>>,
     ) -> Result<(Self, Option<Kernels>), GpError> {
         let heteroscedastic = network.has_heteroscedastic_head();
@@ -311,14 +533,15 @@ where
         if config.precision == Precision::F32
             && !(structured && matches!(choice.strategy, Strategy::Dense | Strategy::Auto))
         {
-            return Err(GpError::Unsupported(format!(
-                "f32 precision runs the dense strategy on a dense chain without a heteroscedastic \
-                 head, not {:?} on this network",
-                choice.strategy
-            )));
+            return Err(GpError::NotSupported {
+                strategy: choice.strategy,
+                what: "f32 precision on this network",
+                instead: "f32 runs the Dense strategy on a dense chain without a heteroscedastic \
+                          head; use Precision::F64 (or an f32 backend)",
+            });
         }
         let r0 = y - &base_mean;
-        let spec = FitSpec {
+        let spec = FitParams {
             noise: config.noise,
             prior_scale: config.prior_scale,
             constant_mean: match config.mean {
@@ -421,10 +644,7 @@ where
             }
             Strategy::ParameterSpace => {
                 if noise_shape.is_some() {
-                    return Err(GpError::Unsupported(
-                        "a heteroscedastic head with the parameter-space strategy: use Dense"
-                            .into(),
-                    ));
+                    return Err(Self::hetero_unsupported(Strategy::ParameterSpace));
                 }
                 let j = convert::to_dmatrix_f64(jac()?.jacobian()?);
                 // The eigen-decomposition of the smaller of JJᵀ (n×n) and JᵀJ (p×p).
@@ -447,9 +667,7 @@ where
             }
             Strategy::MatrixFree => {
                 if noise_shape.is_some() {
-                    return Err(GpError::Unsupported(
-                        "a heteroscedastic head with the matrix-free strategy: use Dense".into(),
-                    ));
+                    return Err(Self::hetero_unsupported(Strategy::MatrixFree));
                 }
                 let (hyper, c, report) = if spec.has_free() {
                     fit_matrix_free(jac()?, &r0, &spec, &config.matrix_free)?
@@ -501,9 +719,7 @@ where
             }
             Strategy::MatrixFreeParameterSpace => {
                 if noise_shape.is_some() {
-                    return Err(GpError::Unsupported(
-                        "a heteroscedastic head with the matrix-free strategy: use Dense".into(),
-                    ));
+                    return Err(Self::hetero_unsupported(Strategy::MatrixFreeParameterSpace));
                 }
                 let settings = &config.matrix_free;
                 let jac = jac()?;
@@ -587,8 +803,8 @@ where
         &self.network
     }
 
-    /// The configuration this GP was built with.
-    pub fn config(&self) -> &NtkGpConfig {
+    /// The parameters this GP was built with.
+    pub fn params(&self) -> &NtkGpParams {
         &self.config
     }
 
@@ -694,7 +910,7 @@ where
     /// Conditions again with new variances (same data and mean), dropping every cache
     /// that depended on the old ones (the Cholesky factor, the CG solve, the LOVE root).
     pub fn set_hyper(&mut self, hyper: Hyper) -> Result<(), GpError> {
-        let config = NtkGpConfig {
+        let config = NtkGpParams {
             noise: Param::Fixed(hyper.noise),
             prior_scale: Param::Fixed(hyper.prior_scale),
             mean: match self.config.mean {
@@ -771,9 +987,11 @@ where
                 let j = convert::to_dmatrix_f64(self.test_jacobian(x_test)?.jacobian()?);
                 gp.predict_cov(&j, &prior)
             }
-            Posterior::MatrixFree(_) | Posterior::ParameterFree(..) => Err(GpError::Unsupported(
-                "full predictive covariances with a matrix-free strategy: use Dense or ParameterSpace".into(),
-            )),
+            Posterior::MatrixFree(_) | Posterior::ParameterFree(..) => Err(GpError::NotSupported {
+                strategy: self.choice.strategy,
+                what: "the full predictive covariance",
+                instead: "use Dense or ParameterSpace, or predict() for variances",
+            }),
         }
     }
 
@@ -802,6 +1020,15 @@ where
             var: DVector::from_vec(var),
             clamped,
         })
+    }
+
+    /// The error for a heteroscedastic head under `strategy`.
+    fn hetero_unsupported(strategy: Strategy) -> GpError {
+        GpError::NotSupported {
+            strategy,
+            what: "a heteroscedastic (mean, scale) head",
+            instead: "use Dense",
+        }
     }
 
     /// Test points per prediction chunk: a quarter of the Jacobian's memory budget over the
@@ -923,7 +1150,7 @@ fn jacobian_in<'a, B: Backend>(
     cell: &'a std::sync::OnceLock<Jacobian<B>>,
     network: &Network<B>,
     x: &DMatrix<f64>,
-    options: JacobianOptions,
+    options: JacobianParams,
 ) -> Result<&'a Jacobian<B>, GpError>
 where
     B::FloatElem: krylov::Scalar,
@@ -947,8 +1174,10 @@ fn structured_factors<T, B: Backend>(
 where
     T: nalgebra::RealField + Copy,
 {
-    HostNtk::<T>::of_network(network, x)?.ok_or_else(|| {
-        GpError::Unsupported("structured factors of a network that is not a dense chain".into())
+    HostNtk::<T>::of_network(network, x)?.ok_or(GpError::NotSupported {
+        strategy: Strategy::Dense,
+        what: "the structured kernel of a network that is not a dense chain",
+        instead: "its kernel comes from the Jacobian's products",
     })
 }
 
@@ -1016,8 +1245,8 @@ where
 fn fit_matrix_free<B: Backend>(
     jac: &Jacobian<B>,
     r0: &DVector<f64>,
-    spec: &FitSpec,
-    settings: &MatrixFreeSettings,
+    spec: &FitParams,
+    settings: &MatrixFreeParams,
 ) -> Result<(Hyper, f64, Option<Maximum>), GpError>
 where
     B::FloatElem: krylov::Scalar,
@@ -1148,8 +1377,8 @@ impl LmlPieces {
 /// (the iterate stepped over the optimum): with the probes fixed the surrogate is
 /// deterministic, so the steps shrink onto its optimum and the fit can say it converged.
 pub(crate) fn adam_fit(
-    spec: &FitSpec,
-    settings: &MatrixFreeSettings,
+    spec: &FitParams,
+    settings: &MatrixFreeParams,
     mut pieces: impl FnMut(Hyper, f64) -> Result<LmlPieces, GpError>,
 ) -> Result<(Hyper, f64, Option<Maximum>), GpError> {
     // Free coordinates: (log σ², log s², c), each with its box.
@@ -1255,7 +1484,7 @@ fn matrix_free_solve<B: Backend>(
     jac: &Jacobian<B>,
     r: &DVector<f64>,
     hyper: Hyper,
-    settings: &MatrixFreeSettings,
+    settings: &MatrixFreeParams,
 ) -> Result<MatrixFreeState, GpError>
 where
     B::FloatElem: krylov::Scalar,
@@ -1308,19 +1537,19 @@ mod tests {
             .unwrap()
     }
 
-    fn config(strategy: Strategy) -> NtkGpConfig {
-        NtkGpConfig {
+    fn config(strategy: Strategy) -> NtkGpParams {
+        NtkGpParams {
             strategy,
             noise: Param::Fixed(0.05),
             prior_scale: Param::Fixed(0.7),
             mean: MeanFunction::Network,
-            matrix_free: MatrixFreeSettings {
+            matrix_free: MatrixFreeParams {
                 cg_tolerance: 1e-12,
                 probes: 64,
                 precond_rank: 5,
-                ..MatrixFreeSettings::default()
+                ..MatrixFreeParams::default()
             },
-            ..NtkGpConfig::default()
+            ..NtkGpParams::default()
         }
     }
 
@@ -1341,7 +1570,7 @@ mod tests {
             let j = ntk_ops::Jacobian::new(
                 net.clone(),
                 convert::from_dmatrix_f64(x, &dev),
-                JacobianOptions::default(),
+                JacobianParams::default(),
             )
             .unwrap();
             (
@@ -1408,7 +1637,7 @@ mod tests {
     #[test]
     fn fitting_agrees_between_spaces_and_improves_the_likelihood() {
         let (x, y) = data(25, 2);
-        let fit = |strategy| NtkGpConfig {
+        let fit = |strategy| NtkGpParams {
             noise: Param::fit_variance(0.1),
             prior_scale: Param::fit_variance(1.0),
             mean: MeanFunction::Constant(Param::Fit {
@@ -1424,7 +1653,7 @@ mod tests {
             mlp(),
             &x,
             &y,
-            NtkGpConfig {
+            NtkGpParams {
                 mean: MeanFunction::Zero,
                 ..config(Strategy::Dense)
             },
@@ -1459,7 +1688,7 @@ mod tests {
                 net.clone(),
                 &x,
                 &y,
-                NtkGpConfig {
+                NtkGpParams {
                     noise: Param::Fixed(0.0),
                     ..c
                 }
@@ -1482,8 +1711,8 @@ mod tests {
     fn love_variances_match_exact_ones_and_the_cache_follows_the_hyper_parameters() {
         let (x, y) = data(25, 4);
         let (xt, _) = data(6, 60);
-        let love = |rank| NtkGpConfig {
-            matrix_free: MatrixFreeSettings {
+        let love = |rank| NtkGpParams {
+            matrix_free: MatrixFreeParams {
                 love_rank: Some(rank),
                 ..config(Strategy::MatrixFree).matrix_free
             },
@@ -1523,7 +1752,7 @@ mod tests {
             mlp(),
             &x,
             &y,
-            NtkGpConfig {
+            NtkGpParams {
                 noise: Param::Fixed(0.2),
                 prior_scale: Param::Fixed(1.3),
                 ..love(25)
@@ -1538,13 +1767,13 @@ mod tests {
     #[test]
     fn cg_non_convergence_falls_back_to_dense_or_reports_its_residual() {
         let (x, y) = data(20, 5);
-        let starved = |max_n| NtkGpConfig {
-            matrix_free: MatrixFreeSettings {
+        let starved = |max_n| NtkGpParams {
+            matrix_free: MatrixFreeParams {
                 max_iters: 2,
                 precond_rank: 0,
                 cg_tolerance: 1e-14,
                 dense_fallback_max_n: max_n,
-                ..MatrixFreeSettings::default()
+                ..MatrixFreeParams::default()
             },
             ..config(Strategy::MatrixFree)
         };
@@ -1572,7 +1801,7 @@ mod tests {
             .with_head(Head::Heteroscedastic { min_scale: 1e-5 })
             .init::<B>(9, &Default::default())
             .unwrap();
-        let cfg = NtkGpConfig {
+        let cfg = NtkGpParams {
             noise: Param::Fixed(1.5),
             ..config(Strategy::Dense)
         };
@@ -1584,7 +1813,7 @@ mod tests {
             let j = ntk_ops::Jacobian::new(
                 net.clone(),
                 convert::from_dmatrix_f64(x, &dev),
-                JacobianOptions::default(),
+                JacobianParams::default(),
             )
             .unwrap();
             let full = convert::to_dmatrix_f64(j.jacobian().unwrap());
@@ -1608,7 +1837,7 @@ mod tests {
             net.clone(),
             &x,
             &y,
-            NtkGpConfig {
+            NtkGpParams {
                 noise: Param::fit_variance(1.0),
                 ..cfg
             },
@@ -1617,7 +1846,7 @@ mod tests {
         assert!(fitted.log_marginal_likelihood() >= gp.log_marginal_likelihood());
         assert!(matches!(
             NtkGp::new(net, &x, &y, config(Strategy::MatrixFree)),
-            Err(GpError::Unsupported(_))
+            Err(GpError::NotSupported { .. })
         ));
     }
 
@@ -1628,7 +1857,7 @@ mod tests {
         let y = y + DVector::from_fn(20, |i, _| {
             0.3 * ((i as f64 * 12.9898).sin() * 43758.5453).fract()
         });
-        let spec = |strategy, exact_trace| NtkGpConfig {
+        let spec = |strategy, exact_trace| NtkGpParams {
             noise: Param::fit_variance(0.5),
             prior_scale: Param::fit_variance(0.5),
             mean: MeanFunction::Constant(Param::Fit {
@@ -1636,7 +1865,7 @@ mod tests {
                 lower: -5.0,
                 upper: 5.0,
             }),
-            matrix_free: MatrixFreeSettings {
+            matrix_free: MatrixFreeParams {
                 fit_steps: 300,
                 fit_lr: 0.08,
                 cg_tolerance: 1e-9,
@@ -1661,7 +1890,7 @@ mod tests {
                 mlp(),
                 &x,
                 &y,
-                NtkGpConfig {
+                NtkGpParams {
                     noise: Param::Fixed(h.noise),
                     prior_scale: Param::Fixed(h.prior_scale),
                     mean: MeanFunction::Constant(Param::Fixed(c)),

@@ -97,10 +97,13 @@ pub fn maximize_bounded(
     if let Some(i) = (0..d).find(|&i| {
         lower[i].partial_cmp(&upper[i]) != Some(std::cmp::Ordering::Less) || !x0[i].is_finite()
     }) {
-        return Err(GpError::Optimization(format!(
-            "coordinate {i}: need finite start and lower < upper, got x0 = {}, [{}, {}]",
-            x0[i], lower[i], upper[i]
-        )));
+        return Err(GpError::InvalidParam {
+            name: "bounds",
+            reason: format!(
+                "coordinate {i}: need a finite start and lower < upper, got x0 = {}, [{}, {}]",
+                x0[i], lower[i], upper[i]
+            ),
+        });
     }
     let stopped = Mutex::new(None);
     let mut problem = Boxed {
@@ -126,9 +129,7 @@ pub fn maximize_bounded(
     // the solver would stop at a bound reporting convergence. Scaling the objective so that
     // the starting gradient has norm at most 1 keeps the first step within the box's interior;
     // the tolerances scale with it.
-    let (c0, g0) = problem
-        .eval(&z0)
-        .map_err(|e| GpError::Optimization(e.to_string()))?;
+    let (c0, g0) = problem.eval(&z0).map_err(lbfgs_failed)?;
     if !c0.is_finite() || g0.iter().any(|g| !g.is_finite()) {
         return Err(GpError::NonFiniteObjective {
             at: "the start of the fit".into(),
@@ -141,9 +142,9 @@ pub fn maximize_bounded(
     }
     let solver = LBFGS::new(MoreThuenteLineSearch::new(), 7)
         .with_tolerance_grad(params.grad_tolerance * problem.scale)
-        .map_err(|e| GpError::Optimization(e.to_string()))?
+        .map_err(lbfgs_failed)?
         .with_tolerance_cost(1e-12 * problem.scale)
-        .map_err(|e| GpError::Optimization(e.to_string()))?;
+        .map_err(lbfgs_failed)?;
     let scale = problem.scale;
     let result = Executor::new(problem, solver)
         .configure(|s| s.param(z0).max_iters(params.max_iters))
@@ -156,11 +157,12 @@ pub fn maximize_bounded(
             reason,
         });
     }
-    let result = result.map_err(|e| GpError::Optimization(e.to_string()))?;
+    let result = result.map_err(lbfgs_failed)?;
     let state = result.state();
-    let z = state
-        .get_best_param()
-        .ok_or_else(|| GpError::Optimization("no iterate was evaluated".into()))?;
+    let z = state.get_best_param().ok_or_else(|| GpError::Solver {
+        solver: "L-BFGS",
+        message: "no iterate was evaluated".into(),
+    })?;
     let x: Vec<f64> = (0..d).map(|i| to_box(z[i], lower[i], upper[i])).collect();
     let at_bound: Vec<bool> = (0..d)
         .map(|i| {
@@ -291,6 +293,14 @@ impl Gradient for Boxed<'_> {
     }
 }
 
+/// An argmin error as [`GpError::Solver`].
+fn lbfgs_failed(e: impl std::fmt::Display) -> GpError {
+    GpError::Solver {
+        solver: "L-BFGS",
+        message: e.to_string(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -345,7 +355,7 @@ mod tests {
         let g = |x: &[f64]| Ok((x[0], vec![1.0]));
         assert!(matches!(
             maximize_bounded(&g, &[0.0], &[1.0], &[1.0], Default::default()),
-            Err(GpError::Optimization(_))
+            Err(GpError::InvalidParam { name: "bounds", .. })
         ));
     }
 

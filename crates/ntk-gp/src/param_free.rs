@@ -34,8 +34,8 @@ use ntk_ops::{GramOperator, Jacobian, JacobianOperator, TensorBlock, convert};
 
 use crate::error::GpError;
 use crate::exact::{Hyper, Prediction};
-use crate::fit::{FitSpec, Param};
-use crate::ntk::{LmlPieces, MatrixFreeSettings, MatrixFreeState, adam_fit};
+use crate::fit::{FitParams, Param};
+use crate::ntk::{LmlPieces, MatrixFreeParams, MatrixFreeState, adam_fit};
 use crate::optimize::Maximum;
 
 /// $B = s^2 J^\top J + \sigma^2 I$ on device blocks.
@@ -142,8 +142,8 @@ pub(crate) fn fit<B: Backend>(
     jac: &Jacobian<B>,
     sketch: &Sketch<B>,
     r0: &DVector<f64>,
-    spec: &FitSpec,
-    settings: &MatrixFreeSettings,
+    spec: &FitParams,
+    settings: &MatrixFreeParams,
 ) -> Result<(Hyper, f64, Option<Maximum>), GpError>
 where
     B::FloatElem: Scalar,
@@ -220,7 +220,7 @@ pub(crate) fn solve<B: Backend>(
     sketch: &Sketch<B>,
     r: &DVector<f64>,
     hyper: Hyper,
-    settings: &MatrixFreeSettings,
+    settings: &MatrixFreeParams,
 ) -> Result<MatrixFreeState, GpError>
 where
     B::FloatElem: Scalar,
@@ -265,7 +265,7 @@ pub(crate) fn predict<B: Backend>(
     state: &MatrixFreeState,
     sketch: &Sketch<B>,
     hyper: Hyper,
-    settings: &MatrixFreeSettings,
+    settings: &MatrixFreeParams,
     prior: DVector<f64>,
 ) -> Result<Prediction, GpError>
 where

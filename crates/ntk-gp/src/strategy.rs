@@ -124,7 +124,7 @@ pub struct CostAssumptions {
     pub columns: usize,
     /// Memory budget in bytes.
     pub memory_budget: f64,
-    /// The Jacobian operator's memory budget (`JacobianOptions::memory_budget`): cached
+    /// The Jacobian operator's memory budget (`JacobianParams::memory_budget`): cached
     /// factors take at most half, one product's chunk at most half.
     pub jacobian_budget: f64,
     /// Rank of the matrix-free preconditioner.

@@ -12,7 +12,7 @@
 
 use burn::prelude::Backend;
 use nalgebra::{DMatrix, DVector};
-use ntk_ops::{Execution, Jacobian, JacobianOperator, JacobianOptions, Mlp, convert};
+use ntk_ops::{Execution, Jacobian, JacobianOperator, JacobianParams, Mlp, convert};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
@@ -55,7 +55,7 @@ impl Optimizer {
 
 /// A training schedule.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-pub struct TrainConfig {
+pub struct TrainParams {
     /// The update rule.
     pub optimizer: Optimizer,
     /// Initial learning rate $\eta_0$.
@@ -72,7 +72,7 @@ pub struct TrainConfig {
     pub seed: u64,
 }
 
-impl TrainConfig {
+impl TrainParams {
     fn check(&self) -> Result<(), GpError> {
         check_positive("learning rate", self.lr)?;
         check_positive("decay factor", self.decay)?;
@@ -99,7 +99,7 @@ pub struct TrainReport {
 pub fn train(
     params: &mut [f64],
     n: usize,
-    config: &TrainConfig,
+    config: &TrainParams,
     mut loss_grad: impl FnMut(&[f64], &[usize]) -> LossAndGradient,
     mut on_epoch: impl FnMut(usize, f64),
 ) -> Result<TrainReport, GpError> {
@@ -211,7 +211,7 @@ pub fn train_mlp<B: Backend>(
     x: &DMatrix<f64>,
     y: &DVector<f64>,
     loss: Loss,
-    config: &TrainConfig,
+    config: &TrainParams,
     on_epoch: impl FnMut(usize, f64),
 ) -> Result<(Mlp<B>, TrainReport), GpError>
 where
@@ -240,7 +240,7 @@ where
             let jac = Jacobian::new(
                 net,
                 convert::from_dmatrix_f64(&xb, &device),
-                JacobianOptions {
+                JacobianParams {
                     execution: Execution::DenseTensor,
                     ..Default::default()
                 },
@@ -287,7 +287,7 @@ mod tests {
     fn sgd_and_adam_fit_a_line_and_are_deterministic() {
         let (x, y) = line();
         for optimizer in [Optimizer::Sgd { momentum: 0.9 }, Optimizer::adam()] {
-            let config = TrainConfig {
+            let config = TrainParams {
                 optimizer,
                 lr: 0.05,
                 epochs: 300,
@@ -313,7 +313,7 @@ mod tests {
     #[test]
     fn divergence_is_an_error_not_a_nan_model() {
         let (x, y) = line();
-        let config = TrainConfig {
+        let config = TrainParams {
             optimizer: Optimizer::Sgd { momentum: 0.9 },
             lr: 50.0,
             epochs: 200,
@@ -334,7 +334,7 @@ mod tests {
         use ntk_ops::{DefaultBackend, Head, MlpConfig};
         let x = DMatrix::from_fn(20, 1, |i, _| -2.0 + 0.2 * i as f64);
         let y = DVector::from_fn(20, |i, _| x[(i, 0)].sin());
-        let config = TrainConfig {
+        let config = TrainParams {
             optimizer: Optimizer::adam(),
             lr: 1e-2,
             epochs: 150,

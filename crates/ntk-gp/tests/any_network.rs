@@ -10,10 +10,10 @@
 
 use nalgebra::{DMatrix, DVector};
 use ntk_gp::fit::Param;
-use ntk_gp::ntk::{MatrixFreeSettings, MeanFunction, NtkGp, NtkGpConfig};
+use ntk_gp::ntk::{MatrixFreeParams, MeanFunction, NtkGp, NtkGpParams};
 use ntk_gp::strategy::Strategy;
 use ntk_ops::{
-    Activation, DefaultBackend, JacobianOperator, JacobianOptions, Layer, MlpConfig, Network,
+    Activation, DefaultBackend, JacobianOperator, JacobianParams, Layer, MlpConfig, Network,
     NetworkConfig, convert, layers,
 };
 
@@ -90,7 +90,7 @@ fn reference(net: &Network<B>, x: &DMatrix<f64>, y: &DVector<f64>, xt: &DMatrix<
         let j = net
             .generic_jacobian(
                 convert::from_dmatrix_f64(x, &dev),
-                JacobianOptions::default(),
+                JacobianParams::default(),
             )
             .unwrap();
         // J = J I_p, column by column of the identity.
@@ -121,21 +121,21 @@ fn reference(net: &Network<B>, x: &DMatrix<f64>, y: &DVector<f64>, xt: &DMatrix<
     Reference { mean, var, lml }
 }
 
-fn config(strategy: Strategy, n: usize) -> NtkGpConfig {
-    NtkGpConfig {
+fn config(strategy: Strategy, n: usize) -> NtkGpParams {
+    NtkGpParams {
         strategy,
         noise: Param::Fixed(NOISE),
         prior_scale: Param::Fixed(SCALE),
         mean: MeanFunction::Network,
-        matrix_free: MatrixFreeSettings {
+        matrix_free: MatrixFreeParams {
             cg_tolerance: 1e-12,
             max_iters: 2000,
             precond_rank: n,
             probes: 8,
             dense_fallback_max_n: 0,
-            ..MatrixFreeSettings::default()
+            ..MatrixFreeParams::default()
         },
-        ..NtkGpConfig::default()
+        ..NtkGpParams::default()
     }
 }
 
@@ -189,7 +189,7 @@ fn the_parameter_space_fit_agrees_with_the_dense_fit() {
     let (n, d) = (40, 16);
     let x = inputs(n, d, 2);
     let y = targets(&x).add_scalar(0.4);
-    let fit = |strategy| NtkGpConfig {
+    let fit = |strategy| NtkGpParams {
         noise: Param::fit_variance(0.1),
         prior_scale: Param::fit_variance(1.0),
         mean: MeanFunction::Constant(Param::Fit {
@@ -197,7 +197,7 @@ fn the_parameter_space_fit_agrees_with_the_dense_fit() {
             lower: -5.0,
             upper: 5.0,
         }),
-        matrix_free: MatrixFreeSettings {
+        matrix_free: MatrixFreeParams {
             exact_trace: true,
             fit_steps: 2000,
             fit_tolerance: 1e-7,

@@ -16,7 +16,7 @@ use divan::{Bencher, counter::ItemsCount};
 use ntk_ops::convert::float_opts;
 use ntk_ops::{
     Activation, CnnConfig, Execution, FiniteDifferenceFisher, GgnOperator, Jacobian,
-    JacobianOperator, JacobianOptions, Layer, Likelihood, Mlp, MlpConfig, Network, NetworkConfig,
+    JacobianOperator, JacobianParams, Layer, Likelihood, Mlp, MlpConfig, Network, NetworkConfig,
     NtkOperator,
 };
 
@@ -46,7 +46,7 @@ where
     B::FloatElem: nalgebra::RealField + Copy,
 {
     let (mlp, x) = setup::<B>(widths, n);
-    let opts = JacobianOptions {
+    let opts = JacobianParams {
         memory_budget: 4 << 30,
         ..Default::default()
     };
@@ -148,7 +148,7 @@ where
     bencher
         .counter(ItemsCount::new(8 * n as u64 * P_FIG4))
         .bench(|| {
-            let j = Jacobian::new(mlp.clone(), x.clone(), JacobianOptions::default()).unwrap();
+            let j = Jacobian::new(mlp.clone(), x.clone(), JacobianParams::default()).unwrap();
             let op = GgnOperator::new(j, Likelihood::Gaussian { noise_var: 1.0 }).unwrap();
             sync(op.try_apply(v.clone()).unwrap())
         });
@@ -180,7 +180,7 @@ where
     B::FloatElem: nalgebra::RealField + Copy,
 {
     let (mlp, x) = setup::<B>(&FIG4, n);
-    let opts = JacobianOptions {
+    let opts = JacobianParams {
         execution: Execution::DenseTensor,
         ..Default::default()
     };
@@ -203,7 +203,7 @@ where
     bencher
         .counter(ItemsCount::new(2 * (n as u64).pow(2) * s))
         .bench(|| {
-            let j = Jacobian::new(mlp.clone(), x.clone(), JacobianOptions::default()).unwrap();
+            let j = Jacobian::new(mlp.clone(), x.clone(), JacobianParams::default()).unwrap();
             sync(j.ntk_matrix(&j).unwrap())
         });
 }
@@ -222,7 +222,7 @@ where
             2 * (n as u64).pow(2) * s + 4 * n as u64 * P_FIG4,
         ))
         .bench(|| {
-            let j = Jacobian::new(mlp.clone(), x.clone(), JacobianOptions::default()).unwrap();
+            let j = Jacobian::new(mlp.clone(), x.clone(), JacobianParams::default()).unwrap();
             sync(j.ntk_matrix(&j).unwrap())
         });
 }
@@ -325,7 +325,7 @@ where
     B::FloatElem: nalgebra::RealField + Copy,
 {
     let (net, x) = lenet_inputs::<B>();
-    let jac = Jacobian::new(net, x, JacobianOptions::default()).unwrap();
+    let jac = Jacobian::new(net, x, JacobianParams::default()).unwrap();
     let v = random_block::<B>(jac.n_params(), k);
     bencher.bench(|| sync(jac.jvp(v.clone()).unwrap()));
 }
@@ -338,7 +338,7 @@ where
     B::FloatElem: nalgebra::RealField + Copy,
 {
     let (net, x) = lenet_inputs::<B>();
-    let jac = net.generic_jacobian(x, JacobianOptions::default()).unwrap();
+    let jac = net.generic_jacobian(x, JacobianParams::default()).unwrap();
     let v = random_block::<B>(jac.n_params(), k);
     bencher.bench(|| sync(jac.jvp(v.clone()).unwrap()));
 }
@@ -350,7 +350,7 @@ where
     B::FloatElem: nalgebra::RealField + Copy,
 {
     let (net, x) = lenet_inputs::<B>();
-    let jac = Jacobian::new(net, x, JacobianOptions::default()).unwrap();
+    let jac = Jacobian::new(net, x, JacobianParams::default()).unwrap();
     let u = random_block::<B>(jac.n_rows(), k);
     bencher.bench(|| sync(jac.vjp(u.clone()).unwrap()));
 }
@@ -363,7 +363,7 @@ where
     B::FloatElem: nalgebra::RealField + Copy,
 {
     let (net, x) = lenet_inputs::<B>();
-    let jac = net.generic_jacobian(x, JacobianOptions::default()).unwrap();
+    let jac = net.generic_jacobian(x, JacobianParams::default()).unwrap();
     let u = random_block::<B>(jac.n_rows(), k);
     bencher.bench(|| sync(jac.vjp(u.clone()).unwrap()));
 }
@@ -398,7 +398,7 @@ where
         Distribution::Normal(0.0, 1.0),
         float_opts::<B>(&dev),
     );
-    Jacobian::new(net, x, JacobianOptions::default()).unwrap()
+    Jacobian::new(net, x, JacobianParams::default()).unwrap()
 }
 
 /// 8×8 CNN $J V$ (n = 1000, saved factors cached), k columns.
@@ -433,7 +433,7 @@ where
     let jac = cnn8_jacobian::<B>(n);
     let (net, x) = (jac.network().clone(), jac.inputs());
     bencher.bench(|| {
-        let j = Jacobian::new(net.clone(), x.clone(), JacobianOptions::default()).unwrap();
+        let j = Jacobian::new(net.clone(), x.clone(), JacobianParams::default()).unwrap();
         sync(j.ntk_matrix(&j).unwrap())
     });
 }

@@ -17,7 +17,7 @@ use burn::tensor::backend::AutodiffBackend;
 use crate::chunk::{RowCost, RowPlan};
 use crate::convert::check_finite;
 use crate::error::{OpsError, Result};
-use crate::jacobian::{JacobianOperator, JacobianOptions, check_output_block, check_param_block};
+use crate::jacobian::{JacobianOperator, JacobianParams, check_output_block, check_param_block};
 
 /// Autodiff nested twice, on which the generic path runs models.
 pub(crate) type Nested<B> = Autodiff<Autodiff<B>>;
@@ -114,7 +114,7 @@ where
     /// The tape of one row costs `bytes` (both passes; the default guesses sixteen times
     /// the row's inputs and outputs, as the module's activations are unknown): rows are
     /// chunked by the one row planner under `options` (nothing is cached).
-    pub fn with_options(mut self, options: JacobianOptions, bytes: usize) -> Result<Self> {
+    pub fn with_options(mut self, options: JacobianParams, bytes: usize) -> Result<Self> {
         options.check()?;
         self.plan = RowPlan::new(self.x.dims()[0], Self::row_cost(bytes), options);
         Ok(self)
@@ -335,7 +335,7 @@ mod tests {
         )
         .unwrap()
         .with_options(
-            JacobianOptions {
+            JacobianParams {
                 max_chunk_rows: 3,
                 ..Default::default()
             },

@@ -1,17 +1,17 @@
 //! The one row-chunk planner: how every Jacobian implementation cuts the rows of $X$
-//! into chunks under [`JacobianOptions`].
+//! into chunks under [`JacobianParams`].
 //!
 //! An implementation states what one row costs ([`RowCost`]): the bytes it keeps per row
 //! between products (saved factors, a tape) and the bytes a product needs per row and
 //! column. The plan then decides, the same way for all of them:
 //! - the factors of all rows are cached when caching is asked for and they fit in half
-//!   of [`JacobianOptions::memory_budget`];
+//!   of [`JacobianParams::memory_budget`];
 //! - a cached operator's products run in chunks whose working memory fits in the other
 //!   half; an uncached one recomputes the factors per chunk, factors and working memory
 //!   together under the whole budget;
-//! - no chunk has more than [`JacobianOptions::max_chunk_rows`] rows, nor fewer than one.
+//! - no chunk has more than [`JacobianParams::max_chunk_rows`] rows, nor fewer than one.
 
-use crate::jacobian::JacobianOptions;
+use crate::jacobian::JacobianParams;
 
 /// What one row of $X$ costs an implementation, in bytes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -22,17 +22,17 @@ pub(crate) struct RowCost {
     pub work: usize,
 }
 
-/// The chunking of $n$ rows at a [`RowCost`] under [`JacobianOptions`].
+/// The chunking of $n$ rows at a [`RowCost`] under [`JacobianParams`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct RowPlan {
     n: usize,
     cost: RowCost,
-    options: JacobianOptions,
+    options: JacobianParams,
 }
 
 impl RowPlan {
     /// The plan for `n` rows.
-    pub fn new(n: usize, cost: RowCost, options: JacobianOptions) -> Self {
+    pub fn new(n: usize, cost: RowCost, options: JacobianParams) -> Self {
         Self { n, cost, options }
     }
 
@@ -177,7 +177,7 @@ mod tests {
         RowPlan::new(
             n,
             RowCost { saved, work },
-            JacobianOptions {
+            JacobianParams {
                 memory_budget: budget,
                 cache_factors: true,
                 max_chunk_rows: max,
@@ -193,7 +193,7 @@ mod tests {
         let off = RowPlan::new(
             1,
             RowCost { saved: 1, work: 1 },
-            JacobianOptions {
+            JacobianParams {
                 cache_factors: false,
                 ..Default::default()
             },

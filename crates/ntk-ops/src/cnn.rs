@@ -14,7 +14,7 @@ use nalgebra::RealField;
 
 use crate::activation::Activation;
 use crate::error::{OpsError, Result};
-use crate::jacobian::JacobianOptions;
+use crate::jacobian::JacobianParams;
 use crate::network::{Layer, Network, NetworkConfig};
 use crate::operator::Jacobian;
 use crate::params::ParamLayout;
@@ -98,7 +98,7 @@ impl CnnConfig {
         &self,
         theta: &[f64],
         x: Tensor<B, 2>,
-        options: JacobianOptions,
+        options: JacobianParams,
     ) -> Result<Jacobian<B>>
     where
         B::FloatElem: RealField + Copy,

@@ -32,7 +32,7 @@ use nalgebra::RealField;
 
 use crate::activation::Activation;
 use crate::convert::{tensor_from_f64, to_vec_f64};
-use crate::jacobian::{JacobianOperator, JacobianOptions};
+use crate::jacobian::{JacobianOperator, JacobianParams};
 use crate::network::layers::conv2d::Conv2d;
 use crate::network::{Layer, Network, NetworkConfig};
 use crate::operator::{Execution, Jacobian};
@@ -309,7 +309,7 @@ where
     let layers = Jacobian::new(
         net.clone(),
         x.clone(),
-        JacobianOptions {
+        JacobianParams {
             execution: Execution::Layers,
             ..Default::default()
         },
@@ -357,7 +357,7 @@ where
         Execution::DenseTensor,
         Execution::Layers,
     ] {
-        let options = JacobianOptions {
+        let options = JacobianParams {
             execution,
             ..Default::default()
         };

@@ -8,7 +8,7 @@ use burn::tensor::Tensor;
 use crate::chunk::{Chunked, RowCost, RowPlan};
 use crate::error::Result;
 use crate::jacobian::{
-    JacobianOperator, JacobianOptions, check_output_block, check_param_block, transposed_copy,
+    JacobianOperator, JacobianParams, check_output_block, check_param_block, transposed_copy,
 };
 use crate::mlp::{Factors, Mlp};
 
@@ -28,8 +28,8 @@ pub struct MlpJacobian<B: Backend> {
 
 impl<B: Backend> MlpJacobian<B> {
     /// The Jacobian of `mlp` at `x` (`[n, h_0]`), checked for shape, emptiness and
-    /// NaN/Inf. Computes and caches the factors if [`JacobianOptions`] allow.
-    pub fn new(mlp: Mlp<B>, x: Tensor<B, 2>, options: JacobianOptions) -> Result<Self> {
+    /// NaN/Inf. Computes and caches the factors if [`JacobianParams`] allow.
+    pub fn new(mlp: Mlp<B>, x: Tensor<B, 2>, options: JacobianParams) -> Result<Self> {
         mlp.check_inputs(&x, "X")?;
         options.check()?;
         let plan = RowPlan::new(x.dims()[0], Self::row_cost(&mlp), options);
@@ -374,7 +374,7 @@ mod tests {
         head: Head,
         n: usize,
         seed: u64,
-        options: JacobianOptions,
+        options: JacobianParams,
     ) -> MlpJacobian<TestBackend> {
         let dev = Default::default();
         let mlp = MlpConfig::new(widths)
@@ -403,7 +403,7 @@ mod tests {
             } else {
                 (o, Head::Plain)
             };
-            let opts = JacobianOptions {
+            let opts = JacobianParams {
                 memory_budget: if small_budget { 600 } else { 1 << 24 },
                 cache_factors: !small_budget,
                 max_chunk_rows: if small_budget { 2 } else { usize::MAX },
@@ -508,7 +508,7 @@ mod tests {
         let small = MlpJacobian::new(
             big.mlp().clone(),
             big.inputs().clone(),
-            JacobianOptions {
+            JacobianParams {
                 memory_budget: 2000,
                 cache_factors: true,
                 max_chunk_rows: 5,
@@ -519,7 +519,7 @@ mod tests {
         let uncached = MlpJacobian::new(
             big.mlp().clone(),
             big.inputs().clone(),
-            JacobianOptions {
+            JacobianParams {
                 memory_budget: 1000,
                 cache_factors: false,
                 ..Default::default()

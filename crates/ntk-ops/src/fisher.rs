@@ -14,7 +14,7 @@ use crate::block::TensorBlock;
 use crate::dense::MlpJacobian;
 use crate::error::{OpsError, Result};
 use crate::host_jacobian::HostJacobian;
-use crate::jacobian::{JacobianOperator, JacobianOptions, check_param_block};
+use crate::jacobian::{JacobianOperator, JacobianParams, check_param_block};
 use crate::network::{Layer, Network, NetworkJacobian};
 use crate::operator::{Execution, Jacobian};
 
@@ -209,7 +209,7 @@ pub enum FdScheme {
 pub struct FiniteDifferenceFisher<B: Backend> {
     net: Network<B>,
     x: Tensor<B, 2>,
-    options: JacobianOptions,
+    options: JacobianParams,
     likelihood: Likelihood,
     eps: f64,
     scheme: FdScheme,
@@ -237,7 +237,7 @@ where
         Ok(Self {
             net: jac.network().clone(),
             x: jac.inputs(),
-            options: jac.options(),
+            options: jac.params(),
             likelihood,
             eps: 1e-4,
             scheme: FdScheme::Forward,
@@ -274,7 +274,7 @@ where
     /// its gradient.
     fn kl_grad_at(&self, v: Tensor<B, 1>, t: f64) -> Result<Tensor<B, 2>> {
         let net = self.net.perturbed(v, t)?;
-        let opts = JacobianOptions {
+        let opts = JacobianParams {
             cache_factors: false,
             ..self.options
         };

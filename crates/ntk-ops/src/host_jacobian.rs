@@ -12,17 +12,17 @@
 //! products, $2np$ flops per product in all, against about three times that for a pass
 //! that recomputes the activations ([`MlpJacobian`](crate::dense::MlpJacobian) without its cache,
 //! or JAX's `jvp`/`vjp`). Rows are processed in chunks under
-//! [`JacobianOptions::memory_budget`]; the factors of all rows are kept when they fit in
+//! [`JacobianParams::memory_budget`]; the factors of all rows are kept when they fit in
 //! half of it.
 //!
 //! ```
 //! use burn_ndarray::NdArray;
-//! use ntk_ops::{Execution, Jacobian, JacobianOperator, JacobianOptions, MlpConfig, convert};
+//! use ntk_ops::{Execution, Jacobian, JacobianOperator, JacobianParams, MlpConfig, convert};
 //!
 //! let dev = Default::default();
 //! let mlp = MlpConfig::new(&[2, 16, 16, 1]).init::<NdArray<f64>>(0, &dev)?;
 //! let x = convert::tensor_from_f64::<NdArray<f64>>((0..40).map(|i| (i as f64 * 0.3).sin()).collect(), 20, 2, &dev);
-//! let on = |execution| JacobianOptions { execution, ..Default::default() };
+//! let on = |execution| JacobianParams { execution, ..Default::default() };
 //! let host = Jacobian::new(mlp.clone(), x.clone(), on(Execution::DenseHost))?;
 //! let tensor = Jacobian::new(mlp, x, on(Execution::DenseTensor))?;
 //! let v = convert::tensor_from_f64::<NdArray<f64>>((0..host.n_params()).map(|i| (i as f64).cos()).collect(), host.n_params(), 1, &dev);
@@ -42,7 +42,7 @@ use crate::chunk::{RowCost, RowPlan};
 use crate::convert::{check_finite, check_shape, tensor_from_elems, to_vec_elem};
 use crate::error::{OpsError, Result};
 use crate::host_ntk::{HostFactors, HostMlp, HostNtk, RowMajor, View, ViewMut};
-use crate::jacobian::{JacobianOperator, JacobianOptions, check_output_block, check_param_block};
+use crate::jacobian::{JacobianOperator, JacobianParams, check_output_block, check_param_block};
 use crate::matmul;
 use crate::mlp::Mlp;
 
@@ -81,7 +81,7 @@ where
     /// The operator of `mlp` at the inputs `x` (`[n, d]`).
     ///
     /// Fails on a shape mismatch, NaN/Inf or no rows in `x`.
-    pub fn new(mlp: Mlp<B>, x: Tensor<B, 2>, options: JacobianOptions) -> Result<Self> {
+    pub fn new(mlp: Mlp<B>, x: Tensor<B, 2>, options: JacobianParams) -> Result<Self> {
         let [n, d] = x.dims();
         check_shape(&x, [n, mlp.n_inputs()], "inputs x")?;
         if n == 0 {
@@ -717,7 +717,7 @@ mod tests {
             let n = 13;
             let x = data(n, widths[0], seed as f64);
             let reference =
-                MlpJacobian::new(mlp.clone(), x.clone(), JacobianOptions::default()).unwrap();
+                MlpJacobian::new(mlp.clone(), x.clone(), JacobianParams::default()).unwrap();
             let p = reference.n_params();
             let rows = reference.n_rows();
             let v = tensor_from_f64::<B64>(
@@ -735,14 +735,14 @@ mod tests {
             let jv = to_dmatrix_f64(reference.jvp(v.clone()).unwrap());
             let jtu = to_dmatrix_f64(reference.vjp(u.clone()).unwrap());
             for options in [
-                JacobianOptions::default(),
-                JacobianOptions {
+                JacobianParams::default(),
+                JacobianParams {
                     max_chunk_rows: 4,
-                    ..JacobianOptions::default()
+                    ..JacobianParams::default()
                 },
-                JacobianOptions {
+                JacobianParams {
                     cache_factors: false,
-                    ..JacobianOptions::default()
+                    ..JacobianParams::default()
                 },
             ] {
                 let host = HostJacobian::new(mlp.clone(), x.clone(), options).unwrap();
@@ -770,7 +770,7 @@ mod tests {
                 assert!((lhs - rhs).abs() < 1e-11 * lhs.abs().max(1.0));
             }
             let host =
-                HostJacobian::new(mlp.clone(), x.clone(), JacobianOptions::default()).unwrap();
+                HostJacobian::new(mlp.clone(), x.clone(), JacobianParams::default()).unwrap();
             let diag = crate::convert::to_vec_f64(host.ntk_diagonal().unwrap());
             let want = crate::convert::to_vec_f64(reference.ntk_diagonal().unwrap());
             for (g, w) in diag.iter().zip(&want) {
@@ -806,9 +806,9 @@ mod tests {
     fn host_blocks_match_the_tensor_products() {
         let dev = Default::default();
         let mlp = MlpConfig::new(&[3, 6, 5, 2]).init::<B64>(4, &dev).unwrap();
-        let opts = JacobianOptions {
+        let opts = JacobianParams {
             memory_budget: 2000,
-            ..JacobianOptions::default()
+            ..JacobianParams::default()
         };
         let host = HostJacobian::new(mlp, data(9, 3, 0.2), opts).unwrap();
         assert!(!host.is_cached());
@@ -830,7 +830,7 @@ mod tests {
         let layers = crate::Jacobian::new(
             host.mlp().clone(),
             host.inputs(),
-            JacobianOptions {
+            JacobianParams {
                 execution: crate::Execution::Layers,
                 ..opts
             },
@@ -872,14 +872,14 @@ mod tests {
         let dev = Default::default();
         let mlp = MlpConfig::new(&[2, 4, 1]).init::<B64>(0, &dev).unwrap();
         assert!(matches!(
-            HostJacobian::new(mlp.clone(), data(5, 3, 0.0), JacobianOptions::default()),
+            HostJacobian::new(mlp.clone(), data(5, 3, 0.0), JacobianParams::default()),
             Err(OpsError::ShapeMismatch { .. })
         ));
         let mut bad = to_dmatrix_f64(data(5, 2, 0.0));
         bad[(2, 1)] = f64::NAN;
         let bad = crate::convert::from_dmatrix_f64::<B64>(&bad, &dev);
         assert!(matches!(
-            HostJacobian::new(mlp.clone(), bad, JacobianOptions::default()),
+            HostJacobian::new(mlp.clone(), bad, JacobianParams::default()),
             Err(OpsError::NonFinite { .. })
         ));
         let gelu = MlpConfig::new(&[2, 4, 1])
@@ -888,15 +888,15 @@ mod tests {
             .unwrap();
         // GELU runs on the host now (libm's erf), equal to the tensor path
         let host =
-            HostJacobian::new(gelu.clone(), data(5, 2, 0.0), JacobianOptions::default()).unwrap();
-        let tensor = MlpJacobian::new(gelu, data(5, 2, 0.0), JacobianOptions::default()).unwrap();
+            HostJacobian::new(gelu.clone(), data(5, 2, 0.0), JacobianParams::default()).unwrap();
+        let tensor = MlpJacobian::new(gelu, data(5, 2, 0.0), JacobianParams::default()).unwrap();
         let u = tensor_from_f64::<B64>((0..5).map(|i| i as f64 - 2.0).collect(), 5, 1, &dev);
         let (a, b) = (
             to_dmatrix_f64(host.vjp(u.clone()).unwrap()),
             to_dmatrix_f64(tensor.vjp(u).unwrap()),
         );
         assert!((&a - &b).amax() < 1e-13 * b.amax());
-        let host = HostJacobian::new(mlp, data(5, 2, 0.0), JacobianOptions::default()).unwrap();
+        let host = HostJacobian::new(mlp, data(5, 2, 0.0), JacobianParams::default()).unwrap();
         let wrong = tensor_from_f64::<B64>(vec![1.0; 7], 7, 1, &dev);
         assert!(host.jvp(wrong.clone()).is_err());
         assert!(host.vjp(wrong).is_err());

@@ -349,7 +349,7 @@ fn row_major<T: RealField + Copy>(x: &DMatrix<f64>) -> RowMajor<T> {
 ///
 /// ```
 /// use burn_ndarray::NdArray;
-/// use ntk_ops::{Execution, HostNtk, Jacobian, JacobianOptions, MlpConfig, convert};
+/// use ntk_ops::{Execution, HostNtk, Jacobian, JacobianParams, MlpConfig, convert};
 ///
 /// let dev = Default::default();
 /// let mlp = MlpConfig::new(&[2, 16, 16, 1]).init::<NdArray<f64>>(0, &dev)?;
@@ -358,7 +358,7 @@ fn row_major<T: RealField + Copy>(x: &DMatrix<f64>) -> RowMajor<T> {
 /// let k = host.cross(&host)?; // K(X, X), 30 × 30
 ///
 /// // the structured kernel in tensor operations
-/// let opts = JacobianOptions { execution: Execution::DenseTensor, ..Default::default() };
+/// let opts = JacobianParams { execution: Execution::DenseTensor, ..Default::default() };
 /// let jac = Jacobian::new(mlp, convert::from_dmatrix_f64(&x, &dev), opts)?;
 /// let reference = convert::to_dmatrix_f64(jac.ntk_matrix(&jac)?);
 /// assert!((k - &reference).norm() < 1e-12 * reference.norm());
@@ -628,7 +628,7 @@ impl<T: RealField + Copy> HostNtk<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::JacobianOptions;
+    use crate::JacobianParams;
     use crate::convert::{from_dmatrix_f64, to_dmatrix_f64};
     use crate::dense::MlpJacobian;
     use crate::ntk::ntk_matrix;
@@ -659,7 +659,7 @@ mod tests {
             MlpJacobian::new(
                 mlp.clone(),
                 from_dmatrix_f64(x, &dev),
-                JacobianOptions::default(),
+                JacobianParams::default(),
             )
             .unwrap()
         };

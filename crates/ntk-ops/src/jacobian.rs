@@ -79,7 +79,7 @@ pub(crate) fn check_output_block<B: Backend>(u: &Tensor<B, 2>, rows: usize) -> R
 
 /// Memory and caching settings of a Jacobian operator.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct JacobianOptions {
+pub struct JacobianParams {
     /// Bytes the operator may hold at once for cached factors and one product's
     /// working memory; data is processed in row chunks to stay under it.
     pub memory_budget: usize,
@@ -94,7 +94,7 @@ pub struct JacobianOptions {
     pub execution: Execution,
 }
 
-impl Default for JacobianOptions {
+impl Default for JacobianParams {
     fn default() -> Self {
         Self {
             memory_budget: 1 << 30,

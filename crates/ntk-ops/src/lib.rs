@@ -102,7 +102,7 @@ pub use error::{OpsError, Result};
 pub use fisher::{FdScheme, FiniteDifferenceFisher, GgnOperator, GramOperator, Likelihood};
 pub use host_jacobian::HostGram;
 pub use host_ntk::HostNtk;
-pub use jacobian::{JacobianOperator, JacobianOptions};
+pub use jacobian::{JacobianOperator, JacobianParams};
 pub use mlp::{Head, Mlp, MlpConfig};
 pub use network::{Layer, Network, NetworkConfig, layers};
 pub use ntk::NtkOperator;

@@ -229,7 +229,7 @@ mod tests {
     use super::*;
     use crate::activation::Activation;
     use crate::convert::{tensor_from_f64, to_vec_f64};
-    use crate::jacobian::JacobianOptions;
+    use crate::jacobian::JacobianParams;
     use crate::mlp::{Head, MlpConfig};
     use crate::rng::SplitMix64;
     use crate::testing::{TestBackend, rel_err};
@@ -241,7 +241,7 @@ mod tests {
         head: Head,
         n: usize,
         seed: u64,
-        opts: JacobianOptions,
+        opts: JacobianParams,
     ) -> MlpJacobian<TestBackend> {
         let dev = Default::default();
         let mlp = MlpConfig::new(widths)
@@ -260,7 +260,7 @@ mod tests {
             (vec![3, 9, 7, 1], Head::Plain),
             (vec![2, 8, 2], Head::Heteroscedastic { min_scale: 1e-5 }),
         ] {
-            let opts = JacobianOptions {
+            let opts = JacobianParams {
                 max_chunk_rows: 4,
                 ..Default::default()
             };
@@ -293,8 +293,8 @@ mod tests {
         ];
         for (widths, act, head) in cases {
             for opts in [
-                JacobianOptions::default(),
-                JacobianOptions {
+                JacobianParams::default(),
+                JacobianParams {
                     memory_budget: 3000,
                     cache_factors: false,
                     max_chunk_rows: 4,

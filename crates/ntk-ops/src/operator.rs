@@ -26,7 +26,7 @@ use crate::convert;
 use crate::dense::MlpJacobian;
 use crate::error::{OpsError, Result};
 use crate::host_jacobian::HostJacobian;
-use crate::jacobian::{JacobianOperator, JacobianOptions};
+use crate::jacobian::{JacobianOperator, JacobianParams};
 use crate::network::{Network, NetworkJacobian};
 
 /// Which path a [`Jacobian`]'s products take: [`Auto`](Self::Auto) takes a dense chain on a
@@ -85,7 +85,7 @@ macro_rules! on_path {
 #[derive(Clone, Debug)]
 pub struct Jacobian<B: Backend> {
     net: Network<B>,
-    options: JacobianOptions,
+    options: JacobianParams,
     path: Path<B>,
 }
 
@@ -94,11 +94,11 @@ where
     B::FloatElem: RealField + Copy,
 {
     /// The Jacobian of `net` at `x` (`[n, n_inputs]`), checked for shape, emptiness and
-    /// NaN/Inf; the path is [`JacobianOptions::execution`].
+    /// NaN/Inf; the path is [`JacobianParams::execution`].
     pub fn new(
         net: impl Into<Network<B>>,
         x: Tensor<B, 2>,
-        options: JacobianOptions,
+        options: JacobianParams,
     ) -> Result<Self> {
         let net = net.into();
         net.check_inputs(&x, "X")?;
@@ -136,8 +136,8 @@ where
         &self.net
     }
 
-    /// The options it was built with.
-    pub fn options(&self) -> JacobianOptions {
+    /// The parameters it was built with.
+    pub fn params(&self) -> JacobianParams {
         self.options
     }
 
@@ -262,7 +262,7 @@ where
                 let sub = NetworkJacobian::new(
                     self.net.clone(),
                     self.inputs().narrow(0, start, len),
-                    JacobianOptions {
+                    JacobianParams {
                         cache_factors: false,
                         ..self.options
                     },
@@ -387,7 +387,7 @@ mod tests {
                 &dev,
             )
         };
-        let small = JacobianOptions {
+        let small = JacobianParams {
             memory_budget: 4096,
             ..Default::default()
         };

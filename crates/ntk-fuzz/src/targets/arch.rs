@@ -1,10 +1,10 @@
-//! The `--arch` SPEC parser of the `ntk` command, [`ArchSpec`]'s `FromStr`, on the input as
+//! The `--arch` SPEC parser of the `ntk` command, [`ArchConfig`]'s `FromStr`, on the input as
 //! (lossy) UTF-8.
 //!
 //! Checked on every accepted SPEC: at least two widths, none zero, and printing it
 //! (`Display`) gives a SPEC that parses back to the same value.
 
-use ntk_cli::spec::ArchSpec;
+use ntk_cli::spec::ArchConfig;
 use rand::RngExt;
 use rand::rngs::SmallRng;
 use rand::seq::IndexedRandom;
@@ -53,11 +53,11 @@ const WIDTHS: [&str; 16] = [
 /// Parses `data` as a SPEC; checks what is accepted.
 pub fn run(data: &[u8]) -> super::Outcome {
     let s = String::from_utf8_lossy(data);
-    let spec: ArchSpec = s.parse().map_err(|e: String| super::one_line(&e))?;
+    let spec: ArchConfig = s.parse().map_err(|e: String| super::one_line(&e))?;
     assert!(spec.widths.len() >= 2, "fewer than two widths: {spec:?}");
     assert!(!spec.widths.contains(&0), "a zero width: {spec:?}");
     let printed = spec.to_string();
-    match printed.parse::<ArchSpec>() {
+    match printed.parse::<ArchConfig>() {
         Ok(back) => assert_eq!(back, spec, "`{printed}` reads back differently"),
         Err(e) => panic!("`{printed}`, printed from `{s}`, does not parse back: {e}"),
     }

@@ -9,7 +9,7 @@ use crate::chunk::{Chunked, RowCost, RowPlan};
 use crate::convert::zeros;
 use crate::error::{OpsError, Result};
 use crate::jacobian::{
-    JacobianOperator, JacobianOptions, check_output_block, check_param_block, transposed_copy,
+    JacobianOperator, JacobianParams, check_output_block, check_param_block, transposed_copy,
 };
 
 /// The saved factors of one chunk of points, and its outputs `[m, o]`.
@@ -50,7 +50,7 @@ pub struct NetworkJacobian<B: Backend> {
 impl<B: Backend> NetworkJacobian<B> {
     /// The Jacobian of `net` at `x` (`[n, n_inputs]`), checked for shape,
     /// emptiness and NaN/Inf.
-    pub fn new(net: Network<B>, x: Tensor<B, 2>, options: JacobianOptions) -> Result<Self> {
+    pub fn new(net: Network<B>, x: Tensor<B, 2>, options: JacobianParams) -> Result<Self> {
         net.check_inputs(&x, "X")?;
         options.check()?;
         let elem = std::mem::size_of::<B::FloatElem>();
@@ -163,7 +163,7 @@ impl<B: Backend> NetworkJacobian<B> {
     }
 }
 
-impl JacobianOptions {
+impl JacobianParams {
     /// A typed error for a zero memory budget.
     pub(crate) fn check(&self) -> Result<()> {
         if self.memory_budget == 0 {
@@ -268,7 +268,7 @@ mod tests {
         let n = 9;
         let x = tensor_from_f64(SplitMix64::new(2).normal_vec(n * 72), n, 72, &dev);
         let saved = 8 * net.saved_entries_per_point();
-        let tight = JacobianOptions {
+        let tight = JacobianParams {
             memory_budget: 2 * n * saved,
             ..Default::default()
         };
@@ -276,7 +276,7 @@ mod tests {
         assert!(cached.is_cached());
         let k = 40;
         assert!(cached.column_group(k) < k, "{}", cached.column_group(k));
-        let free = JacobianOptions {
+        let free = JacobianParams {
             cache_factors: false,
             ..Default::default()
         };

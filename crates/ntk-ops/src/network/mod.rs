@@ -46,7 +46,7 @@ use burn::tensor::Tensor;
 use crate::autodiff::{AutodiffJacobian, Nested};
 use crate::convert::check_finite;
 use crate::error::{OpsError, Result};
-use crate::jacobian::JacobianOptions;
+use crate::jacobian::JacobianParams;
 use crate::params::ParamLayout;
 use crate::rng::SplitMix64;
 
@@ -278,11 +278,7 @@ impl<B: Backend> Network<B> {
     }
 
     /// The tape-free Jacobian at inputs `x` (`[n, n_inputs]`).
-    pub fn jacobian(
-        &self,
-        x: Tensor<B, 2>,
-        options: JacobianOptions,
-    ) -> Result<NetworkJacobian<B>> {
+    pub fn jacobian(&self, x: Tensor<B, 2>, options: JacobianParams) -> Result<NetworkJacobian<B>> {
         NetworkJacobian::new(self.clone(), x, options)
     }
 
@@ -291,7 +287,7 @@ impl<B: Backend> Network<B> {
     pub fn generic_jacobian(
         &self,
         x: Tensor<B, 2>,
-        options: JacobianOptions,
+        options: JacobianParams,
     ) -> Result<GenericJacobian<B>> {
         self.check_inputs(&x, "X")?;
         let module = NetworkModule::<Nested<B>>::from_network(self, &x.device());

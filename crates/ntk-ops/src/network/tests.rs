@@ -5,7 +5,7 @@ use super::*;
 use crate::activation::Activation;
 use crate::convert::{tensor_from_f64, to_vec_f64};
 use crate::error::OpsError;
-use crate::jacobian::{JacobianOperator, JacobianOptions};
+use crate::jacobian::{JacobianOperator, JacobianParams};
 use crate::params::ParamLayout;
 use crate::testing::{TestBackend, dot, rel_err};
 use proptest::prelude::*;
@@ -284,7 +284,7 @@ fn chunked_and_uncached_products_agree_with_cached() {
     let small = net
         .jacobian(
             x.clone(),
-            JacobianOptions {
+            JacobianParams {
                 max_chunk_rows: 3,
                 ..Default::default()
             },
@@ -293,7 +293,7 @@ fn chunked_and_uncached_products_agree_with_cached() {
     let uncached = net
         .jacobian(
             x,
-            JacobianOptions {
+            JacobianParams {
                 memory_budget: 5000,
                 cache_factors: false,
                 ..Default::default()
@@ -342,7 +342,7 @@ proptest! {
         prop_assume!(crate::conformance::pooled_head(&mut layers, pool, side, c1, o));
         let cfg = NetworkConfig::new(&[c, hw, hw], layers);
         let net = random_net(&cfg, seed);
-        let opts = JacobianOptions {
+        let opts = JacobianParams {
             memory_budget: if small_budget { 4000 } else { 1 << 24 },
             cache_factors: !small_budget,
             max_chunk_rows: if small_budget { 2 } else { usize::MAX },
