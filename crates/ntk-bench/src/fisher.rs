@@ -22,7 +22,7 @@ use burn::prelude::Backend;
 use burn::tensor::Tensor;
 use nalgebra::{DMatrix, DVector};
 use ntk_gp::GpError;
-use ntk_gp::train::{Optimizer, TrainParams, train};
+use ntk_gp::train::{Loss, Optimizer, TrainParams, train_network};
 use ntk_ops::{
     Activation, CnnConfig, FiniteDifferenceFisher, GgnOperator, Jacobian, JacobianOperator,
     JacobianParams, Likelihood, MlpConfig, OpsError, convert,
@@ -241,15 +241,19 @@ fn cnn_errors(
         .collect()
 }
 
-/// Minimizes $\tfrac12 (f(x) - y)^2$ with Adam for `epochs` epochs, in place.
-fn fit(
-    theta: &mut [f64],
-    n: usize,
+/// Trains `net` on $\tfrac12 (f(x) - y)^2$ with Adam for `epochs` epochs (minibatches of 32)
+/// by [`train_network`], and returns its parameters.
+fn fit<B: Backend>(
+    net: &ntk_ops::Network<B>,
+    x: &DMatrix<f64>,
+    y: &DVector<f64>,
     epochs: usize,
     lr: f64,
     seed: u64,
-    mut grad: impl FnMut(&[f64], &[usize]) -> Result<(f64, Vec<f64>), OpsError>,
-) -> Result<(), BenchError> {
+) -> Result<Vec<f64>, BenchError>
+where
+    B::FloatElem: nalgebra::RealField + Copy,
+{
     let config = TrainParams {
         optimizer: Optimizer::adam(),
         lr,
@@ -259,14 +263,16 @@ fn fit(
         decay: 1.0,
         seed,
     };
-    train(
-        theta,
-        n,
+    let (trained, _) = train_network(
+        net,
+        x,
+        y,
+        Loss::Gaussian,
         &config,
-        |p, b| grad(p, b).map_err(GpError::from),
+        JacobianParams::default(),
         |_, _| {},
     )?;
-    Ok(())
+    Ok(trained.params_f64())
 }
 
 /// Mean squared-error loss and gradient $J^\top (f - y)/m$ of a batch, from a Jacobian operator.
@@ -400,7 +406,11 @@ impl Experiment for Fisher {
         let all: Vec<usize> = (0..c.n).collect();
         for (stage, epochs) in [("init", 0), ("mid", half), ("end", c.epochs - half)] {
             if epochs > 0 {
-                fit(&mut theta, c.n, epochs, c.lr, ctx.seed(), mlp_grad)?;
+                let net = mcfg
+                    .network()
+                    .with_params::<F>(&theta, &[], &dev)
+                    .map_err(GpError::from)?;
+                theta = fit(&net, &x, &y, epochs, c.lr, ctx.seed())?;
             }
             losses.push((
                 "mlp".into(),
@@ -447,7 +457,12 @@ impl Experiment for Fisher {
         };
         for (stage, epochs) in [("init", 0), ("mid", half), ("end", c.epochs - half)] {
             if epochs > 0 {
-                fit(&mut theta_c, c.n, epochs, c.lr, ctx.seed(), cnn_grad)?;
+                let net = ccfg
+                    .network_config()
+                    .map_err(GpError::from)?
+                    .with_params::<F>(&theta_c, &[], &dev)
+                    .map_err(GpError::from)?;
+                theta_c = fit(&net, &xi, &yi, epochs, c.lr, ctx.seed())?;
             }
             losses.push((
                 "cnn".into(),

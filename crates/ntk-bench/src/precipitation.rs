@@ -26,17 +26,14 @@
 use std::time::Instant;
 
 use nalgebra::{DMatrix, DVector};
-use ntk_gp::ablr::task_objective;
 use ntk_gp::exact::Hyper;
-use ntk_gp::fit::{FitParams, Param, fit_hyper};
+use ntk_gp::fit::Param;
 use ntk_gp::ntk::{MeanFunction, NtkGp, NtkGpParams};
 use ntk_gp::optimize::MaximizeParams;
 use ntk_gp::rbf::RbfGp;
-use ntk_gp::spectral::SpectralLml;
 use ntk_gp::strategy::Strategy;
-use ntk_gp::train::{Loss, Optimizer, TrainParams, train, train_mlp};
-use ntk_gp::weight_space::WeightSpaceGp;
-use ntk_ops::{Activation, Jacobian, JacobianOperator, JacobianParams, Mlp, MlpConfig, convert};
+use ntk_gp::train::{Loss, Optimizer, TrainParams, train_mlp};
+use ntk_ops::{Activation, Mlp, MlpConfig, convert};
 use serde::{Deserialize, Serialize};
 
 use crate::data::precip::{DAYS_PER_YEAR, MeanFrom, TRAIN_DAYS};
@@ -244,9 +241,8 @@ fn rbf_predict(gp: &RbfGp, x: &DMatrix<f64>, t0: Instant) -> Result<Predicted, B
     })
 }
 
-/// ABLR's feature network trained on $(X, y)$ by maximizing the Bayesian-linear-regression
-/// marginal likelihood $\log\mathcal N(y \mid 0, s^2\Phi\Phi^\top + \sigma^2 I)$ jointly over
-/// its weights and $(\log\sigma^2, \log s^2)$ with full-batch Adam (Perrone et al. 2018).
+/// ABLR's feature network (a tanh MLP of `widths`) trained on $(X, y)$ by
+/// [`ntk_gp::ablr::train_features`].
 pub fn train_ablr_features(
     widths: &[usize],
     x: &DMatrix<f64>,
@@ -255,89 +251,26 @@ pub fn train_ablr_features(
     lr: f64,
     seed: u64,
     on_step: impl FnMut(usize, f64),
-) -> Result<Mlp<B>, BenchError> {
-    let dev = Default::default();
-    let net_config = MlpConfig::new(widths).with_activation(Activation::Tanh);
-    let gp_err = ntk_gp::GpError::from;
-    let net = net_config.init::<B>(seed, &dev).map_err(gp_err)?;
-    let p = net.n_params();
-    // The network's parameters, then log σ² and log s² (start σ² = 0.1, s² = 1).
-    let mut theta = net.flatten_f64();
-    theta.extend([(0.1f64).ln(), 0.0]);
-    let config = TrainParams {
-        optimizer: Optimizer::adam(),
-        lr,
-        epochs: steps,
-        batch_size: y.len(),
-        decay_every: 0,
-        decay: 1.0,
-        seed,
-    };
-    train(
-        &mut theta,
-        y.len(),
-        &config,
-        |params, _batch| {
-            let net = net_config.with_params::<B>(&params[..p], &dev)?;
-            let jac = Jacobian::new(
-                net,
-                convert::from_dmatrix_f64(x, &dev),
-                JacobianParams::default(),
-            )?;
-            let phi = convert::to_dmatrix_f64(jac.outputs()?);
-            let hyper = Hyper {
-                noise: params[p].exp(),
-                prior_scale: params[p + 1].exp(),
-            };
-            let obj = task_objective(&phi, y, hyper)?;
-            // Minimize −log p: back-propagate −∂/∂Φ (row-major n·o) through the network.
-            let u = -obj.d_features.transpose();
-            let g = jac.vjp(convert::tensor_from_f64(
-                u.as_slice().to_vec(),
-                phi.len(),
-                1,
-                &dev,
-            ))?;
-            let mut grad = convert::to_vec_f64(g);
-            grad.extend([-obj.d_log_noise, -obj.d_log_prior_scale]);
-            Ok((-obj.lml, grad))
-        },
-        on_step,
-    )?;
-    Ok(net_config
-        .with_params::<B>(&theta[..p], &dev)
-        .map_err(gp_err)?)
+) -> Result<ntk_ops::Network<B>, BenchError> {
+    let features = MlpConfig::new(widths)
+        .with_activation(Activation::Tanh)
+        .network();
+    let params = ntk_gp::ablr::AblrParams { steps, lr, seed };
+    let (net, _) =
+        ntk_gp::ablr::train_features::<B>(&features, x, y, &params, &Default::default(), on_step)?;
+    Ok(net)
 }
 
-/// ABLR on one target: features fixed, $(\sigma^2, s^2)$ fitted to the task's marginal
-/// likelihood (exactly, through one eigen-decomposition), then the BLR posterior at `x_all`.
+/// ABLR on one target ([`ntk_gp::ablr::fit_predict`]) at `x_all`, with the fitted noise
+/// added to the variances.
 fn ablr_predict(
-    net: &Mlp<B>,
+    net: &ntk_ops::Network<B>,
     x: &DMatrix<f64>,
     y: &DVector<f64>,
     x_all: &DMatrix<f64>,
 ) -> Result<Predicted, BenchError> {
     let t0 = Instant::now();
-    let features = |x: &DMatrix<f64>| -> Result<DMatrix<f64>, BenchError> {
-        Ok(convert::to_dmatrix_f64(
-            net.output(convert::from_dmatrix_f64(x, &net.device()))
-                .map_err(ntk_gp::GpError::from)?,
-        ))
-    };
-    let phi = features(x)?;
-    let spectral = SpectralLml::from_features(&phi, y)?;
-    let spec = FitParams {
-        noise: Param::fit_variance(0.1),
-        prior_scale: Param::fit_variance(1.0),
-        constant_mean: None,
-    };
-    let (hyper, _, _) = fit_hyper(
-        |h, c| Ok(spectral.evaluate(h, c)),
-        &spec,
-        MaximizeParams::default(),
-    )?;
-    let gp = WeightSpaceGp::new(&phi, y, hyper)?;
-    let pred = gp.predict(&features(x_all)?, &DVector::zeros(x_all.nrows()))?;
+    let (pred, hyper) = ntk_gp::ablr::fit_predict(net, x, y, x_all)?;
     Ok(Predicted {
         mean: pred.mean.as_slice().to_vec(),
         var: pred.var.iter().map(|v| v + hyper.noise).collect(),
@@ -758,7 +691,7 @@ impl Precipitation {
         mlp: &Mlp<B>,
         network_noise: f64,
         source_rbf: &RbfGp,
-        ablr_net: &Mlp<B>,
+        ablr_net: &ntk_ops::Network<B>,
         rbf_opt: MaximizeParams,
         check: bool,
     ) -> Result<TargetResult, BenchError> {

@@ -14,15 +14,12 @@
 use std::time::Instant;
 
 use nalgebra::{DMatrix, DVector};
-use ntk_gp::ablr::task_objective;
 use ntk_gp::exact::{Hyper, Prediction};
-use ntk_gp::fit::{FitParams, Param, fit_hyper};
+use ntk_gp::fit::Param;
 use ntk_gp::ntk::{MeanFunction, NtkGp, NtkGpParams};
 use ntk_gp::optimize::MaximizeParams;
-use ntk_gp::spectral::SpectralLml;
 use ntk_gp::strategy::Strategy;
 use ntk_gp::train::{Loss, Optimizer, TrainParams, train, train_mlp};
-use ntk_gp::weight_space::WeightSpaceGp;
 use ntk_ops::{
     Activation, FiniteDifferenceFisher, Jacobian, JacobianOperator, JacobianParams, Likelihood,
     Mlp, MlpConfig, convert,
@@ -278,99 +275,49 @@ fn fd_fisher_predict(
     })
 }
 
-/// ABLR's feature network, trained on the source task by maximizing the BLR marginal
-/// likelihood jointly over its weights and $(\log\sigma^2, \log s^2)$ with Adam.
+/// ABLR's feature network ([`ntk_gp::ablr::train_features`]): the source MLP's layout with
+/// `ablr_features` outputs, trained on the source task.
 fn train_ablr(
     cfg: &SinusoidConfig,
     activation: Nonlinearity,
     source: &SineTask,
     seed: u64,
-) -> Result<(Mlp<B>, Vec<f64>), BenchError> {
-    let dev = Default::default();
+) -> Result<(ntk_ops::Network<B>, Vec<f64>), BenchError> {
     let mut widths = cfg.widths.clone();
     *widths.last_mut().expect("validated") = cfg.ablr_features;
-    let net_config = MlpConfig::new(&widths).with_activation(activation.into());
-    let gp_err = ntk_gp::GpError::from;
-    let net = net_config.init::<B>(seed, &dev).map_err(gp_err)?;
-    let p = net.n_params();
-    // Parameters: the network's, then log σ² and log s² (the authors start both near e⁻⁵
-    // through a softplus; we start at σ² = 0.1, s² = 1).
-    let mut theta = net.flatten_f64();
-    theta.extend([(0.1f64).ln(), 0.0]);
-    let x = column(&source.x);
-    let y = DVector::from_column_slice(&source.y);
-    let config = TrainParams {
-        optimizer: Optimizer::adam(),
+    let features = MlpConfig::new(&widths)
+        .with_activation(activation.into())
+        .network();
+    let params = ntk_gp::ablr::AblrParams {
+        steps: cfg.ablr_steps,
         lr: 1e-2,
-        epochs: cfg.ablr_steps,
-        batch_size: source.x.len(),
-        decay_every: 0,
-        decay: 1.0,
         seed,
     };
-    let report = train(
-        &mut theta,
-        source.x.len(),
-        &config,
-        |params, _batch| {
-            let net = net_config.with_params::<B>(&params[..p], &dev)?;
-            let jac = Jacobian::new(
-                net,
-                convert::from_dmatrix_f64(&x, &dev),
-                JacobianParams::default(),
-            )?;
-            let phi = convert::to_dmatrix_f64(jac.outputs()?);
-            let hyper = Hyper {
-                noise: params[p].exp(),
-                prior_scale: params[p + 1].exp(),
-            };
-            let obj = task_objective(&phi, &y, hyper)?;
-            // Minimize −log p: back-propagate −∂/∂Φ (row-major n·o) through the network.
-            let u = -obj.d_features.transpose();
-            let g = jac.vjp(convert::tensor_from_f64(
-                u.as_slice().to_vec(),
-                phi.len(),
-                1,
-                &dev,
-            ))?;
-            let mut grad = convert::to_vec_f64(g);
-            grad.extend([-obj.d_log_noise, -obj.d_log_prior_scale]);
-            Ok((-obj.lml, grad))
-        },
+    let (net, report) = ntk_gp::ablr::train_features::<B>(
+        &features,
+        &column(&source.x),
+        &DVector::from_column_slice(&source.y),
+        &params,
+        &Default::default(),
         |_, _| {},
     )?;
-    let net = net_config
-        .with_params::<B>(&theta[..p], &dev)
-        .map_err(gp_err)?;
     Ok((net, report.epoch_loss))
 }
 
-/// ABLR on one target: features fixed, $(\sigma^2, s^2)$ fitted to the task's marginal
-/// likelihood (exactly, through one eigen-decomposition), then the BLR posterior.
-fn ablr_predict(net: &Mlp<B>, task: &SineTask, grid: &[f64]) -> Result<Predicted, BenchError> {
+/// ABLR on one target ([`ntk_gp::ablr::fit_predict`]) on the grid, with the fitted noise
+/// added to the variances.
+fn ablr_predict(
+    net: &ntk_ops::Network<B>,
+    task: &SineTask,
+    grid: &[f64],
+) -> Result<Predicted, BenchError> {
     let t0 = Instant::now();
-    let phi = convert::to_dmatrix_f64(
-        net.output(convert::from_dmatrix_f64(&column(&task.x), &net.device()))
-            .map_err(ntk_gp::GpError::from)?,
-    );
-    let y = DVector::from_column_slice(&task.y);
-    let spectral = SpectralLml::from_features(&phi, &y)?;
-    let spec = FitParams {
-        noise: Param::fit_variance(0.1),
-        prior_scale: Param::fit_variance(1.0),
-        constant_mean: None,
-    };
-    let (hyper, _, _) = fit_hyper(
-        |h, c| Ok(spectral.evaluate(h, c)),
-        &spec,
-        MaximizeParams::default(),
+    let (pred, hyper) = ntk_gp::ablr::fit_predict(
+        net,
+        &column(&task.x),
+        &DVector::from_column_slice(&task.y),
+        &column(grid),
     )?;
-    let gp = WeightSpaceGp::new(&phi, &y, hyper)?;
-    let phi_grid = convert::to_dmatrix_f64(
-        net.output(convert::from_dmatrix_f64(&column(grid), &net.device()))
-            .map_err(ntk_gp::GpError::from)?,
-    );
-    let pred = gp.predict(&phi_grid, &DVector::zeros(grid.len()))?;
     Ok(Predicted {
         mean: pred.mean.as_slice().to_vec(),
         var: pred.var.iter().map(|v| v + hyper.noise).collect(),

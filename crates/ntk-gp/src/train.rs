@@ -12,7 +12,7 @@
 
 use burn::prelude::Backend;
 use nalgebra::{DMatrix, DVector};
-use ntk_ops::{Execution, Jacobian, JacobianOperator, JacobianParams, Mlp, convert};
+use ntk_ops::{Execution, Jacobian, JacobianOperator, JacobianParams, Mlp, Network, convert};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
@@ -203,9 +203,9 @@ impl Loss {
     }
 }
 
-/// Trains `mlp` on inputs `x` ($n\times h_0$) and targets `y` with `loss`, the gradient of
-/// each minibatch coming from the network's hand-written reverse pass,
-/// $\nabla_\theta L = J^\top \partial L/\partial f$. Returns the trained network and the loss curve.
+/// Trains `mlp` on inputs `x` ($n\times h_0$) and targets `y` with `loss`
+/// ([`train_network`] on the MLP as a [`Network`]). Returns the trained network and the loss
+/// curve.
 pub fn train_mlp<B: Backend>(
     mlp: &Mlp<B>,
     x: &DMatrix<f64>,
@@ -217,6 +217,37 @@ pub fn train_mlp<B: Backend>(
 where
     B::FloatElem: nalgebra::RealField + Copy,
 {
+    // The tensor path, no host copy of θ.
+    let jacobian = JacobianParams {
+        execution: Execution::DenseTensor,
+        ..Default::default()
+    };
+    let net = Network::from(mlp.clone());
+    let (net, report) = train_network(&net, x, y, loss, config, jacobian, on_epoch)?;
+    Ok((
+        mlp.config()
+            .with_params::<B>(&net.params_f64(), &mlp.device())?,
+        report,
+    ))
+}
+
+/// Trains `network` (any [`Network`]: MLP, CNN, residual blocks) on inputs `x` ($n\times d$,
+/// one flattened point per row) and targets `y` with `loss`, the gradient of each minibatch
+/// coming from the network's hand-written reverse pass, $\nabla_\theta L = J^\top \partial
+/// L/\partial f$ on a fresh Jacobian of `jacobian`'s parameters per minibatch (buffers such as
+/// BatchNorm statistics are kept). Returns the trained network and the loss curve.
+pub fn train_network<B: Backend>(
+    network: &Network<B>,
+    x: &DMatrix<f64>,
+    y: &DVector<f64>,
+    loss: Loss,
+    config: &TrainParams,
+    jacobian: JacobianParams,
+    on_epoch: impl FnMut(usize, f64),
+) -> Result<(Network<B>, TrainReport), GpError>
+where
+    B::FloatElem: nalgebra::RealField + Copy,
+{
     if x.nrows() != y.len() {
         return Err(GpError::Shape {
             what: "input rows vs targets",
@@ -225,9 +256,10 @@ where
         });
     }
     check_finite("training targets", y.iter())?;
-    let device = mlp.device();
-    let model_config = mlp.config().clone();
-    let mut theta = mlp.flatten_f64();
+    let device = network.device();
+    let model_config = network.config().clone();
+    let buffers = network.buffers_flat();
+    let mut theta = network.params_f64();
     let report = train(
         &mut theta,
         y.len(),
@@ -235,16 +267,8 @@ where
         |params, batch| {
             let xb = DMatrix::from_fn(batch.len(), x.ncols(), |i, j| x[(batch[i], j)]);
             let yb: Vec<f64> = batch.iter().map(|&i| y[i]).collect();
-            let net = model_config.with_params::<B>(params, &device)?;
-            // a fresh small operator per minibatch: the tensor path, no host copy of θ
-            let jac = Jacobian::new(
-                net,
-                convert::from_dmatrix_f64(&xb, &device),
-                JacobianParams {
-                    execution: Execution::DenseTensor,
-                    ..Default::default()
-                },
-            )?;
+            let net = model_config.with_params::<B>(params, &buffers, &device)?;
+            let jac = Jacobian::new(net, convert::from_dmatrix_f64(&xb, &device), jacobian)?;
             let f = convert::to_vec_f64(jac.outputs()?);
             let (l, g) = loss.value_and_output_gradient(&f, &yb);
             let u = convert::tensor_from_f64(g, f.len(), 1, &device);
@@ -252,7 +276,10 @@ where
         },
         on_epoch,
     )?;
-    Ok((model_config.with_params::<B>(&theta, &device)?, report))
+    Ok((
+        model_config.with_params::<B>(&theta, &buffers, &device)?,
+        report,
+    ))
 }
 
 #[cfg(test)]
