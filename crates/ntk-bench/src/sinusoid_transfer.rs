@@ -20,6 +20,7 @@ use ntk_gp::ntk::{MeanFunction, NtkGp, NtkGpParams};
 use ntk_gp::optimize::MaximizeParams;
 use ntk_gp::strategy::Strategy;
 use ntk_gp::train::{Loss, Optimizer, TrainParams, train, train_mlp};
+use ntk_gp::weight_space::WeightSpaceGp;
 use ntk_ops::{
     Activation, FiniteDifferenceFisher, Jacobian, JacobianOperator, JacobianParams, Likelihood,
     Mlp, MlpConfig, convert,
@@ -204,9 +205,11 @@ fn outputs(mlp: &Mlp<B>, x: &[f64]) -> Result<Vec<f64>, BenchError> {
 }
 
 /// The parameter-space posterior with the finite-difference Fisher $F \approx J^\top J/\sigma^2$
-/// as its precision: $\Lambda = F + I/s^2$, weights $\bar w = \Lambda^{-1}J^\top r/\sigma^2$, and
-/// the test predictive $J_*\bar w$, $\operatorname{diag}(J_*\Lambda^{-1}J_*^\top)$. $F$ is built
-/// densely from $p$ finite-difference products with unit vectors.
+/// as its precision: ntk-gp's [`WeightSpaceGp::from_gram`] on the Gram matrix $\sigma^2 F$
+/// (symmetrized), so that $M = \sigma^2 F + (\sigma^2/s^2) I = \sigma^2\Lambda$ with
+/// $\Lambda = F + I/s^2$: weights $\bar w = \Lambda^{-1}J^\top r/\sigma^2$ and the test predictive
+/// $J_*\bar w$, $\operatorname{diag}(J_*\Lambda^{-1}J_*^\top)$. $F$ is built densely from $p$
+/// finite-difference products with unit vectors.
 fn fd_fisher_predict(
     mlp: &Mlp<B>,
     x: &[f64],
@@ -233,30 +236,30 @@ fn fd_fisher_predict(
     .map_err(gp_err)?
     .with_eps(eps)
     .map_err(gp_err)?;
-    let mut lambda = DMatrix::zeros(p, p);
+    let mut f = DMatrix::zeros(p, p);
     for start in (0..p).step_by(256) {
         let len = 256.min(p - start);
         let e = DMatrix::from_fn(p, len, |i, j| f64::from(i == start + j));
         let fe = fisher
             .try_apply(convert::from_dmatrix_f64(&e, &dev))
             .map_err(gp_err)?;
-        lambda
-            .columns_mut(start, len)
+        f.columns_mut(start, len)
             .copy_from(&convert::to_dmatrix_f64(fe));
     }
-    // Symmetrize the finite-difference matrix and add the prior precision.
-    let mut lambda = (&lambda + lambda.transpose()) * 0.5;
-    for i in 0..p {
-        lambda[(i, i)] += 1.0 / hyper.prior_scale;
-    }
-    let chol = lambda
-        .cholesky()
-        .ok_or(ntk_gp::GpError::NotPositiveDefinite {
-            what: "finite-difference Fisher + I/s²",
-        })?;
-    let r = convert::from_dmatrix_f64(&column(y), &dev);
-    let jtr = convert::to_dmatrix_f64(jac.vjp(r).map_err(gp_err)?) / hyper.noise;
-    let w = chol.solve(&jtr);
+    // The symmetrized finite-difference Fisher, as a Gram matrix: σ² F ≈ JᵀJ.
+    let gram = (&f + f.transpose()) * (0.5 * hyper.noise);
+    let r = DVector::from_column_slice(y);
+    let jtr = convert::to_dmatrix_f64(
+        jac.vjp(convert::from_dmatrix_f64(&column(y), &dev))
+            .map_err(gp_err)?,
+    );
+    let gp = WeightSpaceGp::from_gram(
+        &gram,
+        &jtr.column(0).into_owned(),
+        r.norm_squared(),
+        y.len(),
+        hyper,
+    )?;
     let jt = Jacobian::new(
         mlp.clone(),
         convert::from_dmatrix_f64(&column(grid), &dev),
@@ -264,15 +267,7 @@ fn fd_fisher_predict(
     )
     .map_err(gp_err)?;
     let j_star = convert::to_dmatrix_f64(jt.jacobian().map_err(gp_err)?);
-    let mean = &j_star * &w;
-    let mut v = j_star.transpose();
-    chol.l_dirty().solve_lower_triangular_mut(&mut v);
-    let var = DVector::from_iterator(grid.len(), v.column_iter().map(|c| c.norm_squared()));
-    Ok(Prediction {
-        mean: DVector::from_column_slice(mean.as_slice()),
-        var,
-        clamped: 0,
-    })
+    Ok(gp.predict(&j_star, &DVector::zeros(grid.len()))?)
 }
 
 /// ABLR's feature network ([`ntk_gp::ablr::train_features`]): the source MLP's layout with

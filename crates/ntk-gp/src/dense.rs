@@ -41,7 +41,8 @@ pub enum Precision {
 pub struct DenseReport {
     /// The precision it ran in.
     pub precision: Precision,
-    /// Seconds for the structured factors and the kernel's lower triangle.
+    /// Seconds for the structured factors (the training points' forward and backward passes)
+    /// and the kernel's lower triangle.
     pub kernel_s: f64,
     /// Flops of the kernel's blocks ($2rcS$ per $r\times c$ block).
     pub kernel_flops: f64,
@@ -73,13 +74,15 @@ where
     /// Conditions on the residuals `r` at `hyper`: the kernel from `host` (or `kernel`, its full
     /// matrix when the caller already formed it), then the factorization. With `test`, that
     /// set's kernels are formed while the factorization runs (it leaves part of the second
-    /// core idle below $n \approx 10^4$) and returned.
+    /// core idle below $n \approx 10^4$) and returned. `factors_s`, the seconds the caller spent
+    /// on `host`, is counted in the report's kernel time.
     pub(crate) fn new(
         host: HostNtk<T>,
         kernel: Option<DMatrix<T>>,
         r: &DVector<f64>,
         hyper: Hyper,
         test: Option<&HostNtk<T>>,
+        factors_s: f64,
     ) -> Result<(Self, Option<TestKernels<T>>), GpError> {
         hyper.check()?;
         let n = r.len();
@@ -115,7 +118,7 @@ where
             }
             col[j] += noise;
         }
-        let kernel_s = t0.elapsed().as_secs_f64();
+        let kernel_s = factors_s + t0.elapsed().as_secs_f64();
         let factor = |a: &mut DMatrix<T>| {
             let t1 = Instant::now();
             cholesky_blocked(a, block_for(n))
@@ -277,7 +280,7 @@ mod tests {
             - 0.5 * n as f64 * (2.0 * std::f64::consts::PI).ln();
         let rel = |a: &DVector<f64>, b: &DVector<f64>| (a - b).amax() / b.amax();
 
-        let (gp, test) = DenseGp::new(h.clone(), None, &r, hyper, Some(&ht)).unwrap();
+        let (gp, test) = DenseGp::new(h.clone(), None, &r, hyper, Some(&ht), 0.0).unwrap();
         let p = gp.predict(test.unwrap(), DVector::zeros(m)).unwrap();
         assert!(rel(&p.mean, &mean) < 1e-10, "{}", rel(&p.mean, &mean));
         assert!(rel(&p.var, &cov.diagonal()) < 1e-9);
@@ -288,12 +291,12 @@ mod tests {
         assert!(rel(&m2, &mean) < 1e-10);
         assert!((c2 - &cov).amax() < 1e-9 * cov.amax());
         // From a kernel formed by the caller: the same numbers.
-        let (gk, _) = DenseGp::new(h, Some(k), &r, hyper, None).unwrap();
+        let (gk, _) = DenseGp::new(h, Some(k), &r, hyper, None, 0.0).unwrap();
         assert!((gk.log_marginal_likelihood() - lml).abs() < 1e-9 * lml.abs());
 
         let h32 = HostNtk::<f32>::new(&mlp, &x).unwrap();
         let ht32 = HostNtk::<f32>::new(&mlp, &xt).unwrap();
-        let (g32, t32) = DenseGp::new(h32, None, &r, hyper, Some(&ht32)).unwrap();
+        let (g32, t32) = DenseGp::new(h32, None, &r, hyper, Some(&ht32), 0.0).unwrap();
         assert_eq!(g32.report().precision, Precision::F32);
         let p32 = g32.predict(t32.unwrap(), DVector::zeros(m)).unwrap();
         let (em, el) = (

@@ -575,25 +575,28 @@ where
                 let overlap = x_test.filter(|xt| {
                     xt.nrows() <= test_chunk_rows(config.jacobian.memory_budget, 8 * 3 * y.len())
                 });
+                let t0 = std::time::Instant::now();
                 let structured = match config.precision {
                     Precision::F64 => {
                         let (h, k) = match fitted {
                             Some((h, k)) => (h, Some(k)),
                             None => (structured_factors::<f64, B>(&network, x)?, None),
                         };
+                        let factors_s = t0.elapsed().as_secs_f64();
                         let t = overlap
                             .map(|xt| structured_factors::<f64, B>(&network, xt))
                             .transpose()?;
-                        let (gp, k) = DenseGp::new(h, k, &r, hyper, t.as_ref())?;
+                        let (gp, k) = DenseGp::new(h, k, &r, hyper, t.as_ref(), factors_s)?;
                         test_kernels = k.map(Kernels::F64);
                         Structured::F64(gp)
                     }
                     Precision::F32 => {
                         let h = structured_factors::<f32, B>(&network, x)?;
+                        let factors_s = t0.elapsed().as_secs_f64();
                         let t = overlap
                             .map(|xt| structured_factors::<f32, B>(&network, xt))
                             .transpose()?;
-                        let (gp, k) = DenseGp::new(h, None, &r, hyper, t.as_ref())?;
+                        let (gp, k) = DenseGp::new(h, None, &r, hyper, t.as_ref(), factors_s)?;
                         test_kernels = k.map(Kernels::F32);
                         Structured::F32(gp)
                     }

@@ -182,6 +182,36 @@ fn an_mlp_is_adapted_by_every_strategy() {
     check_every_strategy("mlp", mlp(), 3);
 }
 
+/// The dense strategy in f32 on a dense chain: within f32 rounding of the f64 reference (the
+/// solve amplifies it by the conditioning of $A$; measured below 1e-5), and the test kernels
+/// formed during the factorization (`fit_predict`) give the same numbers as `predict`.
+#[test]
+fn the_dense_strategy_in_f32_and_fit_predict() {
+    use ntk_gp::Precision;
+    let net = mlp();
+    let (n, m) = (24, 7);
+    let x = inputs(n, 3, 0);
+    let y = targets(&x);
+    let xt = inputs(m, 3, 9);
+    let want = reference(&net, &x, &y, &xt);
+    let params = config(Strategy::Dense, n).precision(Precision::F32);
+    let (gp, pred) = params.fit_predict(net.clone(), &x, &y, &xt).unwrap();
+    assert_eq!(gp.dense_report().unwrap().precision, Precision::F32);
+    let (em, ev) = (rel(&pred.mean, &want.mean), rel(&pred.var, &want.var));
+    let el = (gp.log_marginal_likelihood() - want.lml).abs() / want.lml.abs();
+    println!("f32 dense: mean {em:.1e}, var {ev:.1e}, lml {el:.1e}");
+    assert!(
+        em < 1e-4 && ev < 1e-3 && el < 1e-4,
+        "mean {em:e}, var {ev:e}, lml {el:e}"
+    );
+    assert_eq!(gp.predict(&xt).unwrap(), pred);
+    // f32 is the dense strategy's: elsewhere a typed error.
+    assert!(matches!(
+        params.strategy(Strategy::MatrixFree).check(),
+        Err(ntk_gp::GpError::NotSupported { .. })
+    ));
+}
+
 /// The matrix-free parameter-space fit (exact traces) finds the dense fit's noise, prior scale
 /// and constant mean.
 #[test]

@@ -390,9 +390,9 @@ impl<T: RealField + Copy> HostNtk<T> {
         network: &crate::Network<B>,
         x: &DMatrix<f64>,
     ) -> Result<Option<Self>> {
-        network
-            .dense_chain()
-            .map(|mlp| Self::new(&mlp, x))
+        // From the flat parameters: no Mlp (and no reshaped copies of its tensors) in between.
+        crate::MlpConfig::of_network(network.config())
+            .map(|config| Self::from_params(&config, network.host_params(), x))
             .transpose()
     }
 

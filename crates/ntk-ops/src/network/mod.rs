@@ -118,6 +118,7 @@ impl NetworkConfig {
             plan,
             params,
             buffers,
+            host: std::sync::OnceLock::from(std::sync::Arc::<[f64]>::from(theta)),
         })
     }
 }
@@ -129,6 +130,9 @@ pub struct Network<B: Backend> {
     plan: Plan,
     params: Vec<Tensor<B, 1>>,
     buffers: Vec<Tensor<B, 1>>,
+    /// $\theta$ on the host in f64, kept from [`NetworkConfig::with_params`] or read back once
+    /// (the host paths start from it; reading 803k parameters back costs milliseconds).
+    host: std::sync::OnceLock<std::sync::Arc<[f64]>>,
 }
 
 impl<B: Backend> Network<B> {
@@ -174,7 +178,18 @@ impl<B: Backend> Network<B> {
 
     /// $\theta$ as host numbers in `f64` (PyTorch's `named_parameters()` order).
     pub fn params_f64(&self) -> Vec<f64> {
-        crate::convert::to_vec_f64(self.flatten())
+        self.host_params().to_vec()
+    }
+
+    /// $\theta$ on the host in f64, read back from the device once and then shared.
+    pub fn host_params(&self) -> &[f64] {
+        self.host.get_or_init(|| {
+            let mut theta = Vec::with_capacity(self.n_params());
+            for t in &self.params {
+                theta.extend(crate::convert::to_vec_f64(t.clone()));
+            }
+            theta.into()
+        })
     }
 
     /// Whether the last layer is the (mean, scale) head of heteroscedastic regression.
@@ -235,8 +250,11 @@ impl<B: Backend> Network<B> {
             .map(|(s, t)| t.clone() + v.clone().narrow(0, s.offset, s.numel()).mul_scalar(eps))
             .collect();
         Ok(Self {
+            config: self.config.clone(),
+            plan: self.plan.clone(),
             params,
-            ..self.clone()
+            buffers: self.buffers.clone(),
+            host: std::sync::OnceLock::new(),
         })
     }
 
@@ -345,6 +363,7 @@ impl<B: Backend> Network<B> {
             plan,
             params,
             buffers: Vec::new(),
+            host: std::sync::OnceLock::new(),
         })
     }
 
