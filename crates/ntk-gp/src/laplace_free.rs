@@ -19,7 +19,7 @@
 //! The same posterior as the function-space classifier, in $O(p)$ memory per Krylov vector.
 
 use burn::prelude::Backend;
-use krylov::cg::{CgParams, pcg};
+use krylov::cg::pcg;
 use krylov::precond::Identity;
 use krylov::slq::{InvQuadLogdetParams, Probes, inv_quad_logdet};
 use krylov::{LinearOperator, Scalar};
@@ -91,14 +91,6 @@ pub(crate) struct FreeLaplace {
     pub(crate) converged: bool,
 }
 
-fn cg_params(settings: &MatrixFreeParams) -> CgParams {
-    CgParams {
-        rel_tolerance: settings.cg_tolerance,
-        max_iters: settings.max_iters,
-        ..CgParams::default()
-    }
-}
-
 impl FreeLaplace {
     /// Newton to the mode for `labels` with prior logits `mean` ($nC$) and prior scale `s2`.
     pub(crate) fn fit<B: Backend>(
@@ -143,7 +135,7 @@ impl FreeLaplace {
             ))?);
             let rhs = jt_g * s - DMatrix::from_column_slice(p, 1, u.as_slice());
             let a = Ggn { jac, w: &w, s2 };
-            let step = pcg(&a, &Identity, &rhs, None, &cg_params(settings))?
+            let step = pcg(&a, &Identity, &rhs, None, &settings.cg())?
                 .check()?
                 .solution;
             let step = DVector::from_column_slice(step.as_slice());
@@ -173,7 +165,7 @@ impl FreeLaplace {
             &Identity,
             &probe_rhs,
             &InvQuadLogdetParams {
-                cg: cg_params(settings),
+                cg: settings.cg(),
                 probes: if settings.exact_trace {
                     p
                 } else {
@@ -228,7 +220,7 @@ impl FreeLaplace {
             w: &self.w,
             s2,
         };
-        let x = pcg(&a, &Identity, &rhs, None, &cg_params(settings))?
+        let x = pcg(&a, &Identity, &rhs, None, &settings.cg())?
             .check()?
             .solution;
         let covs = (0..m)

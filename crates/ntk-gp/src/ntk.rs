@@ -309,6 +309,25 @@ pub struct MatrixFreeParams {
 }
 
 impl MatrixFreeParams {
+    /// CG to `cg_tolerance` (relative) within `max_iters`.
+    pub fn cg(&self) -> CgParams {
+        CgParams {
+            rel_tolerance: self.cg_tolerance,
+            max_iters: self.max_iters,
+            ..CgParams::default()
+        }
+    }
+
+    /// CG as [`cg`](Self::cg) and SLQ over `probes` Rademacher probes seeded by `seed`.
+    pub fn slq(&self) -> InvQuadLogdetParams {
+        InvQuadLogdetParams {
+            cg: self.cg(),
+            probes: self.probes,
+            distribution: Probes::Rademacher,
+            seed: self.seed,
+        }
+    }
+
     /// Checks the ranges: tolerances and the learning rate positive and finite, at least one
     /// CG iteration, probe and fit step, a LOVE rank of at least 1.
     pub fn check(&self) -> Result<(), GpError> {
@@ -675,26 +694,12 @@ where
                 let (hyper, c, report) = if spec.has_free() {
                     fit_matrix_free(jac()?, &r0, &spec, &config.matrix_free)?
                 } else {
-                    let hyper = Hyper {
-                        noise: spec.noise.start(),
-                        prior_scale: spec.prior_scale.start(),
-                    };
-                    hyper.check()?;
-                    (hyper, spec.constant_mean.map_or(0.0, |p| p.start()), None)
+                    fixed_hyper(&spec)?
                 };
                 let r = r0.add_scalar(-c);
                 match matrix_free_solve(jac()?, &r, hyper, &config.matrix_free) {
                     Ok(state) => {
-                        let report = report.map(|m| Maximum {
-                            value: -0.5 * state.inv_quad
-                                - 0.5 * state.logdet.value
-                                - 0.5 * y.len() as f64 * (2.0 * std::f64::consts::PI).ln(),
-                            termination: format!(
-                                "{} (SLQ log-determinant ± {:.2e})",
-                                m.termination, state.logdet.std_error
-                            ),
-                            ..m
-                        });
+                        let report = report.map(|m| slq_report(m, &state));
                         (hyper, c, report, Posterior::MatrixFree(state))
                     }
                     Err(GpError::Krylov(krylov::KrylovError::NoConvergence {
@@ -731,25 +736,11 @@ where
                 let (hyper, c, report) = if spec.has_free() {
                     crate::param_free::fit(jac, &sketch, &r0, &spec, settings)?
                 } else {
-                    let hyper = Hyper {
-                        noise: spec.noise.start(),
-                        prior_scale: spec.prior_scale.start(),
-                    };
-                    hyper.check()?;
-                    (hyper, spec.constant_mean.map_or(0.0, |p| p.start()), None)
+                    fixed_hyper(&spec)?
                 };
                 let state =
                     crate::param_free::solve(jac, &sketch, &r0.add_scalar(-c), hyper, settings)?;
-                let report = report.map(|m| Maximum {
-                    value: -0.5 * state.inv_quad
-                        - 0.5 * state.logdet.value
-                        - 0.5 * y.len() as f64 * (2.0 * std::f64::consts::PI).ln(),
-                    termination: format!(
-                        "{} (SLQ log-determinant ± {:.2e})",
-                        m.termination, state.logdet.std_error
-                    ),
-                    ..m
-                });
+                let report = report.map(|m| slq_report(m, &state));
                 (hyper, c, report, Posterior::ParameterFree(state, sketch))
             }
         };
@@ -1099,11 +1090,7 @@ where
                     Some(rank) => self.love_cache(rank)?.quad_diag(&rhs),
                     None => {
                         let a = system(self.jac()?, self.hyper)?;
-                        let params = CgParams {
-                            rel_tolerance: settings.cg_tolerance,
-                            max_iters: settings.max_iters,
-                            ..CgParams::default()
-                        };
+                        let params = settings.cg();
                         let precond = PivotedCholesky::new(
                             &a.inner,
                             self.hyper.noise,
@@ -1141,6 +1128,31 @@ where
 enum Kernels {
     F64(TestKernels<f64>),
     F32(TestKernels<f32>),
+}
+
+/// The hyper-parameters of `spec` when nothing is free (their fixed or starting values).
+fn fixed_hyper(spec: &FitParams) -> Result<(Hyper, f64, Option<Maximum>), GpError> {
+    let hyper = Hyper {
+        noise: spec.noise.start(),
+        prior_scale: spec.prior_scale.start(),
+    };
+    hyper.check()?;
+    Ok((hyper, spec.constant_mean.map_or(0.0, |p| p.start()), None))
+}
+
+/// A matrix-free fit's report with its value, the SLQ log marginal likelihood at the fitted
+/// point, and the SLQ standard error in its termination.
+fn slq_report(m: Maximum, state: &MatrixFreeState) -> Maximum {
+    Maximum {
+        value: -0.5 * state.inv_quad
+            - 0.5 * state.logdet.value
+            - 0.5 * state.residual.len() as f64 * (2.0 * std::f64::consts::PI).ln(),
+        termination: format!(
+            "{} (SLQ log-determinant ± {:.2e})",
+            m.termination, state.logdet.std_error
+        ),
+        ..m
+    }
 }
 
 /// Test points per prediction chunk: a quarter of `budget` over `per_point` bytes.
@@ -1298,8 +1310,7 @@ where
         let precond = PivotedCholesky::new(&a.inner, hyper.noise, settings.precond_rank, &rhs)?;
         let params = CgParams {
             rel_tolerance: settings.cg_tolerance.max(1e-10),
-            max_iters: settings.max_iters,
-            ..CgParams::default()
+            ..settings.cg()
         };
         let x = pcg(&a, &precond, &rhs, None, &params)?.solution;
         let tr_inv = x
@@ -1498,17 +1509,7 @@ where
         &jac.device(),
     ));
     let precond = PivotedCholesky::new(&a.inner, hyper.noise, settings.precond_rank, &y)?;
-    let params = InvQuadLogdetParams {
-        cg: CgParams {
-            rel_tolerance: settings.cg_tolerance,
-            max_iters: settings.max_iters,
-            ..CgParams::default()
-        },
-        probes: settings.probes,
-        distribution: Probes::Rademacher,
-        seed: settings.seed,
-    };
-    let out = inv_quad_logdet(&a, &precond, &y, &params)?;
+    let out = inv_quad_logdet(&a, &precond, &y, &settings.slq())?;
     Ok(MatrixFreeState {
         alpha: DVector::from_vec(convert::to_vec_f64(out.solution.into_tensor()).to_vec()),
         inv_quad: out.inv_quad[0],

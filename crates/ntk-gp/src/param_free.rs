@@ -27,7 +27,7 @@
 use burn::prelude::Backend;
 use krylov::cg::{CgParams, pcg};
 use krylov::ops::{Scaled, Shifted};
-use krylov::slq::{InvQuadLogdetParams, Probes, SlqEstimate, inv_quad_logdet};
+use krylov::slq::{Probes, SlqEstimate, inv_quad_logdet};
 use krylov::{Block, Nystrom, Scalar};
 use nalgebra::{DMatrix, DVector};
 use ntk_ops::{GramOperator, Jacobian, JacobianOperator, TensorBlock, convert};
@@ -170,8 +170,7 @@ where
     let c_free = spec.constant_mean.as_ref().and_then(Param::bounds);
     let cg = CgParams {
         rel_tolerance: settings.cg_tolerance.max(1e-10),
-        max_iters: settings.max_iters,
-        ..CgParams::default()
+        ..settings.cg()
     };
     adam_fit(spec, settings, |hyper, c_adam| {
         let (s, s2n) = (hyper.prior_scale.sqrt(), hyper.noise);
@@ -232,17 +231,7 @@ where
         jac.vjp(column::<B>(r, &jac.device()).into_tensor())?
             .mul_scalar(hyper.prior_scale.sqrt()),
     );
-    let params = InvQuadLogdetParams {
-        cg: CgParams {
-            rel_tolerance: settings.cg_tolerance,
-            max_iters: settings.max_iters,
-            ..CgParams::default()
-        },
-        probes: settings.probes,
-        distribution: Probes::Rademacher,
-        seed: settings.seed,
-    };
-    let out = inv_quad_logdet(&a, &precond, &su, &params)?;
+    let out = inv_quad_logdet(&a, &precond, &su, &settings.slq())?;
     let shift = (n as f64 - p as f64) * hyper.noise.ln();
     Ok(MatrixFreeState {
         alpha: DVector::from_vec(convert::to_vec_f64(out.solution.into_tensor())),
@@ -283,12 +272,7 @@ where
     );
     let a = system(jac, hyper)?;
     let precond = sketch.precond(hyper)?;
-    let params = CgParams {
-        rel_tolerance: settings.cg_tolerance,
-        max_iters: settings.max_iters,
-        ..CgParams::default()
-    };
-    let sol = pcg(&a, &precond, &rhs, None, &params)?.check()?;
+    let sol = pcg(&a, &precond, &rhs, None, &settings.cg())?.check()?;
     let var = DVector::from_iterator(
         m,
         rhs.col_dots(&sol.solution)
