@@ -36,13 +36,7 @@ pub enum DiskDtype {
 /// NaN or ±Inf in a tensor is an error naming it. A PyTorch pickle (`torch.save`)
 /// is recognised and refused with how to save safetensors instead.
 pub fn params_from_bytes(layout: &ParamLayout, bytes: &[u8], prefix: &str) -> Result<Vec<f64>> {
-    if let Some(format) = known_other_format(bytes) {
-        return Err(OpsError::NotSafetensors(format!(
-            "this is {format}, not safetensors: save the weights with \
-             `safetensors.torch.save_file(model.state_dict(), path)`"
-        )));
-    }
-    let st = SafeTensors::deserialize(bytes)?;
+    let st = deserialize(bytes)?;
     let mut views = Vec::with_capacity(layout.specs().len());
     for spec in layout.specs() {
         let key = format!("{prefix}{}", spec.name);
@@ -87,6 +81,17 @@ pub fn params_from_bytes(layout: &ParamLayout, bytes: &[u8], prefix: &str) -> Re
     Ok(theta)
 }
 
+/// The safetensors in `bytes`; a format often mistaken for it is named, with how to convert.
+fn deserialize(bytes: &[u8]) -> Result<SafeTensors<'_>> {
+    if let Some(format) = known_other_format(bytes) {
+        return Err(OpsError::NotSafetensors(format!(
+            "this is {format}, not safetensors: save the weights with \
+             `safetensors.torch.save_file(model.state_dict(), path)`"
+        )));
+    }
+    Ok(SafeTensors::deserialize(bytes)?)
+}
+
 /// Names a file format that is often mistaken for safetensors, from its first bytes.
 fn known_other_format(bytes: &[u8]) -> Option<&'static str> {
     if bytes.starts_with(b"PK\x03\x04") {
@@ -94,7 +99,7 @@ fn known_other_format(bytes: &[u8]) -> Option<&'static str> {
     } else if bytes.first() == Some(&0x80) && bytes.get(1).is_some_and(|v| (2..=5).contains(v)) {
         Some("a Python pickle (an old-style `torch.save` .pt/.pth file)")
     } else if bytes.starts_with(b"\x08") && bytes.windows(7).take(64).any(|w| w == b"pytorch") {
-        Some("an ONNX model (read as a graph by a later version; export safetensors for now)")
+        Some("an ONNX model (give the file the .onnx extension to read it as a graph)")
     } else {
         None
     }
@@ -141,6 +146,118 @@ pub fn params_to_bytes(layout: &ParamLayout, theta: &[f64], dtype: DiskDtype) ->
     let mut meta = HashMap::new();
     meta.insert("format".to_string(), "pt".to_string());
     Ok(safetensors::serialize(views, Some(meta))?)
+}
+
+/// The key prefixes of a `state_dict`'s Linear layers: every `P` with a 2-D `P.weight`, in
+/// natural order (`0 < 3 < 6`, `fc1 < fc2 < fc10`, `layers.0 < layers.1`; see
+/// [`natural_cmp`]).
+pub fn linear_prefixes(bytes: &[u8]) -> Result<Vec<String>> {
+    let st = deserialize(bytes)?;
+    let mut prefixes: Vec<String> = st
+        .iter()
+        .filter(|(_, view)| view.shape().len() == 2)
+        .filter_map(|(name, _)| name.strip_suffix(".weight").map(str::to_string))
+        .collect();
+    prefixes.sort_by(|a, b| natural_cmp(a, b));
+    Ok(prefixes)
+}
+
+/// Natural order of keys: runs of ASCII digits compare as numbers, the rest byte by byte
+/// (`fc2 < fc10`, `layers.9 < layers.10`).
+pub fn natural_cmp(a: &str, b: &str) -> std::cmp::Ordering {
+    use std::cmp::Ordering;
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    let (mut i, mut j) = (0, 0);
+    while i < a.len() && j < b.len() {
+        if a[i].is_ascii_digit() && b[j].is_ascii_digit() {
+            let (si, sj) = (i, j);
+            while i < a.len() && a[i].is_ascii_digit() {
+                i += 1;
+            }
+            while j < b.len() && b[j].is_ascii_digit() {
+                j += 1;
+            }
+            let (x, y) = (trim_zeros(&a[si..i]), trim_zeros(&b[sj..j]));
+            let ord = x.len().cmp(&y.len()).then_with(|| x.cmp(y));
+            if ord != Ordering::Equal {
+                return ord;
+            }
+        } else {
+            match a[i].cmp(&b[j]) {
+                Ordering::Equal => (i, j) = (i + 1, j + 1),
+                ord => return ord,
+            }
+        }
+    }
+    (a.len() - i).cmp(&(b.len() - j))
+}
+
+fn trim_zeros(digits: &[u8]) -> &[u8] {
+    let start = digits
+        .iter()
+        .position(|&d| d != b'0')
+        .unwrap_or(digits.len());
+    &digits[start..]
+}
+
+/// An MLP's $\theta$ from a `state_dict` whose Linear layers have the key prefixes
+/// `prefixes` (one per layer, in order; `None`: [`linear_prefixes`] of the file), with the
+/// prefixes used.
+///
+/// A missing tensor or a shape that differs from `config` is refused with a message that
+/// names the tensor, both shapes and the Linear prefixes the file holds.
+pub fn mlp_params_from_state_dict(
+    config: &MlpConfig,
+    bytes: &[u8],
+    prefixes: Option<&[String]>,
+) -> Result<(Vec<f64>, Vec<String>)> {
+    let found = linear_prefixes(bytes)?;
+    let layers = config.widths.len() - 1;
+    let used: Vec<String> = prefixes.map_or_else(|| found.clone(), <[String]>::to_vec);
+    let listing = if found.is_empty() {
+        "the file has no 2-D `*.weight` tensors".to_string()
+    } else {
+        format!("the Linear prefixes in the file are {}", found.join(","))
+    };
+    if used.len() != layers {
+        return Err(OpsError::StateDict(format!(
+            "the architecture has {layers} Linear layers but {} prefixes {} ({}); {listing}",
+            used.len(),
+            if prefixes.is_some() {
+                "were given with --layers"
+            } else {
+                "were found"
+            },
+            used.join(",")
+        )));
+    }
+    // The layout names layer l `{2l}.weight` / `{2l}.bias`; rename to the file's prefixes.
+    let layout = config.layout();
+    let renamed = ParamLayout::new(layout.specs().iter().map(|s| {
+        let (index, rest) = s
+            .name
+            .split_once('.')
+            .expect("layout keys are `index.name`");
+        let l: usize = index
+            .parse::<usize>()
+            .expect("layout keys start with an index")
+            / 2;
+        (format!("{}.{rest}", used[l]), s.shape.clone())
+    }));
+    let theta = params_from_bytes(&renamed, bytes, "").map_err(|e| match e {
+        OpsError::TensorShape {
+            name,
+            expected,
+            found: shape,
+        } => OpsError::StateDict(format!(
+            "tensor `{name}`: the architecture expects shape {expected:?}, the file has {shape:?}; {listing}"
+        )),
+        OpsError::MissingTensor { name } => OpsError::StateDict(format!(
+            "tensor `{name}` is missing; {listing}"
+        )),
+        other => other,
+    })?;
+    Ok((theta, used))
 }
 
 /// An MLP with architecture `config` and parameters from a safetensors file.
@@ -245,6 +362,89 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(msg.contains("0.weight") && msg.contains("[4, 2]") && msg.contains("[3, 2]"));
+    }
+
+    #[test]
+    fn natural_order_compares_digit_runs_as_numbers() {
+        let mut keys = [
+            "fc10",
+            "fc2",
+            "layers.10",
+            "fc1",
+            "layers.9",
+            "6",
+            "0",
+            "3",
+            "b",
+            "a",
+        ];
+        keys.sort_by(|a, b| natural_cmp(a, b));
+        assert_eq!(
+            keys,
+            [
+                "0",
+                "3",
+                "6",
+                "a",
+                "b",
+                "fc1",
+                "fc2",
+                "fc10",
+                "layers.9",
+                "layers.10"
+            ]
+        );
+        assert_eq!(natural_cmp("fc02", "fc2"), std::cmp::Ordering::Equal);
+        assert_eq!(natural_cmp("fc", "fc1"), std::cmp::Ordering::Less);
+    }
+
+    /// A `state_dict` with the keys `theta`'s layers get under `names`.
+    fn state_dict(config: &MlpConfig, theta: &[f64], names: &[&str]) -> Vec<u8> {
+        let layout = ParamLayout::new(config.layout().specs().iter().map(|s| {
+            let (i, rest) = s.name.split_once('.').unwrap();
+            let l = i.parse::<usize>().unwrap() / 2;
+            (format!("{}.{rest}", names[l]), s.shape.clone())
+        }));
+        params_to_bytes(&layout, theta, DiskDtype::F64).unwrap()
+    }
+
+    #[test]
+    fn named_and_gapped_state_dicts_map_onto_the_layers() {
+        let config = MlpConfig::new(&[2, 3, 3, 1]);
+        let theta: Vec<f64> = (0..config.layout().n_params()).map(|i| i as f64).collect();
+        for names in [
+            ["fc1", "fc2", "fc10"],
+            ["0", "3", "6"],
+            ["layers.0", "layers.1", "layers.2"],
+        ] {
+            let bytes = state_dict(&config, &theta, &names);
+            assert_eq!(linear_prefixes(&bytes).unwrap(), names);
+            let (read, used) = mlp_params_from_state_dict(&config, &bytes, None).unwrap();
+            assert_eq!(
+                (read, used),
+                (theta.clone(), names.map(String::from).to_vec())
+            );
+        }
+        // Given prefixes win over the natural order.
+        let bytes = state_dict(&config, &theta, &["b", "a", "c"]);
+        let given = ["b", "a", "c"].map(String::from);
+        let (read, _) = mlp_params_from_state_dict(&config, &bytes, Some(&given)).unwrap();
+        assert_eq!(read, theta);
+        // The natural order (a, b, c) puts a [3, 3] weight first: refused with both shapes.
+        let msg = mlp_params_from_state_dict(&config, &bytes, None)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            msg.contains("`a.weight`")
+                && msg.contains("[3, 2]")
+                && msg.contains("[3, 3]")
+                && msg.contains("a,b,c"),
+            "{msg}"
+        );
+        let msg = mlp_params_from_state_dict(&MlpConfig::new(&[2, 3, 1]), &bytes, None)
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains("2 Linear layers but 3 prefixes"), "{msg}");
     }
 
     #[test]

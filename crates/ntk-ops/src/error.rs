@@ -72,6 +72,26 @@ pub enum OpsError {
     /// The file is not safetensors but another known format; the message says how to convert.
     #[error("{0}")]
     NotSafetensors(String),
+    /// A `state_dict` does not fit the architecture; the message names the tensor, both
+    /// shapes and the Linear prefixes the file holds.
+    #[error("{0}")]
+    StateDict(String),
+    /// An ONNX file could not be parsed, or its graph is not a chain the layers can express.
+    #[error("onnx: {0}")]
+    Onnx(String),
+    /// An ONNX node whose operator (or attributes) is not read.
+    #[error(
+        "ONNX operator {op} (node `{node}`){detail} is not read; read are: {}",
+        crate::onnx::OPERATORS_READ.join(", ")
+    )]
+    OnnxOperator {
+        /// The operator type (`Softmax`, `LeakyRelu`, ...).
+        op: String,
+        /// The node's name in the graph.
+        node: String,
+        /// What about it is not read (empty when the operator is not read at all).
+        detail: String,
+    },
     /// The safetensors file could not be parsed or written.
     #[error("safetensors: {0}")]
     Safetensors(#[from] safetensors::SafeTensorError),

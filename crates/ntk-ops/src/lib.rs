@@ -82,6 +82,7 @@ pub mod matmul;
 mod mlp;
 pub mod network;
 mod ntk;
+pub mod onnx;
 mod operator;
 mod params;
 pub mod rng;
