@@ -10,7 +10,8 @@
 //!
 //! Newton's method finds the mode $\hat f$ (Rasmussen & Williams 2006, Alg. 3.1 and 3.3,
 //! generalized to a full $K$): with $b = W(f-\mu) + \nabla\log p(y\mid f)$ and
-//! $B = I + W^{1/2} K W^{1/2}$, $a = b - W^{1/2}B^{-1}W^{1/2}Kb$ and $f \leftarrow \mu + Ka$.
+//! $B = I + W^{1/2} K W^{1/2}$, $a = b - W^{1/2}B^{-1}W^{1/2}Kb$ and $f \leftarrow \mu + Ka$,
+//! the step halved while the objective $\Psi$ would fall.
 //! At the mode the Laplace posterior predictive of the logits at test points is
 //! $\mathcal N\big(\mu_* + K_*^\top \nabla\log p(y\mid\hat f),\; K_{**} - K_*^\top W^{1/2}B^{-1}W^{1/2}K_*\big)$,
 //! and class probabilities come from the probit approximation
@@ -144,8 +145,26 @@ impl LaplaceClassifier {
             psi_old = psi;
             let b = &w * (&f - prior_mean) + &grad;
             let kb = kernel * &b;
-            a = &b - &w_sqrt * b_chol.solve(&(&w_sqrt * kb));
-            f = prior_mean + kernel * &a;
+            let a_newton = &b - &w_sqrt * b_chol.solve(&(&w_sqrt * kb));
+            // The full Newton step, halved while Ψ would fall: on a task the network gets
+            // confidently wrong (W ≈ 0 at those points) a full first step overshoots and
+            // plain Newton cycles. Ψ is concave in a, so a short enough step rises.
+            let mut t = 1.0;
+            loop {
+                let a_t = if t == 1.0 {
+                    a_newton.clone()
+                } else {
+                    &a + (&a_newton - &a) * t
+                };
+                let f_t = prior_mean + kernel * &a_t;
+                let psi_t =
+                    likelihood_terms(&f_t, labels, classes).0 - 0.5 * a_t.dot(&(&f_t - prior_mean));
+                if psi_t >= psi - 1e-12 * psi.abs() || t < 1e-6 {
+                    (a, f) = (a_t, f_t);
+                    break;
+                }
+                t *= 0.5;
+            }
             iterations += 1;
         }
     }
@@ -679,6 +698,60 @@ mod tests {
             matches!(e, Err(GpError::NonFiniteObjective { .. })),
             "{e:?}"
         );
+    }
+
+    /// A prior that is confidently wrong about every label (logit 12 on another class) with a
+    /// wide prior: W ≈ 0 where the network is wrong, so a full first Newton step overshoots.
+    /// The halved steps reach the mode that a damped weight-space Newton finds.
+    #[test]
+    fn a_confidently_wrong_prior_still_reaches_the_mode() {
+        let (jt, js, labels, c, _) = problem();
+        let s2 = 50.0;
+        let (n, p) = (labels.len(), jt.ncols());
+        let mu = DVector::from_fn(n * c, |r, _| {
+            if (labels[r / c] + 1) % c == r % c {
+                12.0
+            } else {
+                0.0
+            }
+        });
+        let k = &jt * jt.transpose() * s2;
+        let lap = LaplaceClassifier::fit(&k, &mu, &labels, c, LaplaceParams::default()).unwrap();
+        assert!(lap.converged, "{} steps", lap.iterations);
+        // Weight space: maximize log p(y | μ + Jθ) − ‖θ‖²/(2s²), steps halved while it falls.
+        let objective = |theta: &DVector<f64>| {
+            likelihood_terms(&(&mu + &jt * theta), &labels, c).0 - theta.norm_squared() / (2.0 * s2)
+        };
+        let mut theta = DVector::zeros(p);
+        for _ in 0..200 {
+            let (_, g, w) = likelihood_terms(&(&mu + &jt * &theta), &labels, c);
+            let hess = jt.transpose() * &w * &jt + DMatrix::identity(p, p) / s2;
+            let step = hess
+                .cholesky()
+                .unwrap()
+                .solve(&(jt.transpose() * g - &theta / s2));
+            let mut t = 1.0;
+            while objective(&(&theta + &step * t)) < objective(&theta) && t > 1e-9 {
+                t *= 0.5;
+            }
+            theta += step * t;
+        }
+        let m = js.nrows() / c;
+        let cross = &jt * js.transpose() * s2;
+        let kss = &js * js.transpose() * s2;
+        let blocks: Vec<DMatrix<f64>> = (0..m)
+            .map(|i| kss.view((i * c, i * c), (c, c)).into_owned())
+            .collect();
+        let (means, _) = lap
+            .predict_logits(&cross, &blocks, &DVector::zeros(m * c))
+            .unwrap();
+        let mean_ref = &js * &theta;
+        for i in 0..m {
+            for a in 0..c {
+                let (g, w) = (means[(i, a)], mean_ref[i * c + a]);
+                assert!((g - w).abs() < 1e-7 * w.abs().max(1.0), "{g} vs {w}");
+            }
+        }
     }
 
     #[test]

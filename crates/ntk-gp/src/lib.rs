@@ -93,7 +93,9 @@ pub use error::GpError;
 pub use exact::{ExactGp, Hyper, Prediction};
 pub use fit::Param;
 pub use laplace::{ClassifierParams, LaplaceClassifier, LaplaceParams, NtkClassifier};
-pub use metrics::{Calibration, MeanStderr, TaskMetrics, calibration, coverage95, nlpd, rmse};
+pub use metrics::{
+    Calibration, ClassMetrics, MeanStderr, TaskMetrics, calibration, coverage95, nlpd, rmse,
+};
 pub use multitask::{MultiTask, MultiTaskState};
 pub use ntk::{MatrixFreeParams, MatrixFreeState, MeanFunction, NtkGp, NtkGpParams};
 pub use optimize::{MaximizeParams, Maximum};

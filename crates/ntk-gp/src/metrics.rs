@@ -143,6 +143,92 @@ impl TaskMetrics {
     }
 }
 
+/// Test metrics of class probabilities: accuracy, mean negative log-likelihood and the
+/// expected calibration error.
+///
+/// With $p_i$ the predicted probabilities of point $i$, $\hat y_i = \arg\max_c p_{ic}$ and
+/// confidence $q_i = \max_c p_{ic}$: accuracy $\tfrac1m\sum_i [\hat y_i = y_i]$, NLL
+/// $-\tfrac1m\sum_i \log p_{i y_i}$, and ECE $\sum_b \tfrac{|B_b|}{m}\,
+/// \lvert \operatorname{acc}(B_b) - \operatorname{conf}(B_b)\rvert$ over 10 equal-width
+/// confidence bins $B_b = \{i : q_i \in (b/10, (b+1)/10]\}$ (Guo et al. 2017).
+///
+/// ```
+/// use ntk_gp::metrics::ClassMetrics;
+/// let proba = [[0.9, 0.1], [0.2, 0.8], [0.6, 0.4]];
+/// let m = ClassMetrics::evaluate(&[0, 1, 1], &proba.map(|p| p.to_vec()))?;
+/// assert!((m.accuracy - 2.0 / 3.0).abs() < 1e-15);
+/// // One point per bin: right at confidence 0.9 and 0.8, wrong at 0.6.
+/// // ECE = (|1 − 0.9| + |1 − 0.8| + |0 − 0.6|) / 3.
+/// assert!((m.ece - 0.3).abs() < 1e-12);
+/// # Ok::<(), ntk_gp::GpError>(())
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct ClassMetrics {
+    /// Fraction of points whose most probable class is the label.
+    pub accuracy: f64,
+    /// Mean negative log probability of the label.
+    pub nll: f64,
+    /// Expected calibration error, 10 equal-width bins.
+    pub ece: f64,
+}
+
+/// Bins of the expected calibration error.
+pub const ECE_BINS: usize = 10;
+
+impl ClassMetrics {
+    /// The metrics of labels `y` under probabilities `proba` (one row of $C$ per point).
+    pub fn evaluate(y: &[usize], proba: &[Vec<f64>]) -> Result<Self, GpError> {
+        if y.is_empty() {
+            return Err(GpError::EmptyTask);
+        }
+        if proba.len() != y.len() {
+            return Err(GpError::Shape {
+                what: "probability rows vs labels",
+                expected: y.len(),
+                got: proba.len(),
+            });
+        }
+        let mut bins = [(0usize, 0.0f64, 0.0f64); ECE_BINS];
+        let (mut correct, mut nll) = (0usize, 0.0);
+        for (&label, p) in y.iter().zip(proba) {
+            let Some(&p_label) = p.get(label) else {
+                return Err(GpError::Shape {
+                    what: "a class label (must be below the number of classes)",
+                    expected: p.len(),
+                    got: label,
+                });
+            };
+            crate::error::check_finite("class probabilities", p.iter())?;
+            let (best, conf) =
+                p.iter()
+                    .copied()
+                    .enumerate()
+                    .fold(
+                        (0, f64::NEG_INFINITY),
+                        |a, (c, v)| if v > a.1 { (c, v) } else { a },
+                    );
+            let hit = best == label;
+            correct += usize::from(hit);
+            nll -= p_label.ln();
+            let b = ((conf * ECE_BINS as f64).ceil() as usize).clamp(1, ECE_BINS) - 1;
+            bins[b].0 += 1;
+            bins[b].1 += f64::from(u8::from(hit));
+            bins[b].2 += conf;
+        }
+        let m = y.len() as f64;
+        let ece = bins
+            .iter()
+            .filter(|b| b.0 > 0)
+            .map(|&(_, hits, conf)| (hits - conf).abs() / m)
+            .sum();
+        Ok(Self {
+            accuracy: correct as f64 / m,
+            nll: nll / m,
+            ece,
+        })
+    }
+}
+
 /// A mean over tasks with its standard error $s/\sqrt n$ ($s$ the sample standard deviation,
 /// denominator $n-1$).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
