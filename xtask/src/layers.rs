@@ -1,7 +1,8 @@
 //! The layer check: workspace crates only depend on the layers below them.
 //!
 //! `bench → gp → ops → krylov`; the CLI sits beside bench, and the fuzzing harness
-//! (ntk-fuzz) on top of everything, bench and the CLI included. krylov must also stay
+//! (ntk-fuzz) and the end-to-end tests (ntk-tests, the `tests/` folder) on top of everything,
+//! bench and the CLI included. krylov must also stay
 //! free of burn (and of cubecl, burn's GPU runtime) so it is usable on its own.
 
 use std::process::Command;
@@ -44,6 +45,11 @@ const LAYERS: &[Layer] = &[
     },
     Layer {
         name: "ntk-fuzz",
+        may_use: &["ntk-cli", "ntk-bench", "ntk-gp", "ntk-ops", "ntk-krylov"],
+        forbidden_prefixes: &[],
+    },
+    Layer {
+        name: "ntk-tests",
         may_use: &["ntk-cli", "ntk-bench", "ntk-gp", "ntk-ops", "ntk-krylov"],
         forbidden_prefixes: &[],
     },

@@ -1,6 +1,7 @@
-//! `ntk`: adapt a trained network to new data, with uncertainty, from the shell.
+//! The `ntk` command line: its commands, flags and what each does.
 //!
-//! Every failure prints one line on standard error and exits with code 2 (bad input) or 3
+//! `src/main.rs` calls [`main`]; the end-to-end tests (the workspace's `tests/` member) run
+//! the same function as a process of their own. Every failure prints one line on standard error and exits with code 2 (bad input) or 3
 //! (numerical failure), never a panic; an output file is written all at once or not at all,
 //! and never over an input.
 
@@ -16,16 +17,18 @@ use ntk_gp::fit::Param;
 use ntk_gp::ntk::{MeanFunction, NtkGp, NtkGpParams};
 use ntk_gp::strategy::{CostAssumptions, ProblemSize, Strategy, estimates};
 use ntk_gp::train::{Loss, Optimizer, TrainParams, train_mlp};
-use ntk_ops::checkpoint::{DiskDtype, load_mlp, params_to_bytes};
-use ntk_ops::{Activation, Device, DeviceError, Mlp, MlpConfig};
+use ntk_ops::checkpoint::{DiskDtype, params_to_bytes};
+use ntk_ops::{Device, DeviceError, Network};
 use serde_json::json;
 
-use ntk_cli::error::{CliError, EXIT_BAD_INPUT};
-use ntk_cli::memory;
-use ntk_cli::output::{Staged, prediction_csv, refuse_overwriting, write_atomically};
-use ntk_cli::progress::Progress;
-use ntk_cli::spec::{ActivationName, ArchConfig};
-use ntk_cli::table::{Table, read_table};
+use crate::classify;
+use crate::error::{CliError, EXIT_BAD_INPUT};
+use crate::memory;
+use crate::model::{LoadedModel, load_model, mlp_config};
+use crate::output::{Staged, prediction_csv, refuse_overwriting, write_atomically};
+use crate::progress::Progress;
+use crate::spec::ArchConfig;
+use crate::table::{Table, read_table};
 
 /// The backend of `ntk train` (the CPU, in `f64`).
 type TrainBackend = ntk_ops::DefaultBackend;
@@ -53,6 +56,11 @@ enum Command {
         after_help = "Example:\n  ntk train --arch 1-40-40-1:tanh --data seattle-2012.train.csv --epochs 500 --lr 0.01 \\\n      --out seattle-2012.safetensors"
     )]
     Train(TrainArgs),
+    /// Show the layers, parameter shapes, input shape and output count of a model file.
+    #[command(
+        after_help = "Examples:\n  ntk inspect cnn.onnx\n  ntk inspect named.safetensors --arch 2-16-16-1:tanh --layers fc1,fc2,fc3"
+    )]
+    Inspect(InspectArgs),
     /// Adapt to every task in DIR (NAME.train.csv, optional NAME.test.csv) sharing one network.
     #[command(
         after_help = "Example:\n  ntk tasks --model seattle-2012.safetensors --arch 1-40-40-1:tanh --dir weather-tasks/ \\\n      --prior-scale fit --out-dir predictions/"
@@ -80,27 +88,51 @@ enum StrategyArg {
     ParameterFree,
 }
 
+/// Where the network comes from (`ntk adapt`, `ntk tasks`, `ntk inspect`).
+#[derive(Args, Clone)]
+struct NetworkArgs {
+    /// Architecture WIDTHS:ACTIVATION, e.g. 1-40-40-1:tanh (tanh, relu, elu, gelu, sigmoid,
+    /// softplus): needed for a safetensors file, checked against the graph of an ONNX file.
+    #[arg(long, value_name = "SPEC")]
+    arch: Option<ArchConfig>,
+    /// Key prefixes of a safetensors file's Linear layers, in order (e.g. fc1,fc2,fc3).
+    /// Default: every prefix with a 2-D `weight`, in natural order (0 < 3 < 6, fc2 < fc10).
+    #[arg(long, value_name = "P1,P2,…", value_delimiter = ',')]
+    layers: Option<Vec<String>>,
+}
+
+#[derive(Args)]
+struct InspectArgs {
+    /// The model: FILE.onnx, or a safetensors file with --arch.
+    #[arg(value_name = "FILE")]
+    file: PathBuf,
+    #[command(flatten)]
+    network: NetworkArgs,
+}
+
 #[derive(Args, Clone)]
 struct ModelArgs {
-    /// Weights: a safetensors file as written by `safetensors.torch.save_file(model.state_dict(), path)`.
-    #[arg(long, value_name = "M.safetensors")]
+    /// The trained network: FILE.onnx (a graph from `torch.onnx.export`, weights included or
+    /// in external data files next to it), or a safetensors file as written by
+    /// `safetensors.torch.save_file(model.state_dict(), path)`, with --arch.
+    #[arg(long, value_name = "FILE")]
     model: PathBuf,
-    /// Architecture WIDTHS:ACTIVATION, e.g. 1-40-40-1:tanh (tanh, relu, elu, gelu, sigmoid, softplus).
-    #[arg(long, value_name = "SPEC")]
-    arch: ArchConfig,
+    #[command(flatten)]
+    network: NetworkArgs,
     /// Name of the target column.
     #[arg(long, default_value = "y")]
     target: String,
-    /// Noise variance σ² > 0, or `fit` to maximize the marginal likelihood (L-BFGS from half
-    /// the targets' sample variance, within [1e-6, 1e6]; --json reports how the fit ended).
-    #[arg(long, default_value = "fit", allow_negative_numbers = true)]
-    noise: String,
+    /// Noise variance σ² > 0, or `fit` (the default) to maximize the marginal likelihood
+    /// (L-BFGS from half the targets' sample variance, within [1e-6, 1e6]; --json reports how
+    /// the fit ended). Gaussian likelihood only.
+    #[arg(long, allow_negative_numbers = true)]
+    noise: Option<String>,
     /// Prior scale s² > 0 of θ′ ~ N(0, s²I), or `fit`.
     #[arg(long, default_value = "1", allow_negative_numbers = true)]
     prior_scale: String,
-    /// Prior mean: zero, a fitted constant, or the network's own output.
-    #[arg(long, value_enum, default_value = "network")]
-    mean: MeanArg,
+    /// Prior mean: zero, a fitted constant, or the network's own output (the default).
+    #[arg(long, value_enum)]
+    mean: Option<MeanArg>,
     /// Inference strategy: auto (chosen by cost), dense, function or parameter.
     ///
     /// `dense`: Cholesky of the n×n kernel matrix. `parameter`: exact, in the P-dimensional
@@ -130,10 +162,24 @@ struct ModelArgs {
     quiet: bool,
 }
 
+/// The likelihood of the new task's targets.
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum LikelihoodArg {
+    /// Real targets with Gaussian noise of variance σ².
+    Gaussian,
+    /// Class labels 0…C−1 (C = the network's outputs), a softmax of the logits; the
+    /// posterior is the Laplace approximation of the linearized classifier.
+    Categorical,
+}
+
 #[derive(Args)]
 struct AdaptArgs {
     #[command(flatten)]
     model: ModelArgs,
+    /// `gaussian` (regression) or `categorical` (classification: the target column holds
+    /// class labels; OUT.csv gets mean_c, var_c of each logit and the probabilities p_c).
+    #[arg(long, value_enum, default_value = "gaussian")]
+    likelihood: LikelihoodArg,
     /// Training data of the new task (CSV with a header).
     #[arg(long, value_name = "TRAIN.csv")]
     train: PathBuf,
@@ -199,7 +245,8 @@ struct TasksArgs {
     save_state: Option<PathBuf>,
 }
 
-fn main() -> ExitCode {
+/// Runs the `ntk` command on the process's arguments and returns its exit code.
+pub fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
@@ -217,6 +264,7 @@ fn main() -> ExitCode {
         Command::Adapt(a) => adapt(&a),
         Command::Train(t) => train(&t),
         Command::Tasks(t) => tasks(&t),
+        Command::Inspect(i) => inspect(&i),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -257,21 +305,6 @@ fn one_line(text: &str) -> String {
     }
 }
 
-fn activation(a: ActivationName) -> Activation {
-    match a {
-        ActivationName::Tanh => Activation::Tanh,
-        ActivationName::Relu => Activation::Relu,
-        ActivationName::Elu => Activation::Elu,
-        ActivationName::Gelu => Activation::Gelu,
-        ActivationName::Sigmoid => Activation::Sigmoid,
-        ActivationName::Softplus => Activation::Softplus,
-    }
-}
-
-fn mlp_config(arch: &ArchConfig) -> MlpConfig {
-    MlpConfig::new(&arch.widths).with_activation(activation(arch.activation))
-}
-
 /// The `--device` value, parsed and checked (compiled in, and usable at run time).
 fn device(model: &ModelArgs) -> Result<Device, CliError> {
     let device: Device = model
@@ -305,7 +338,7 @@ macro_rules! on_device {
 }
 
 /// `FLOAT` (positive) or `fit`, a fit starting from `init`.
-fn param(name: &str, text: &str, init: f64) -> Result<Param, CliError> {
+pub(crate) fn param(name: &str, text: &str, init: f64) -> Result<Param, CliError> {
     if text == "fit" {
         return Ok(Param::fit_variance(init));
     }
@@ -328,23 +361,37 @@ fn noise_init(y: &DVector<f64>) -> f64 {
     (0.5 * var).clamp(1e-4, 1e4)
 }
 
-fn load<B: Backend>(model: &ModelArgs, device: &B::Device) -> Result<Mlp<B>, CliError> {
-    let config = mlp_config(&model.arch);
-    load_mlp::<B>(&config, &model.model, device).map_err(|e| {
-        CliError::Model(format!(
-            "{}: {e} (architecture {})",
-            model.model.display(),
-            model.arch
-        ))
-    })
+/// Reads the model file named by `--model` (ONNX, or safetensors with `--arch`).
+fn load(model: &ModelArgs) -> Result<LoadedModel, CliError> {
+    load_model(
+        &model.model,
+        model.network.arch.as_ref(),
+        model.network.layers.as_deref(),
+    )
+}
+
+/// A regression adapts one output: refuses a network with several (a classifier).
+fn check_one_output<B: Backend>(network: &Network<B>, path: &Path) -> Result<(), CliError> {
+    if network.n_outputs() != 1 {
+        return Err(CliError::Usage(format!(
+            "{}: the network has {} outputs; regression adapts one (for a classifier use --likelihood categorical)",
+            path.display(),
+            network.n_outputs()
+        )));
+    }
+    Ok(())
 }
 
 fn gp_config(model: &ModelArgs, y: &DVector<f64>, plan: &Plan) -> Result<NtkGpParams, CliError> {
     let mut config = NtkGpParams {
         strategy: plan.strategy,
-        noise: param("--noise", &model.noise, noise_init(y))?,
+        noise: param(
+            "--noise",
+            model.noise.as_deref().unwrap_or("fit"),
+            noise_init(y),
+        )?,
         prior_scale: param("--prior-scale", &model.prior_scale, 1.0)?,
-        mean: match model.mean {
+        mean: match model.mean.unwrap_or(MeanArg::Network) {
             MeanArg::Zero => MeanFunction::Zero,
             MeanArg::Constant => MeanFunction::Constant(Param::Fit {
                 init: 0.0,
@@ -362,7 +409,7 @@ fn gp_config(model: &ModelArgs, y: &DVector<f64>, plan: &Plan) -> Result<NtkGpPa
 /// Checks the values of the model flags before any file is read; gives the memory limit
 /// every task is planned against.
 fn check_flags(model: &ModelArgs) -> Result<Option<f64>, CliError> {
-    param("--noise", &model.noise, 1.0)?;
+    param("--noise", model.noise.as_deref().unwrap_or("fit"), 1.0)?;
     param("--prior-scale", &model.prior_scale, 1.0)?;
     time_limit(model)?;
     memory_limit(model.max_memory.as_deref())
@@ -406,11 +453,16 @@ struct Plan {
 /// Chooses the strategy for `n` training and `m` test points and refuses a plan whose
 /// estimated peak exceeds the memory limit, naming the estimate and a strategy that fits.
 /// Nothing of the task has been allocated yet.
-fn plan(model: &ModelArgs, limit: Option<f64>, n: usize, m: usize) -> Result<Plan, CliError> {
-    let size = ProblemSize::mlp(&model.arch.widths, n, m).ok_or_else(|| {
+fn plan<B: Backend>(
+    model: &ModelArgs,
+    network: &Network<B>,
+    limit: Option<f64>,
+    n: usize,
+    m: usize,
+) -> Result<Plan, CliError> {
+    let size = ProblemSize::network(network, n, m).ok_or_else(|| {
         CliError::Usage(format!(
-            "architecture {} has more parameters than a {}-bit machine can count",
-            model.arch,
+            "the network has more parameters than a {}-bit machine can count",
             usize::BITS
         ))
     })?;
@@ -486,16 +538,42 @@ fn strategy_flag(s: Strategy) -> &'static str {
     }
 }
 
-fn check_inputs(arch: &ArchConfig, table: &Table, path: &Path) -> Result<(), CliError> {
-    if table.inputs.ncols() != arch.widths[0] {
+/// What a CSV's input columns must fit: a count, and how to name it in a message.
+pub(crate) struct Inputs {
+    count: usize,
+    what: String,
+}
+
+impl Inputs {
+    fn of_model(model: &LoadedModel) -> Self {
+        Self {
+            count: model.n_inputs(),
+            what: format!("the model's input shape {:?}", model.config.input),
+        }
+    }
+
+    fn of_arch(arch: &ArchConfig) -> Self {
+        Self {
+            count: arch.widths[0],
+            what: format!("the architecture {arch}"),
+        }
+    }
+}
+
+fn check_inputs(inputs: &Inputs, table: &Table, path: &Path) -> Result<(), CliError> {
+    if table.inputs.ncols() != inputs.count {
+        let names = if table.input_names.len() <= 8 {
+            format!(" ({})", table.input_names.join(","))
+        } else {
+            String::new()
+        };
         return Err(CliError::Csv {
             path: path.to_path_buf(),
             message: format!(
-                "{} input columns ({}), but the architecture {} takes {}",
+                "{} input columns{names}, but {} takes {}",
                 table.inputs.ncols(),
-                table.input_names.join(","),
-                arch,
-                arch.widths[0]
+                inputs.what,
+                inputs.count
             ),
         });
     }
@@ -503,26 +581,19 @@ fn check_inputs(arch: &ArchConfig, table: &Table, path: &Path) -> Result<(), Cli
 }
 
 /// One task's data, read and checked.
-struct Task {
-    train: Table,
-    test: Table,
-    y: DVector<f64>,
+pub(crate) struct Task {
+    pub(crate) train: Table,
+    pub(crate) test: Table,
+    pub(crate) y: DVector<f64>,
+    /// The training and test files.
+    paths: [PathBuf; 2],
 }
 
+/// Reads a task's files; their input columns are checked against the model by
+/// [`check_task`] once it is read.
 fn read_task(model: &ModelArgs, train: &Path, test: &Path) -> Result<Task, CliError> {
     let train_t = read_table(train, &model.target, true)?;
     let test_t = read_table(test, &model.target, false)?;
-    check_inputs(&model.arch, &train_t, train)?;
-    if test_t.input_names != train_t.input_names {
-        return Err(CliError::Csv {
-            path: test.to_path_buf(),
-            message: format!(
-                "input columns ({}) differ from the training file's ({})",
-                test_t.input_names.join(","),
-                train_t.input_names.join(",")
-            ),
-        });
-    }
     let y = train_t
         .complete_target()
         .expect("a training file has every target");
@@ -530,7 +601,25 @@ fn read_task(model: &ModelArgs, train: &Path, test: &Path) -> Result<Task, CliEr
         train: train_t,
         test: test_t,
         y,
+        paths: [train.to_path_buf(), test.to_path_buf()],
     })
+}
+
+/// The training file's input columns against the model's input shape, then the test
+/// file's against the training file's.
+fn check_task(task: &Task, inputs: &Inputs) -> Result<(), CliError> {
+    check_inputs(inputs, &task.train, &task.paths[0])?;
+    if task.test.input_names != task.train.input_names {
+        return Err(CliError::Csv {
+            path: task.paths[1].clone(),
+            message: format!(
+                "input columns ({}) differ from the training file's ({})",
+                task.test.input_names.join(","),
+                task.train.input_names.join(",")
+            ),
+        });
+    }
+    Ok(())
 }
 
 /// The outcome of adapting to one task.
@@ -543,7 +632,7 @@ struct Adapted<B: Backend> {
 }
 
 fn adapt_one<B: Backend>(
-    mlp: &Mlp<B>,
+    network: &Network<B>,
     model: &ModelArgs,
     task: &Task,
     plan: &Plan,
@@ -562,7 +651,7 @@ where
     ));
     let t0 = Instant::now();
     let gp = NtkGp::new(
-        mlp.clone(),
+        network.clone(),
         &task.train.inputs,
         y,
         gp_config(model, y, plan)?,
@@ -692,6 +781,60 @@ where
     }
 }
 
+/// The flags of `--likelihood categorical`, checked: the noise and the mean function belong
+/// to regression, and the prior scale is fixed.
+fn categorical_request(args: &AdaptArgs) -> Result<classify::Request, CliError> {
+    let m = &args.model;
+    if m.noise.is_some() {
+        return Err(CliError::Usage(
+            "--noise is the Gaussian noise of regression; a categorical likelihood has none (drop --noise)"
+                .into(),
+        ));
+    }
+    if m.mean.is_some() {
+        return Err(CliError::Usage(
+            "--mean applies to regression; a classifier's prior mean is the network's logits"
+                .into(),
+        ));
+    }
+    let prior_scale = match param("--prior-scale", &m.prior_scale, 1.0)? {
+        Param::Fixed(v) => v,
+        _ => {
+            return Err(CliError::Usage(
+                "--prior-scale fit is not available with --likelihood categorical: give a number"
+                    .into(),
+            ));
+        }
+    };
+    let strategy = match m.strategy {
+        StrategyArg::Auto => Strategy::Auto,
+        StrategyArg::Dense => Strategy::Dense,
+        StrategyArg::ParameterFree => Strategy::MatrixFreeParameterSpace,
+        StrategyArg::Function | StrategyArg::Parameter => {
+            return Err(CliError::Usage(
+                "--likelihood categorical runs --strategy dense, parameter-free or auto".into(),
+            ));
+        }
+    };
+    if args.json && args.output.is_none() {
+        return Err(CliError::Usage(
+            "--json prints JSON on standard output: give the predictions a file with --output"
+                .into(),
+        ));
+    }
+    Ok(classify::Request {
+        model: load(m)?,
+        model_path: m.model.clone(),
+        train: args.train.clone(),
+        test: args.test.clone(),
+        target: m.target.clone(),
+        output: args.output.clone(),
+        json: args.json,
+        prior_scale,
+        strategy,
+    })
+}
+
 fn adapt(args: &AdaptArgs) -> Result<(), CliError> {
     on_device!(device(&args.model)?, |dev: B| adapt_on::<B>(args, &dev))
 }
@@ -706,6 +849,9 @@ where
                 .into(),
         ));
     }
+    if args.likelihood == LikelihoodArg::Categorical {
+        return classify::adapt_categorical::<B>(&categorical_request(args)?, dev);
+    }
     let limit = check_flags(&args.model)?;
     if let Some(out) = &args.output {
         refuse_overwriting(out, &[&args.train, &args.test, &args.model.model])?;
@@ -714,10 +860,19 @@ where
     // The data, then the weights (their shapes are compared with the architecture before
     // anything is allocated), then the plan, refused if it does not fit in memory.
     let task = read_task(&args.model, &args.train, &args.test)?;
-    let mlp = load::<B>(&args.model, dev)?;
-    let plan = plan(&args.model, limit, task.y.len(), task.test.inputs.nrows())?;
+    let model = load(&args.model)?;
+    check_task(&task, &Inputs::of_model(&model))?;
+    let network = model.network::<B>(dev)?;
+    check_one_output(&network, &args.model.model)?;
+    let plan = plan(
+        &args.model,
+        &network,
+        limit,
+        task.y.len(),
+        task.test.inputs.nrows(),
+    )?;
     let progress = Progress::start(String::new(), args.model.quiet);
-    let a = adapt_one(&mlp, &args.model, &task, &plan, &progress)?;
+    let a = adapt_one(&network, &args.model, &task, &plan, &progress)?;
     drop(progress);
     match &args.output {
         Some(path) => write_atomically(path, a.csv.as_bytes())?,
@@ -734,7 +889,7 @@ where
             "strategy_reason": reason,
             "noise": h.noise,
             "prior_scale": h.prior_scale,
-            "constant_mean": matches!(args.model.mean, MeanArg::Constant).then(|| a.gp.constant_mean()),
+            "constant_mean": matches!(args.model.mean, Some(MeanArg::Constant)).then(|| a.gp.constant_mean()),
             "log_marginal_likelihood": a.gp.log_marginal_likelihood(),
             // Matrix-free: the SLQ log-determinant's standard error, halved as in the lml.
             "log_marginal_likelihood_std_error": a.gp.matrix_free_state().map(|st| 0.5 * st.logdet.std_error),
@@ -798,7 +953,7 @@ fn train(args: &TrainArgs) -> Result<(), CliError> {
         )));
     }
     let data = read_table(&args.data, &args.target, true)?;
-    check_inputs(&args.arch, &data, &args.data)?;
+    check_inputs(&Inputs::of_arch(&args.arch), &data, &args.data)?;
     let config = mlp_config(&args.arch);
     let init = config
         .init::<TrainBackend>(args.seed, &Default::default())
@@ -900,10 +1055,24 @@ where
         .iter()
         .map(|(train, test)| read_task(&args.model, train, test))
         .collect::<Result<Vec<_>, _>>()?;
-    let mlp = load::<B>(&args.model, dev)?;
+    let model = load(&args.model)?;
+    let inputs = Inputs::of_model(&model);
+    for task in &tasks {
+        check_task(task, &inputs)?;
+    }
+    let network = model.network::<B>(dev)?;
+    check_one_output(&network, &args.model.model)?;
     let plans = tasks
         .iter()
-        .map(|t| plan(&args.model, limit, t.y.len(), t.test.inputs.nrows()))
+        .map(|t| {
+            plan(
+                &args.model,
+                &network,
+                limit,
+                t.y.len(),
+                t.test.inputs.nrows(),
+            )
+        })
         .collect::<Result<Vec<_>, _>>()?;
     let bar = if args.model.quiet {
         indicatif::ProgressBar::hidden()
@@ -918,7 +1087,7 @@ where
     let mut rows = Vec::with_capacity(names.len());
     let mut predictions = Vec::with_capacity(names.len());
     // One hierarchy (the paper's Algorithm 1): the shared network, a GP per task.
-    let mut hierarchy = MultiTask::new(mlp, NtkGpParams::default());
+    let mut hierarchy = MultiTask::new(network, NtkGpParams::default());
     for ((name, task), plan) in names.iter().zip(&tasks).zip(&plans) {
         bar.set_message(name.clone());
         let config = gp_config(&args.model, &task.y, plan)?;
@@ -976,5 +1145,16 @@ where
     for row in rows {
         println!("{row}");
     }
+    Ok(())
+}
+
+fn inspect(args: &InspectArgs) -> Result<(), CliError> {
+    let model = load_model(
+        &args.file,
+        args.network.arch.as_ref(),
+        args.network.layers.as_deref(),
+    )?;
+    let network = model.network::<ntk_ops::DefaultBackend>(&Default::default())?;
+    print!("{}", model.inspect(network.n_outputs()));
     Ok(())
 }

@@ -286,7 +286,8 @@ fn every_bad_input_exits_2_with_one_line_and_no_output() {
         (m, "1-16-1:tanh", g, &header_only, vec![], vec!["header.csv", "no data rows"]),
         // The architecture does not fit the weights: the tensor and both shapes.
         (m, "1-8-1:tanh", g, g, vec![], vec!["0.weight", "[8, 1]", "[16, 1]"]),
-        (m, "1-16-16-1:tanh", g, g, vec![], vec!["2.weight", "[16, 16]", "[1, 16]"]),
+        // A deeper architecture than the file: the layer count and the prefixes found.
+        (m, "1-16-16-1:tanh", g, g, vec![], vec!["3 Linear layers but 2 prefixes", "are 0,2"]),
         // Bad specs: unknown activation, malformed widths.
         (m, "1-16-1:swish", g, g, vec![], vec!["unknown activation `swish`", "tanh, relu"]),
         (m, "1-x-1:tanh", g, g, vec![], vec!["width `x` is not a positive integer"]),
