@@ -171,6 +171,38 @@ def make_gapped():
     )
 
 
+class FlattenByView(nn.Module):
+    """`x.view(x.size(0), -1)`: exported as Shape, Gather, Unsqueeze, Concat and Reshape."""
+
+    def forward(self, x):
+        return x.view(x.size(0), -1)
+
+
+def make_cnn_ops():
+    """The other layer kinds: BatchNorm2d (after the activation, so that the exporter does not
+    fold it into the convolution), Sigmoid, AvgPool2d, a strided convolution, ELU, a Reshape
+    flatten, Softplus."""
+    return nn.Sequential(
+        nn.Conv2d(1, 3, 3, padding=1), nn.Sigmoid(), nn.BatchNorm2d(3), nn.AvgPool2d(2),
+        nn.Conv2d(3, 4, 3, stride=1), nn.ELU(), FlattenByView(),
+        nn.Linear(16, 8), nn.Softplus(), nn.Linear(8, 1),
+    )
+
+
+class MatMulMlp(nn.Module):
+    """`x @ W + b` with bare parameters: exported as MatMul + Add, weights stored [in, out]."""
+
+    def __init__(self):
+        super().__init__()
+        self.w1 = nn.Parameter(torch.randn(2, 12) / 2 ** 0.5)
+        self.b1 = nn.Parameter(torch.zeros(12))
+        self.w2 = nn.Parameter(torch.randn(12, 1) / 12 ** 0.5)
+        self.b2 = nn.Parameter(torch.zeros(1))
+
+    def forward(self, x):
+        return torch.tanh(x @ self.w1 + self.b1) @ self.w2 + self.b2
+
+
 def make_gelu():
     return nn.Sequential(nn.Linear(2, 16), nn.GELU(), nn.Linear(16, 16), nn.GELU(), nn.Linear(16, 1))
 
@@ -520,6 +552,26 @@ def main():
     exports = [("classifier.onnx", export_torchscript)]
     loss, ref = fixture("classifier", make_classifier(), source, new, exports, classify=True, epochs=300)
     summary.append(("classifier", loss, ref))
+
+    # The remaining operators: BatchNormalization, AveragePool, Sigmoid, Elu, Softplus, a
+    # Reshape flatten (from a shape computation), MatMul + Add.
+    torch.manual_seed(6)
+    rng = np.random.default_rng(6)
+    source = cnn_source(rng, n=256)
+    x_tr, y_tr = cnn_new(rng, rng.uniform(0, 7, 16), rng.uniform(0, 7, 16))
+    x_te, y_te = cnn_new(rng, rng.uniform(0, 7, 8), rng.uniform(0, 7, 8))
+    exports = [("cnn-ops.onnx", export_torchscript)]
+    loss, ref = fixture("cnn-ops", make_cnn_ops(), source, (x_tr, y_tr, x_te, y_te), exports,
+                        epochs=300)
+    summary.append(("cnn-ops", loss, ref))
+    torch.manual_seed(7)
+    rng = np.random.default_rng(7)
+    source = mlp_source(rng)
+    x_tr, y_tr = mlp_new(rng, 30)
+    x_te, y_te = mlp_new(rng, 15)
+    loss, ref = fixture("matmul", MatMulMlp(), source, (x_tr, y_tr, x_te, y_te),
+                        [("matmul.onnx", export_torchscript)], epochs=1000)
+    summary.append(("matmul", loss, ref))
 
     make_refused()
 

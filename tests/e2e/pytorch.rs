@@ -116,11 +116,16 @@ fn check_regression(task: &str, model: &[&str], strategy: &str, bounds: [f64; 3]
     let cols = columns(&dir.path().join("out.csv"), &["mean".into(), "var".into()]);
     let lml = summary["log_marginal_likelihood"].as_f64().unwrap();
     let want_lml = r["log_marginal_likelihood"].as_f64().unwrap();
+    // The matrix-free strategies estimate the log-determinant by SLQ: 3 standard errors more.
+    let se = summary["log_marginal_likelihood_std_error"]
+        .as_f64()
+        .unwrap_or(0.0);
     let errors = [
         rel_err(&cols[0], &floats(&r["mean"])),
         rel_err(&cols[1], &floats(&r["var"])),
         (lml - want_lml).abs() / want_lml.abs(),
     ];
+    let bounds = [bounds[0], bounds[1], bounds[2] + 3.0 * se / want_lml.abs()];
     for ((e, b), what) in errors.iter().zip(bounds).zip(["mean", "var", "lml"]) {
         assert!(e <= &b, "{model:?} {strategy}: {what} error {e:e} > {b:e}");
     }
@@ -155,6 +160,8 @@ fn dense_adaptation_matches_every_regression_reference() {
         ("named", onnx("named.onnx").to_vec()),
         ("gelu", onnx("gelu.onnx").to_vec()),
         ("gelu", onnx("gelu-dynamo.onnx").to_vec()),
+        ("cnn-ops", onnx("cnn-ops.onnx").to_vec()),
+        ("matmul", onnx("matmul.onnx").to_vec()),
         ("named", st("named.safetensors", &[])),
         (
             "named",
@@ -172,14 +179,16 @@ fn dense_adaptation_matches_every_regression_reference() {
     check_regression("named", &strs(&named), "dense", [1e-8, 1e-8, 1e-8]);
 }
 
-/// The other strategies on the CNN and the residual MLP, to their documented tolerances.
+/// The other strategies on the CNN and the residual MLP, to their documented tolerances
+/// (docs/src/cli.md, "Accuracy of the strategies"): the log marginal likelihood of the
+/// matrix-free ones within 3 of their standard errors (and 1e-9 relative).
 #[test]
 fn every_strategy_adapts_the_cnn_and_the_residual_network() {
     for (task, file) in [("cnn", "cnn.onnx"), ("resmlp", "resmlp.onnx")] {
         let model = onnx(file);
         check_regression(task, &strs(&model), "parameter", [1e-8, 1e-8, 1e-8]);
-        check_regression(task, &strs(&model), "function", [1e-7, 1e-7, 1e-3]);
-        check_regression(task, &strs(&model), "parameter-free", [1e-7, 1e-7, 1e-3]);
+        check_regression(task, &strs(&model), "function", [1e-7, 1e-8, 1e-9]);
+        check_regression(task, &strs(&model), "parameter-free", [1e-6, 1e-8, 1e-9]);
     }
 }
 
@@ -335,6 +344,11 @@ fn every_bad_input_exits_2_with_one_line_and_no_output() {
     std::fs::create_dir(&lonely).unwrap();
     std::fs::copy(fixture("cnn-dynamo.onnx"), lonely.join("cnn-dynamo.onnx")).unwrap();
     let lonely = lonely.join("cnn-dynamo.onnx").to_str().unwrap().to_string();
+    // … and one whose "data file" is a folder: the parser panics on it, `ntk` says one line.
+    let folder = dir.path().join("folder");
+    std::fs::create_dir_all(folder.join("cnn-dynamo.onnx.data")).unwrap();
+    std::fs::copy(fixture("cnn-dynamo.onnx"), folder.join("cnn-dynamo.onnx")).unwrap();
+    let folder = folder.join("cnn-dynamo.onnx").to_str().unwrap().to_string();
     let garbage = write("garbage.onnx", b"this is not a protobuf message at all");
     let two_columns = f("named.train.csv");
     // Labels outside 0..3, and a fractional label.
@@ -375,6 +389,10 @@ fn every_bad_input_exits_2_with_one_line_and_no_output() {
         ),
         (
             adapt(&[&lonely], &cnn_tr, &cnn_te, &[]),
+            vec!["cnn-dynamo.onnx.data", "keep it next to the model"],
+        ),
+        (
+            adapt(&[&folder], &cnn_tr, &cnn_te, &[]),
             vec!["cnn-dynamo.onnx"],
         ),
         (

@@ -90,7 +90,7 @@ pub fn load_model(
                 source: std::io::Error::from(std::io::ErrorKind::NotFound),
             });
         }
-        let onnx = OnnxNetwork::read(path).map_err(model_error)?;
+        let onnx = quietly(|| OnnxNetwork::read(path)).map_err(model_error)?;
         if let Some(arch) = arch {
             let expected = mlp_config(arch).network();
             if expected != onnx.config {
@@ -143,6 +143,16 @@ pub fn load_model(
         sources,
         format: ModelFormat::StateDict,
     })
+}
+
+/// Runs `f` with the panic hook silenced: the ONNX parser panics on some malformed files,
+/// which [`OnnxNetwork::read`] turns into an error, and the command's contract is one line.
+fn quietly<T>(f: impl FnOnce() -> T) -> T {
+    let hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let out = f();
+    std::panic::set_hook(hook);
+    out
 }
 
 impl LoadedModel {

@@ -73,18 +73,14 @@ impl OnnxNetwork {
         refuse_tanh_gelu(&bytes)?;
         check_external_data(&bytes, path)?;
         // The parser follows external data relative to the file, so it reads the path itself.
-        let graph = OnnxGraphBuilder::new()
-            .parse_file(path)
-            .map_err(|e| OpsError::Onnx(one_line(&e.to_string())))?;
+        let graph = guarded(|| OnnxGraphBuilder::new().parse_file(path))?;
         Self::from_graph(&graph).map_err(|e| with_file_node_name(e, &bytes))
     }
 
     /// Reads an ONNX model held in memory (weights embedded).
     pub fn from_bytes(bytes: &[u8]) -> Result<Self> {
         refuse_tanh_gelu(bytes)?;
-        let graph = OnnxGraphBuilder::new()
-            .parse_bytes(bytes)
-            .map_err(|e| OpsError::Onnx(one_line(&e.to_string())))?;
+        let graph = guarded(|| OnnxGraphBuilder::new().parse_bytes(bytes))?;
         Self::from_graph(&graph).map_err(|e| with_file_node_name(e, bytes))
     }
 
@@ -96,6 +92,28 @@ impl OnnxNetwork {
     /// The network on `device`.
     pub fn network<B: Backend>(&self, device: &B::Device) -> Result<Network<B>> {
         self.config.with_params(&self.params, &self.buffers, device)
+    }
+}
+
+/// Runs the parser; its errors, and the panics it raises on some malformed files, become
+/// [`OpsError::Onnx`] (the process's panic hook still reports a panic as it happens).
+fn guarded(
+    parse: impl FnOnce() -> std::result::Result<OnnxGraph, onnx_ir::Error>,
+) -> Result<OnnxGraph> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(parse)) {
+        Ok(Ok(graph)) => Ok(graph),
+        Ok(Err(e)) => Err(OpsError::Onnx(one_line(&e.to_string()))),
+        Err(panic) => {
+            let message = panic
+                .downcast_ref::<String>()
+                .map(String::as_str)
+                .or_else(|| panic.downcast_ref::<&str>().copied())
+                .unwrap_or("no message");
+            Err(OpsError::Onnx(format!(
+                "the ONNX parser could not read this file: {}",
+                one_line(message)
+            )))
+        }
     }
 }
 
@@ -691,7 +709,7 @@ impl Reader {
                 let (gamma, beta, mean, var) = (gamma?, beta?, mean?, var?);
                 let layer = batch_norm::BatchNorm2d {
                     channels: gamma.values.len(),
-                    eps: c.epsilon,
+                    eps: shortest_decimal(c.epsilon),
                 };
                 self.push(
                     &x,
@@ -920,6 +938,17 @@ impl Reader {
     }
 }
 
+/// ONNX keeps float attributes in f32: ε = 1e-5 arrives as 9.99999974738e-6. The shortest
+/// decimal that rounds to the same f32 (what the exporter was given: `1e-5`) is read instead.
+fn shortest_decimal(value: f64) -> f64 {
+    let single = value as f32;
+    if f64::from(single) == value {
+        single.to_string().parse().unwrap_or(value)
+    } else {
+        value
+    }
+}
+
 /// A 2-D tensor transposed (`[a, b]` → `[b, a]`).
 fn transpose(t: &Tensor) -> Tensor {
     let (r, c) = (t.shape[0], t.shape[1]);
@@ -933,5 +962,39 @@ fn transpose(t: &Tensor) -> Tensor {
         source: t.source.clone(),
         shape: vec![c, r],
         values,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn f32_attributes_read_as_the_decimal_they_were_written_from() {
+        assert_eq!(shortest_decimal(f64::from(1e-5f32)), 1e-5);
+        assert_eq!(shortest_decimal(f64::from(1e-3f32)), 1e-3);
+        assert_eq!(shortest_decimal(f64::from(0.1f32)), 0.1);
+        // Not an f32: kept as is.
+        assert_eq!(shortest_decimal(1e-5 + 1e-20), 1e-5 + 1e-20);
+    }
+
+    #[test]
+    fn transposes_row_major() {
+        let t = Tensor {
+            source: String::new(),
+            shape: vec![2, 3],
+            values: vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0],
+        };
+        let u = transpose(&t);
+        assert_eq!(
+            (u.shape, u.values),
+            (vec![3, 2], vec![1.0, 4.0, 2.0, 5.0, 3.0, 6.0])
+        );
+    }
+
+    #[test]
+    fn bytes_that_are_not_onnx_are_an_error() {
+        let e = OnnxNetwork::from_bytes(b"not a protobuf message").unwrap_err();
+        assert!(matches!(e, OpsError::Onnx(_)), "{e:?}");
     }
 }
