@@ -549,3 +549,53 @@ fn every_bad_input_exits_2_with_one_line_and_no_output() {
         refused(&strs(args), needles);
     }
 }
+
+/// `ntk tasks` adapts every task in a folder with one network read from ONNX: the same
+/// numbers as `ntk adapt`, hence as the reference.
+#[test]
+fn tasks_adapts_a_folder_with_an_onnx_network() {
+    let dir = tempfile::tempdir().unwrap();
+    for name in ["a", "b"] {
+        std::fs::copy(
+            fixture("cnn.train.csv"),
+            dir.path().join(format!("{name}.train.csv")),
+        )
+        .unwrap();
+        std::fs::copy(
+            fixture("cnn.test.csv"),
+            dir.path().join(format!("{name}.test.csv")),
+        )
+        .unwrap();
+    }
+    let out = dir.path().join("pred");
+    let o = ntk(&[
+        "tasks",
+        "--model",
+        fixture("cnn-dynamo.onnx").to_str().unwrap(),
+        "--dir",
+        dir.path().to_str().unwrap(),
+        "--out-dir",
+        out.to_str().unwrap(),
+        "--noise",
+        NOISE,
+        "--prior-scale",
+        PRIOR_SCALE,
+        "--strategy",
+        "dense",
+        "--quiet",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let r = reference("cnn");
+    let want = r["log_marginal_likelihood"].as_f64().unwrap();
+    let text = String::from_utf8_lossy(&o.stdout);
+    let rows: Vec<&str> = text.lines().skip(1).collect();
+    assert_eq!(rows.len(), 2, "{text}");
+    for row in rows {
+        let lml: f64 = row.split(',').nth(3).unwrap().parse().unwrap();
+        assert!((lml - want).abs() <= 1e-8 * want.abs(), "{row}");
+    }
+    for name in ["a", "b"] {
+        let cols = columns(&out.join(format!("{name}.pred.csv")), &["mean".into()]);
+        assert!(rel_err(&cols[0], &floats(&r["mean"])) <= 1e-8, "{name}");
+    }
+}
