@@ -10,7 +10,7 @@
 //!
 //! - [`targets`]: what is fuzzed and what each target checks ([`Target`]): the CSV table
 //!   reader, the safetensors reader, the GHCN `.dly` and station-list parsers, the GeoTIFF
-//!   reader, and the `--arch` SPEC parser. A target must return, never panic or abort.
+//!   reader, the `--arch` SPEC parser, and the ONNX graph reader. A target must return, never panic or abort.
 //! - [`mutate`]: the mutations.
 //! - [`engine`]: the fuzzing loop, run in a child process.
 //! - [`runner`]: the parent that runs the child under a memory cap and a per-input time

@@ -8,6 +8,7 @@ pub mod arch;
 pub mod csv;
 pub mod dly;
 pub mod geotiff;
+pub mod onnx;
 pub mod safetensors;
 mod selftest;
 
@@ -33,6 +34,8 @@ pub enum Target {
     Geotiff,
     /// The `--arch` SPEC parser ([`arch`]).
     Arch,
+    /// The ONNX graph reader ([`onnx`]).
+    Onnx,
     /// The harness's own check: planted panic, abort, stack overflow and hang (hidden).
     #[value(hide = true)]
     Selftest,
@@ -40,12 +43,13 @@ pub enum Target {
 
 impl Target {
     /// The targets `cargo xtask fuzz` runs, in order (the self-test is not one).
-    pub const ALL: [Target; 5] = [
+    pub const ALL: [Target; 6] = [
         Target::Csv,
         Target::Safetensors,
         Target::Dly,
         Target::Geotiff,
         Target::Arch,
+        Target::Onnx,
     ];
 
     /// The target's name (its folder under `corpus/` and `regressions/`).
@@ -56,6 +60,7 @@ impl Target {
             Target::Dly => "dly",
             Target::Geotiff => "geotiff",
             Target::Arch => "arch",
+            Target::Onnx => "onnx",
             Target::Selftest => "selftest",
         }
     }
@@ -68,6 +73,7 @@ impl Target {
             Target::Dly => dly::run(data),
             Target::Geotiff => geotiff::run(data),
             Target::Arch => arch::run(data),
+            Target::Onnx => onnx::run(data),
             Target::Selftest => selftest::run(data),
         }
     }
@@ -81,6 +87,7 @@ impl Target {
             Target::Dly => dly::mutate(data, rng),
             Target::Geotiff => geotiff::mutate(data, rng),
             Target::Arch => arch::mutate(data, rng),
+            Target::Onnx => onnx::mutate(data, rng),
             Target::Selftest => {}
         }
     }
@@ -93,6 +100,7 @@ impl Target {
             Target::Dly => dly::DICTIONARY,
             Target::Geotiff => geotiff::DICTIONARY,
             Target::Arch => arch::DICTIONARY,
+            Target::Onnx => onnx::DICTIONARY,
             Target::Selftest => &[],
         }
     }
