@@ -250,7 +250,7 @@ fn categorical_adaptation_matches_the_laplace_reference() {
         let want = r["log_marginal_likelihood"].as_f64().unwrap();
         let se = summary["log_marginal_likelihood_std_error"]
             .as_f64()
-            .unwrap();
+            .unwrap_or(0.0);
         assert!(
             (lml - want).abs() <= bound * want.abs() + 3.0 * se,
             "{strategy}: lml {lml} ± {se} vs {want}"
@@ -354,6 +354,7 @@ fn every_bad_input_exits_2_with_one_line_and_no_output() {
     // Labels outside 0..3, and a fractional label.
     let bad_labels = write("labels.csv", b"x0,x1,y\n0.1,0.2,0\n0.3,0.4,3\n");
     let fractional = write("frac.csv", b"x0,x1,y\n0.1,0.2,0\n0.3,0.4,1.5\n");
+    let swapped = write("swapped.csv", b"x1,x0,y\n0.1,0.2,0\n0.3,0.4,1\n");
     let (cnn_tr, cnn_te) = (f("cnn.train.csv"), f("cnn.test.csv"));
     let (named_tr, named_te) = (f("named.train.csv"), f("named.test.csv"));
     let (cls_tr, cls_te) = (f("classifier.train.csv"), f("classifier.test.csv"));
@@ -460,15 +461,35 @@ fn every_bad_input_exits_2_with_one_line_and_no_output() {
             ),
             vec!["`fc2.weight`", "[16, 2]", "[16, 16]", "fc1,fc2,fc3"],
         ),
-        // A residual network cannot be described by --arch: the layer count and the prefixes.
+        // A residual network cannot be described by --arch (read as a wider MLP, it would
+        // lose its skip connection): its prefixes do not follow one pattern.
         (
             adapt(
-                &[&f("resmlp.safetensors"), "--arch", "2-16-16-1:tanh"],
+                &[&f("resmlp.safetensors"), "--arch", "2-16-16-16-1:tanh"],
                 &named_tr,
                 &named_te,
                 &[],
             ),
-            vec!["3 Linear layers but 4 prefixes", "2.body.0"],
+            vec![
+                "(0,2.body.0,2.body.2,4) do not follow one pattern",
+                "ONNX export",
+            ],
+        ),
+        // Named layers that leave tensors unused (a CNN's convolutions) are refused by name.
+        (
+            adapt(
+                &[
+                    &f("cnn-ops.safetensors"),
+                    "--arch",
+                    "16-8-1:softplus",
+                    "--layers",
+                    "7,9",
+                ],
+                &named_tr,
+                &named_te,
+                &[],
+            ),
+            vec!["does not use (0.bias, 0.weight, 2.bias"],
         ),
         // CSV columns that do not fit the model's input shape: both numbers.
         (
@@ -543,6 +564,38 @@ fn every_bad_input_exits_2_with_one_line_and_no_output() {
                 &["--likelihood", "categorical", "--strategy", "function"],
             ),
             vec!["dense, parameter-free or auto"],
+        ),
+        (
+            adapt(
+                &[&f("classifier.onnx")],
+                &cls_tr,
+                &cls_te,
+                &["--likelihood", "categorical", "--time-limit", "5"],
+            ),
+            vec!["--time-limit"],
+        ),
+        (
+            adapt(
+                &[&f("classifier.onnx")],
+                &cls_tr,
+                &cls_te,
+                &["--likelihood", "categorical", "--max-memory", "1MB"],
+            ),
+            vec![
+                "the dense classifier needs about",
+                "--max-memory",
+                "parameter-free",
+            ],
+        ),
+        // Test columns in another order than the training file's.
+        (
+            adapt(
+                &[&f("classifier.onnx")],
+                &cls_tr,
+                &swapped,
+                &["--likelihood", "categorical"],
+            ),
+            vec!["swapped.csv", "input columns (x1,x0) differ"],
         ),
     ];
     for (args, needles) in &cases {

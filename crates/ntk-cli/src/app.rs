@@ -1,7 +1,9 @@
 //! The `ntk` command line: its commands, flags and what each does.
 //!
 //! `src/main.rs` calls [`main`]; the end-to-end tests (the workspace's `tests/` member) run
-//! the same function as a process of their own. Every failure prints one line on standard error and exits with code 2 (bad input) or 3
+//! the same function as a process of their own.
+//!
+//! Every failure prints one line on standard error and exits with code 2 (bad input) or 3
 //! (numerical failure), never a panic; an output file is written all at once or not at all,
 //! and never over an input.
 
@@ -247,6 +249,7 @@ struct TasksArgs {
 
 /// Runs the `ntk` command on the process's arguments and returns its exit code.
 pub fn main() -> ExitCode {
+    crate::model::install_quiet_panic_hook();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
@@ -374,7 +377,7 @@ fn load(model: &ModelArgs) -> Result<LoadedModel, CliError> {
 fn check_one_output<B: Backend>(network: &Network<B>, path: &Path) -> Result<(), CliError> {
     if network.n_outputs() != 1 {
         return Err(CliError::Usage(format!(
-            "{}: the network has {} outputs; regression adapts one (for a classifier use --likelihood categorical)",
+            "{}: the network has {} outputs; regression adapts one (a classifier is adapted by ntk adapt --likelihood categorical)",
             path.display(),
             network.n_outputs()
         )));
@@ -586,7 +589,7 @@ pub(crate) struct Task {
     pub(crate) test: Table,
     pub(crate) y: DVector<f64>,
     /// The training and test files.
-    paths: [PathBuf; 2],
+    pub(crate) paths: [PathBuf; 2],
 }
 
 /// Reads a task's files; their input columns are checked against the model by
@@ -781,10 +784,17 @@ where
     }
 }
 
-/// The flags of `--likelihood categorical`, checked: the noise and the mean function belong
-/// to regression, and the prior scale is fixed.
+/// What `--likelihood categorical` runs on: its flags checked (the noise, the mean function
+/// and the time limit of a hyper-parameter fit belong to regression; the prior scale is
+/// fixed), then the data and the model read, in the order of the Gaussian path.
 fn categorical_request(args: &AdaptArgs) -> Result<classify::Request, CliError> {
     let m = &args.model;
+    if m.time_limit.is_some() {
+        return Err(CliError::Usage(
+            "--time-limit bounds a hyper-parameter fit, which --likelihood categorical does not run"
+                .into(),
+        ));
+    }
     if m.noise.is_some() {
         return Err(CliError::Usage(
             "--noise is the Gaussian noise of regression; a categorical likelihood has none (drop --noise)"
@@ -816,22 +826,22 @@ fn categorical_request(args: &AdaptArgs) -> Result<classify::Request, CliError> 
             ));
         }
     };
-    if args.json && args.output.is_none() {
-        return Err(CliError::Usage(
-            "--json prints JSON on standard output: give the predictions a file with --output"
-                .into(),
-        ));
+    let limit = check_flags(m)?;
+    if let Some(out) = &args.output {
+        refuse_overwriting(out, &[&args.train, &args.test, &m.model])?;
     }
+    let task = read_task(m, &args.train, &args.test)?;
+    let model = load(m)?;
+    check_task(&task, &Inputs::of_model(&model))?;
     Ok(classify::Request {
-        model: load(m)?,
-        model_path: m.model.clone(),
-        train: args.train.clone(),
-        test: args.test.clone(),
-        target: m.target.clone(),
+        model,
+        task,
         output: args.output.clone(),
         json: args.json,
         prior_scale,
         strategy,
+        memory_limit: limit,
+        max_memory_given: m.max_memory.is_some(),
     })
 }
 

@@ -16,23 +16,20 @@ use nalgebra::DMatrix;
 use ntk_gp::{ClassMetrics, ClassifierParams, NtkClassifier, Strategy};
 use serde_json::json;
 
+use crate::app::Task;
 use crate::error::CliError;
+use crate::memory;
 use crate::model::LoadedModel;
-use crate::output::{refuse_overwriting, write_atomically};
-use crate::table::{Table, read_table};
+use crate::output::write_atomically;
+use crate::table::Table;
 
-/// What a categorical adaptation needs, checked from the command line.
+/// What a categorical adaptation needs, checked from the command line: the model and the
+/// task's data read, their shapes checked against each other, the output path not an input.
 pub struct Request {
     /// The model, read.
     pub model: LoadedModel,
-    /// The model file (never overwritten).
-    pub model_path: PathBuf,
-    /// Training data: inputs and labels.
-    pub train: PathBuf,
-    /// Test inputs (labels optional).
-    pub test: PathBuf,
-    /// The label column.
-    pub target: String,
+    /// The training and test tables.
+    pub(crate) task: Task,
     /// Where the predictions go (standard output if `None`).
     pub output: Option<PathBuf>,
     /// Print a JSON summary.
@@ -41,6 +38,18 @@ pub struct Request {
     pub prior_scale: f64,
     /// The strategy (`Dense`, `MatrixFreeParameterSpace` or `Auto`).
     pub strategy: Strategy,
+    /// The memory a run may use (`--max-memory`, else what is available).
+    pub memory_limit: Option<f64>,
+    /// Whether the limit is `--max-memory` (for the message).
+    pub max_memory_given: bool,
+}
+
+/// Peak bytes of the dense strategy at $n$ training and $m$ test points, $C$ classes and $p$
+/// parameters: the $nC\times nC$ kernel, $B$ and its factor, the cross-kernel and the
+/// Jacobian blocks that form them.
+fn dense_bytes(n: usize, m: usize, classes: usize, params: usize) -> f64 {
+    let (nc, mc) = ((n * classes) as f64, (m * classes) as f64);
+    ntk_gp::strategy::PROCESS_BYTES + 8.0 * (3.0 * nc * nc + nc * mc + (nc + mc) * params as f64)
 }
 
 /// The labels of a table's target column: integers in `0..classes`.
@@ -79,38 +88,41 @@ pub fn adapt_categorical<B: Backend>(req: &Request, dev: &B::Device) -> Result<(
 where
     B::FloatElem: krylov::Scalar,
 {
-    if let Some(out) = &req.output {
-        refuse_overwriting(out, &[&req.train, &req.test, &req.model_path])?;
-    }
     let t0 = Instant::now();
     let network = req.model.network::<B>(dev)?;
     let classes = network.n_outputs();
     if classes < 2 {
         return Err(CliError::Usage(format!(
             "{}: the network has {classes} output; a categorical likelihood needs one logit per class (two or more)",
-            req.model_path.display()
+            req.model.path.display()
         )));
     }
-    let train = read_table(&req.train, &req.target, true)?;
-    let test = read_table(&req.test, &req.target, false)?;
-    for (table, path) in [(&train, &req.train), (&test, &req.test)] {
-        if table.inputs.ncols() != req.model.n_inputs() {
-            return Err(CliError::Csv {
-                path: path.clone(),
-                message: format!(
-                    "{} input columns, but the model's input shape {:?} takes {}",
-                    table.inputs.ncols(),
-                    req.model.config.input,
-                    req.model.n_inputs()
-                ),
-            });
-        }
-    }
-    let y: Vec<usize> = labels(&train, &req.train, classes, true)?
+    let (train, test) = (&req.task.train, &req.task.test);
+    let [train_path, test_path] = &req.task.paths;
+    let y: Vec<usize> = labels(train, train_path, classes, true)?
         .into_iter()
         .map(|l| l.expect("a training file has every label"))
         .collect();
-    let y_test = labels(&test, &req.test, classes, false)?;
+    let y_test = labels(test, test_path, classes, false)?;
+    let (n, m) = (y.len(), test.inputs.nrows());
+    let dense = match req.strategy {
+        Strategy::Auto => n * classes <= ntk_gp::laplace::DENSE_CLASSIFIER_MAX_LOGITS,
+        s => s == Strategy::Dense,
+    };
+    let need = dense_bytes(n, m, classes, req.model.params.len());
+    if let Some(limit) = req.memory_limit.filter(|l| dense && need > *l) {
+        return Err(CliError::Memory(format!(
+            "the dense classifier needs about {} at n = {n}, {m} test points, {classes} classes, p = {}, over the {} of {}; --strategy parameter-free runs without the nC × nC kernel",
+            memory::format_bytes(need),
+            req.model.params.len(),
+            memory::format_bytes(limit),
+            if req.max_memory_given {
+                "--max-memory"
+            } else {
+                "available memory"
+            }
+        )));
+    }
     let params = ClassifierParams::default()
         .strategy(req.strategy)
         .prior_scale(req.prior_scale);
@@ -130,7 +142,7 @@ where
             i + 1
         )));
     }
-    let csv = class_csv(&test, &means, &covs, &proba);
+    let csv = class_csv(test, &means, &covs, &proba);
     let scored: Vec<(usize, Vec<f64>)> = y_test
         .iter()
         .enumerate()
@@ -156,12 +168,14 @@ where
             "strategy": format!("{:?}", gp.strategy()),
             "prior_scale": req.prior_scale,
             "log_marginal_likelihood": gp.log_marginal_likelihood(),
-            "log_marginal_likelihood_std_error": gp.lml_std_error(),
+            // As for regression: the SLQ estimate's standard error, null when exact.
+            "log_marginal_likelihood_std_error": (gp.strategy() != Strategy::Dense).then(|| gp.lml_std_error()),
             "newton": { "iterations": iterations, "converged": converged },
             "n_classes": classes,
             "n_train": y.len(),
             "n_test": test.inputs.nrows(),
             "n_params": req.model.params.len(),
+            "memory": { "estimated_peak_bytes": dense.then_some(need), "peak_rss_bytes": memory::peak_rss_bytes(), "limit_bytes": req.memory_limit },
             "metrics": metrics,
             "timings": { "fit_s": seconds_fit, "predict_s": seconds_predict, "total_s": t0.elapsed().as_secs_f64() },
         });

@@ -145,13 +145,29 @@ pub fn load_model(
     })
 }
 
-/// Runs `f` with the panic hook silenced: the ONNX parser panics on some malformed files,
-/// which [`OnnxNetwork::read`] turns into an error, and the command's contract is one line.
+thread_local! {
+    /// Set while this thread parses an ONNX file (see [`install_quiet_panic_hook`]).
+    static PARSING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Installs a panic hook that is silent while this thread parses an ONNX file and defers to
+/// the previous hook otherwise. The ONNX parser panics on some malformed files, which
+/// [`OnnxNetwork::read`] turns into an error; the command's contract is one line. The `ntk`
+/// command installs it once, at start.
+pub fn install_quiet_panic_hook() {
+    let previous = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        if !PARSING.get() {
+            previous(info);
+        }
+    }));
+}
+
+/// Runs `f` with this thread marked as parsing (what the hook above keeps quiet about).
 fn quietly<T>(f: impl FnOnce() -> T) -> T {
-    let hook = std::panic::take_hook();
-    std::panic::set_hook(Box::new(|_| {}));
+    PARSING.set(true);
     let out = f();
-    std::panic::set_hook(hook);
+    PARSING.set(false);
     out
 }
 

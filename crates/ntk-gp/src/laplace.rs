@@ -109,6 +109,8 @@ impl LaplaceClassifier {
         let mut a = DVector::zeros(nc);
         let mut psi_old = f64::NEG_INFINITY;
         let mut iterations = 0;
+        // Set when no step along the Newton direction raises Ψ (it stops there, unconverged).
+        let mut stalled = false;
         loop {
             let (log_lik, grad, w) = likelihood_terms(&f, labels, classes);
             let psi = log_lik - 0.5 * a.dot(&(&f - prior_mean));
@@ -123,8 +125,8 @@ impl LaplaceClassifier {
             let b_chol = Cholesky::new(b_mat).ok_or(GpError::NotPositiveDefinite {
                 what: "I + W½KW½",
             })?;
-            let converged = (psi - psi_old).abs() < params.tolerance;
-            if iterations >= params.max_iters || converged {
+            let converged = !stalled && (psi - psi_old).abs() < params.tolerance;
+            if iterations >= params.max_iters || converged || stalled {
                 let log_det_b = 2.0
                     * b_chol
                         .l_dirty()
@@ -159,11 +161,15 @@ impl LaplaceClassifier {
                 let f_t = prior_mean + kernel * &a_t;
                 let psi_t =
                     likelihood_terms(&f_t, labels, classes).0 - 0.5 * a_t.dot(&(&f_t - prior_mean));
-                if psi_t >= psi - 1e-12 * psi.abs() || t < 1e-6 {
+                if psi_t >= psi - 1e-12 * psi.abs() {
                     (a, f) = (a_t, f_t);
                     break;
                 }
                 t *= 0.5;
+                if t < 1e-6 {
+                    stalled = true;
+                    break;
+                }
             }
             iterations += 1;
         }

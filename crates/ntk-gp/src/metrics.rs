@@ -148,7 +148,7 @@ impl TaskMetrics {
 ///
 /// With $p_i$ the predicted probabilities of point $i$, $\hat y_i = \arg\max_c p_{ic}$ and
 /// confidence $q_i = \max_c p_{ic}$: accuracy $\tfrac1m\sum_i [\hat y_i = y_i]$, NLL
-/// $-\tfrac1m\sum_i \log p_{i y_i}$, and ECE $\sum_b \tfrac{|B_b|}{m}\,
+/// $-\tfrac1m\sum_i \log \max(p_{i y_i}, 2^{-1022})$, and ECE $\sum_b \tfrac{|B_b|}{m}\,
 /// \lvert \operatorname{acc}(B_b) - \operatorname{conf}(B_b)\rvert$ over 10 equal-width
 /// confidence bins $B_b = \{i : q_i \in (b/10, (b+1)/10]\}$ (Guo et al. 2017).
 ///
@@ -209,8 +209,12 @@ impl ClassMetrics {
                     );
             let hit = best == label;
             correct += usize::from(hit);
-            nll -= p_label.ln();
-            let b = ((conf * ECE_BINS as f64).ceil() as usize).clamp(1, ECE_BINS) - 1;
+            // A probability that underflowed to 0 counts as the smallest positive one.
+            nll -= p_label.max(f64::MIN_POSITIVE).ln();
+            // Bin b holds (b/10, (b+1)/10]; counted by comparison, since 0.3 * 10 > 3.
+            let b = (1..ECE_BINS)
+                .filter(|&k| conf > k as f64 / ECE_BINS as f64)
+                .count();
             bins[b].0 += 1;
             bins[b].1 += f64::from(u8::from(hit));
             bins[b].2 += conf;
@@ -305,6 +309,20 @@ fn check(y: &[f64], mean: &[f64], var: Option<&[f64]>) -> Result<(), GpError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ece_bins_are_half_open_on_the_left_and_nll_stays_finite() {
+        // Confidence 0.3 (right) belongs to (0.2, 0.3], not with 0.35 (wrong) in (0.3, 0.4]:
+        // ECE = (|1 − 0.3| + |0 − 0.35|) / 2, where one shared bin would give 0.175.
+        let proba = [vec![0.3, 0.25, 0.25, 0.2], vec![0.35, 0.25, 0.2, 0.2]];
+        let m = ClassMetrics::evaluate(&[0, 1], &proba).unwrap();
+        assert!((m.ece - 0.525).abs() < 1e-15, "{}", m.ece);
+        assert_eq!(m.accuracy, 0.5);
+        // A label given probability 0 has a large, finite NLL.
+        let m = ClassMetrics::evaluate(&[1], &[vec![1.0, 0.0]]).unwrap();
+        assert!(m.nll.is_finite() && m.nll > 700.0, "{}", m.nll);
+        assert!(ClassMetrics::evaluate(&[2], &[vec![0.5, 0.5]]).is_err());
+    }
 
     const Y: [f64; 3] = [1.0, 2.0, 3.0];
     const MU: [f64; 3] = [1.0, 1.0, 5.0];

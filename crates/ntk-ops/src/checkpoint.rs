@@ -205,15 +205,47 @@ fn trim_zeros(digits: &[u8]) -> &[u8] {
 /// prefixes used.
 ///
 /// A missing tensor or a shape that differs from `config` is refused with a message that
-/// names the tensor, both shapes and the Linear prefixes the file holds.
+/// names the tensor, both shapes and the Linear prefixes the file holds. So is a file with
+/// tensors the MLP does not use (a norm layer, a residual block's, a convolution's): read as
+/// an MLP, its network would silently lose them.
 pub fn mlp_params_from_state_dict(
     config: &MlpConfig,
     bytes: &[u8],
     prefixes: Option<&[String]>,
 ) -> Result<(Vec<f64>, Vec<String>)> {
     let found = linear_prefixes(bytes)?;
-    let layers = config.widths.len() - 1;
+    let layers = config.widths.len().saturating_sub(1);
     let used: Vec<String> = prefixes.map_or_else(|| found.clone(), <[String]>::to_vec);
+    // Found (not given) prefixes must follow one pattern: `fc1, fc2`, `0, 3, 6`; a nested
+    // `2.body.0` among `0, 4` is a block an MLP cannot describe (a residual, say).
+    let skeleton = |p: &str| {
+        let mut out = String::new();
+        for c in p.chars() {
+            if !c.is_ascii_digit() {
+                out.push(c);
+            } else if !out.ends_with('#') {
+                out.push('#');
+            }
+        }
+        out
+    };
+    if prefixes.is_none() && used.iter().any(|p| skeleton(p) != skeleton(&used[0])) {
+        return Err(OpsError::StateDict(format!(
+            "the Linear prefixes in the file ({}) do not follow one pattern, as a plain MLP's do: \
+             a network with nested blocks needs its ONNX export (or name the layers with --layers)",
+            used.join(",")
+        )));
+    }
+    if let Some(twice) = used
+        .iter()
+        .enumerate()
+        .find_map(|(i, p)| used[..i].contains(p).then_some(p))
+    {
+        return Err(OpsError::StateDict(format!(
+            "the prefix `{twice}` is given twice in --layers ({})",
+            used.join(",")
+        )));
+    }
     let listing = if found.is_empty() {
         "the file has no 2-D `*.weight` tensors".to_string()
     } else {
@@ -257,6 +289,29 @@ pub fn mlp_params_from_state_dict(
         )),
         other => other,
     })?;
+    let named: std::collections::HashSet<&str> =
+        renamed.specs().iter().map(|s| s.name.as_str()).collect();
+    let mut unused: Vec<String> = deserialize(bytes)?
+        .names()
+        .into_iter()
+        .filter(|n| !named.contains(n))
+        .map(str::to_string)
+        .collect();
+    if !unused.is_empty() {
+        unused.sort_by(|a, b| natural_cmp(a, b));
+        let more = if unused.len() > 6 {
+            format!(" and {} more", unused.len() - 6)
+        } else {
+            String::new()
+        };
+        unused.truncate(6);
+        return Err(OpsError::StateDict(format!(
+            "the file holds tensors that an MLP of Linear layers {} does not use ({}{more}): \
+             a network with other layers needs its ONNX export",
+            used.join(","),
+            unused.join(", ")
+        )));
+    }
     Ok((theta, used))
 }
 
@@ -430,8 +485,14 @@ mod tests {
         let given = ["b", "a", "c"].map(String::from);
         let (read, _) = mlp_params_from_state_dict(&config, &bytes, Some(&given)).unwrap();
         assert_eq!(read, theta);
-        // The natural order (a, b, c) puts a [3, 3] weight first: refused with both shapes.
+        // Prefixes without a common pattern (their natural order is only alphabetical) are
+        // refused without --layers; a wrong order given is refused with both shapes.
         let msg = mlp_params_from_state_dict(&config, &bytes, None)
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains("(a,b,c) do not follow one pattern"), "{msg}");
+        let alphabetical = ["a", "b", "c"].map(String::from);
+        let msg = mlp_params_from_state_dict(&config, &bytes, Some(&alphabetical))
             .unwrap_err()
             .to_string();
         assert!(
@@ -441,10 +502,23 @@ mod tests {
                 && msg.contains("a,b,c"),
             "{msg}"
         );
-        let msg = mlp_params_from_state_dict(&MlpConfig::new(&[2, 3, 1]), &bytes, None)
+        let msg =
+            mlp_params_from_state_dict(&MlpConfig::new(&[2, 3, 1]), &bytes, Some(&alphabetical))
+                .unwrap_err()
+                .to_string();
+        assert!(msg.contains("2 Linear layers but 3 prefixes"), "{msg}");
+        // Layers that fit but leave tensors unused: refused, naming them.
+        let two = MlpConfig::new(&[2, 3, 1]);
+        let given = ["b", "c"].map(String::from);
+        let msg = mlp_params_from_state_dict(&two, &bytes, Some(&given))
             .unwrap_err()
             .to_string();
-        assert!(msg.contains("2 Linear layers but 3 prefixes"), "{msg}");
+        assert!(msg.contains("does not use (a.bias, a.weight)"), "{msg}");
+        let twice = ["b", "b", "c"].map(String::from);
+        let msg = mlp_params_from_state_dict(&config, &bytes, Some(&twice))
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains("`b` is given twice"), "{msg}");
     }
 
     #[test]

@@ -81,13 +81,14 @@ pub enum OpsError {
     Onnx(String),
     /// An ONNX node whose operator (or attributes) is not read.
     #[error(
-        "ONNX operator {op} (node `{node}`){detail} is not read; read are: {}",
+        "ONNX operator {op} (node {node}){detail} is not read; read are: {}",
         crate::onnx::OPERATORS_READ.join(", ")
     )]
     OnnxOperator {
         /// The operator type (`Softmax`, `LeakyRelu`, ...).
         op: String,
-        /// The node's name in the graph.
+        /// The node: its name in the file in backticks, or the parser's name and a note
+        /// saying so.
         node: String,
         /// What about it is not read (empty when the operator is not read at all).
         detail: String,

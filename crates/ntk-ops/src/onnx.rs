@@ -2,11 +2,15 @@
 //!
 //! [`OnnxNetwork::read`] parses a `.onnx` file with burn's maintained `onnx-ir` parser (weights
 //! embedded or in external data files next to it, as the `dynamo=True` exporter writes them)
-//! and maps its graph onto a [`NetworkConfig`] and the flat parameters $\theta$ in
-//! `named_parameters()` order. The graph must be a chain from one input to one output, with
-//! residual blocks $x + g(x)$ as its only branches; every operator in [`OPERATORS_READ`] is
-//! read, anything else is refused with [`OpsError::OnnxOperator`], which names the operator
-//! and the node.
+//! and maps its graph onto a [`NetworkConfig`] and the flat parameters $\theta$ in that
+//! network's layout: the layers in the order the graph runs them, each weight as PyTorch holds
+//! it (`[out, in]`; a MatMul's `[in, out]` right-hand side is transposed). That is PyTorch's
+//! `named_parameters()` order for a model built as an `nn.Sequential`; for others it may
+//! differ, which leaves the NTK unchanged. Weights tied in PyTorch are independent copies
+//! here (the exporter stores them once or twice, and which cannot be told). The graph must
+//! be a chain from one input to one output, with residual blocks $x + g(x)$ as its only
+//! branches; every operator in [`OPERATORS_READ`] is read, anything else is refused with
+//! [`OpsError::OnnxOperator`], which names the operator and the node.
 //!
 //! ```no_run
 //! use ntk_ops::onnx::OnnxNetwork;
@@ -133,7 +137,7 @@ fn refuse_tanh_gelu(bytes: &[u8]) -> Result<()> {
             if node.op_type == "Gelu" && tanh {
                 return Err(OpsError::OnnxOperator {
                     op: "Gelu".into(),
-                    node: node.name.clone(),
+                    node: format!("`{}`", node.name),
                     detail: " with approximate=\"tanh\" (only the exact GELU)".into(),
                 });
             }
@@ -142,28 +146,50 @@ fn refuse_tanh_gelu(bytes: &[u8]) -> Result<()> {
     Ok(())
 }
 
+/// How a message marks a node named by the parser (`add3`) rather than by the file.
+const PARSER_NUMBERING: &str = " as the parser numbers nodes";
+
+/// Operators whose nodes the parser fuses, renames or removes, so that its count of them
+/// differs from the file's (an Add fused into a Linear is not counted).
+const RENUMBERED: &[&str] = &[
+    "add", "sub", "mul", "div", "matmul", "gemm", "linear", "conv", "identity", "dropout",
+    "reshape", "flatten",
+];
+
 /// The parser renames nodes `<op><k>` (`leakyrelu1`: the first LeakyRelu); a message names
-/// the node as the file does (`/1/LeakyRelu`, what Netron shows) where the two line up.
+/// the node as the file does (`/1/LeakyRelu`, what Netron shows) where the two line up, and
+/// says it is the parser's numbering otherwise.
 fn with_file_node_name(e: OpsError, bytes: &[u8]) -> OpsError {
     let OpsError::OnnxOperator { op, node, detail } = e else {
         return e;
     };
-    let digits = node.len() - node.trim_end_matches(|c: char| c.is_ascii_digit()).len();
-    let (prefix, k) = node.split_at(node.len() - digits);
-    let named = k.parse::<usize>().ok().and_then(|k| {
-        use protobuf::Message;
-        let model = onnx_ir::ModelProto::parse_from_bytes(bytes).ok()?;
-        let file_node = model
-            .graph
-            .node
-            .iter()
-            .filter(|n| n.op_type.eq_ignore_ascii_case(prefix))
-            .nth(k.checked_sub(1)?)?;
-        Some(file_node.name.clone()).filter(|n| !n.is_empty())
-    });
+    let Some(raw) = node
+        .strip_suffix(PARSER_NUMBERING)
+        .map(|n| n.trim_matches('`'))
+    else {
+        return OpsError::OnnxOperator { op, node, detail };
+    };
+    let digits = raw.len() - raw.trim_end_matches(|c: char| c.is_ascii_digit()).len();
+    let (prefix, k) = raw.split_at(raw.len() - digits);
+    let comparable = !RENUMBERED.iter().any(|r| prefix.eq_ignore_ascii_case(r));
+    let named = k
+        .parse::<usize>()
+        .ok()
+        .filter(|_| comparable)
+        .and_then(|k| {
+            use protobuf::Message;
+            let model = onnx_ir::ModelProto::parse_from_bytes(bytes).ok()?;
+            let file_node = model
+                .graph
+                .node
+                .iter()
+                .filter(|n| n.op_type.eq_ignore_ascii_case(prefix))
+                .nth(k.checked_sub(1)?)?;
+            Some(file_node.name.clone()).filter(|n| !n.is_empty())
+        });
     OpsError::OnnxOperator {
         op,
-        node: named.unwrap_or(node),
+        node: named.map_or(node, |n| format!("`{n}`")),
         detail,
     }
 }
@@ -190,7 +216,7 @@ fn check_external_data(bytes: &[u8], path: &Path) -> Result<()> {
             continue;
         };
         let number = |key: &str| entry(key).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
-        let end = number("offset") + number("length");
+        let end = number("offset").saturating_add(number("length"));
         let file = dir.join(&location);
         let len = std::fs::metadata(&file).map(|m| m.len()).map_err(|e| {
             OpsError::Onnx(format!(
@@ -250,13 +276,25 @@ enum GeluStep {
     Half,
 }
 
+/// An entry of a shape computed in the graph.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Dim {
+    /// The batch size (entry 0 of `Shape(x)` for the points `x`).
+    Batch,
+    /// A constant.
+    Fixed(i64),
+    /// Anything else.
+    Unknown,
+}
+
 /// What a graph value is, in terms of the chain read so far.
 #[derive(Clone, Debug)]
 enum Value {
     /// The input after these ops (indices into the op table).
     Chain(Vec<usize>),
-    /// Part of a shape computation (`Shape`, `Gather`, … feeding a `Reshape`).
-    Shape,
+    /// Part of a shape computation (`Shape`, `Gather`, … feeding a `Reshape`): its entries
+    /// where they are known (a scalar is a list of one).
+    Shape(Option<Vec<Dim>>),
     /// `x W` of a chain, waiting for its bias.
     MatMul(Vec<usize>, Tensor, String),
     /// A step of GELU's erf pattern on a chain.
@@ -268,6 +306,8 @@ struct Reader {
     ops: Vec<Op>,
     values: HashMap<String, Value>,
     ranks: HashMap<String, usize>,
+    /// One input point's shape.
+    point: Vec<usize>,
 }
 
 /// Operators that only compute shapes.
@@ -284,6 +324,8 @@ const SHAPE_OPS: &[&str] = &[
     "Size",
 ];
 
+/// The operator of a node, as the parser names it. onnx-ir has no accessor for it, so it is
+/// read from the variant name that `Debug` prints first (`Softmax(SoftmaxNode { … })`).
 fn op_name(node: &Node) -> String {
     let debug = format!("{node:?}");
     debug.split('(').next().unwrap_or("?").to_string()
@@ -298,7 +340,7 @@ fn unsupported(node: &Node, detail: impl Into<String>) -> OpsError {
     };
     OpsError::OnnxOperator {
         op,
-        node: node.name().to_string(),
+        node: format!("`{}`{PARSER_NUMBERING}", node.name()),
         detail: detail.into(),
     }
 }
@@ -357,6 +399,7 @@ impl Reader {
             }
         };
         self.values.insert(input.name.clone(), Value::Chain(vec![]));
+        self.point.clone_from(&point);
         self.ranks.insert(input.name.clone(), point.len() + 1);
         for node in &graph.nodes {
             self.node(node)?;
@@ -521,10 +564,12 @@ impl Reader {
                 .any(|a| matches!(self.values.get(&a.name), Some(Value::Chain(_))));
             let on_shapes = ins
                 .iter()
-                .any(|a| matches!(self.values.get(&a.name), Some(Value::Shape)));
+                .any(|a| matches!(self.values.get(&a.name), Some(Value::Shape(_))));
             if (op == "Shape" || op == "Size") || on_shapes && !on_points {
+                let dims = self.shape_dims(node, &op);
                 for out in node.outputs() {
-                    self.values.insert(out.name.clone(), Value::Shape);
+                    self.values
+                        .insert(out.name.clone(), Value::Shape(dims.clone()));
                 }
                 return Ok(());
             }
@@ -533,8 +578,8 @@ impl Reader {
             }
             return Err(unsupported(node, " on the points"));
         }
-        let value = match (node, op.as_str()) {
-            (Node::Linear(n), _) => {
+        let value = match node {
+            Node::Linear(n) => {
                 let x = self.chain(node, 0)?;
                 let mut w = self.weight(node, 1, "weight")?;
                 if w.shape.len() != 2 {
@@ -546,20 +591,17 @@ impl Reader {
                 if !n.config.transpose_weight {
                     w = transpose(&w);
                 }
-                let bias = ins
-                    .get(2)
-                    .filter(|a| !a.is_optional())
-                    .map(|_| self.weight(node, 2, "bias"))
-                    .transpose()?
-                    .ok_or_else(|| {
-                        unsupported(
-                            node,
-                            " without a bias (a Linear layer without a bias is not read)",
-                        )
-                    })?;
-                self.linear(node, &x, w, bias)?
+                // The parser fuses a MatMul with an Add right after it; without one the bias
+                // may still come (an Add further on, or of shape [1, out]): `add` finishes it.
+                match ins.get(2).filter(|a| !a.is_optional()) {
+                    Some(_) => {
+                        let bias = self.weight(node, 2, "bias")?;
+                        self.linear(node, &x, w, bias)?
+                    }
+                    None => Value::MatMul(x, w, node.name().to_string()),
+                }
             }
-            (Node::Gemm(n), _) => {
+            Node::Gemm(n) => {
                 let c = &n.config;
                 if c.trans_a != 0 || c.alpha != 1.0 || c.beta != 1.0 {
                     return Err(unsupported(
@@ -581,10 +623,13 @@ impl Reader {
                 if c.trans_b == 0 {
                     w = transpose(&w);
                 }
+                if ins.get(2).is_none_or(|a| a.is_optional()) {
+                    return Err(unsupported(node, " without a bias (C)"));
+                }
                 let bias = self.weight(node, 2, "bias")?;
                 self.linear(node, &x, w, bias)?
             }
-            (Node::MatMul(_), _) => {
+            Node::MatMul(_) => {
                 let x = self.chain(node, 0)?;
                 let w = self.weight(node, 1, "right-hand side")?;
                 if w.shape.len() != 2 {
@@ -595,8 +640,8 @@ impl Reader {
                 }
                 Value::MatMul(x, transpose(&w), node.name().to_string())
             }
-            (Node::Add(_), _) => self.add(node)?,
-            (Node::Conv2d(n), _) => {
+            Node::Add(_) => self.add(node)?,
+            Node::Conv2d(n) => {
                 let c = &n.config;
                 let x = self.chain(node, 0)?;
                 let w = self.weight(node, 1, "weight")?;
@@ -626,7 +671,9 @@ impl Reader {
                     ));
                 };
                 let layer = conv2d::Conv2d {
-                    in_channels: c_in_g * c.groups,
+                    in_channels: c_in_g
+                        .checked_mul(c.groups)
+                        .ok_or_else(|| unsupported(node, format!(" with group = {}", c.groups)))?,
                     out_channels: c_out,
                     kernel: c.kernel_size,
                     stride: c.stride,
@@ -636,12 +683,12 @@ impl Reader {
                 };
                 self.layer(&x, layer.into(), vec![w, b])
             }
-            (Node::Relu(_), _) => self.act(node, Activation::Relu)?,
-            (Node::Tanh(_), _) => self.act(node, Activation::Tanh)?,
-            (Node::Sigmoid(_), _) => self.act(node, Activation::Sigmoid)?,
-            (Node::Gelu(_), _) => self.act(node, Activation::Gelu)?,
-            (Node::Softplus(_), _) => self.act(node, Activation::Softplus)?,
-            (Node::Elu(n), _) => {
+            Node::Relu(_) => self.act(node, Activation::Relu)?,
+            Node::Tanh(_) => self.act(node, Activation::Tanh)?,
+            Node::Sigmoid(_) => self.act(node, Activation::Sigmoid)?,
+            Node::Gelu(_) => self.act(node, Activation::Gelu)?,
+            Node::Softplus(_) => self.act(node, Activation::Softplus)?,
+            Node::Elu(n) => {
                 if n.config.alpha != 1.0 {
                     return Err(unsupported(
                         node,
@@ -650,7 +697,7 @@ impl Reader {
                 }
                 self.act(node, Activation::Elu)?
             }
-            (Node::MaxPool2d(n), _) => {
+            Node::MaxPool2d(n) => {
                 let c = &n.config;
                 self.check_pool(
                     node,
@@ -671,7 +718,7 @@ impl Reader {
                     vec![],
                 )
             }
-            (Node::AveragePool2d(n), _) => {
+            Node::AveragePool2d(n) => {
                 let c = &n.config;
                 self.check_pool(
                     node,
@@ -692,9 +739,12 @@ impl Reader {
                     vec![],
                 )
             }
-            (Node::BatchNormalization(n), _) => {
+            Node::BatchNormalization(n) => {
                 let BatchNormConfig::Static(c) = &n.config else {
-                    return Err(unsupported(node, " with statistics computed at run time"));
+                    return Err(unsupported(
+                        node,
+                        " whose scale, bias, mean or variance is computed in the graph (constants are read)",
+                    ));
                 };
                 let x = self.chain(node, 0)?;
                 if self.rank_of(&ins[0]) != 4 {
@@ -720,7 +770,7 @@ impl Reader {
                     },
                 )
             }
-            (Node::Flatten(n), _) => {
+            Node::Flatten(n) => {
                 let x = self.chain(node, 0)?;
                 if n.config.axis != 1 {
                     return Err(unsupported(
@@ -734,37 +784,105 @@ impl Reader {
                     self.layer(&x, Layer::flatten(), vec![])
                 }
             }
-            (Node::Reshape(n), _) => {
+            Node::Reshape(n) => {
                 let x = self.chain(node, 0)?;
                 let (from, to) = (
                     self.rank_of(&ins[0]),
                     node.outputs().first().map_or(0, rank),
                 );
-                let keeps_batch = match &n.config.shape {
+                // A flatten keeps the batch and puts every feature of a point in one row:
+                // `[0 or -1, features]`, `[0, -1]`, or a shape computed at run time whose
+                // result the parser knows to be `[batch, features]`.
+                let features = self.features(&x);
+                let is = |d: i64| features.is_some_and(|f| usize::try_from(d) == Ok(f));
+                let flattens = match &n.config.shape {
                     ReshapeInput::Static(s) => {
-                        s.len() == 2 && (s[0] == 0 || s[0] == -1 || s[1] == -1)
+                        s.len() == 2
+                            && ((s[0] == 0 && (s[1] == -1 || is(s[1]))) || (s[0] == -1 && is(s[1])))
                     }
-                    ReshapeInput::Runtime(_) => true,
+                    ReshapeInput::Runtime(r) => {
+                        let target =
+                            ins.get(r.input_index)
+                                .and_then(|a| match self.values.get(&a.name) {
+                                    Some(Value::Shape(Some(dims))) => Some(dims.clone()),
+                                    _ => None,
+                                });
+                        match target.as_deref() {
+                            Some([Dim::Batch, Dim::Fixed(-1)]) => true,
+                            Some([Dim::Batch | Dim::Fixed(-1), Dim::Fixed(k)]) => is(*k),
+                            _ => false,
+                        }
+                    }
                 };
                 match (from, to) {
-                    (4, 2) if keeps_batch => self.layer(&x, Layer::flatten(), vec![]),
-                    (2, 2) if keeps_batch => Value::Chain(x),
+                    (4, 2) if flattens => self.layer(&x, Layer::flatten(), vec![]),
+                    (2, 2) if flattens => Value::Chain(x),
                     _ => {
                         return Err(unsupported(
                             node,
                             format!(
-                                " from rank {from} to rank {to} (only a flatten to [batch, features] is read)"
+                                " from rank {from} to rank {to}, target {:?} (only a flatten to [batch, {}] is read)",
+                                n.config.shape,
+                                features.map_or("features".to_string(), |f| f.to_string())
                             ),
                         ));
                     }
                 }
             }
-            (Node::Identity(_), _) | (Node::Dropout(_), _) => Value::Chain(self.chain(node, 0)?),
-            (Node::Div(_), _) | (Node::Mul(_), _) | (Node::Erf(_), _) => self.gelu_step(node)?,
+            Node::Identity(_) | Node::Dropout(_) => Value::Chain(self.chain(node, 0)?),
+            Node::Div(_) | Node::Mul(_) | Node::Erf(_) => self.gelu_step(node)?,
             _ => return Err(unsupported(node, "")),
         };
         self.set(node, value);
         Ok(())
+    }
+
+    /// The entries of a shape computation's output, where they can be followed: `Shape` of
+    /// the points (the batch first), `Gather` of one entry, `Unsqueeze`/`Squeeze`/`Cast`
+    /// (unchanged), `Concat` (joined), constants.
+    fn shape_dims(&self, node: &Node, op: &str) -> Option<Vec<Dim>> {
+        let ins = node.inputs();
+        let dims_of = |a: &Argument| -> Option<Vec<Dim>> {
+            match self.values.get(&a.name) {
+                Some(Value::Shape(d)) => d.clone(),
+                _ => constant(a).map(|t| t.values.iter().map(|&v| Dim::Fixed(v as i64)).collect()),
+            }
+        };
+        match op {
+            "Shape" => {
+                let rank = ins.first().map_or(0, |a| self.rank_of(a));
+                Some(
+                    (0..rank)
+                        .map(|i| if i == 0 { Dim::Batch } else { Dim::Unknown })
+                        .collect(),
+                )
+            }
+            "Gather" => {
+                let dims = dims_of(ins.first()?)?;
+                let index = constant(ins.get(1)?)?;
+                let [i] = index.values[..] else { return None };
+                let i = if i < 0.0 { dims.len() as f64 + i } else { i };
+                dims.get(i as usize).map(|d| vec![*d])
+            }
+            "Unsqueeze" | "Squeeze" | "Cast" => dims_of(ins.first()?),
+            "Concat" => ins
+                .iter()
+                .map(dims_of)
+                .collect::<Option<Vec<_>>>()
+                .map(|v| v.concat()),
+            _ => None,
+        }
+    }
+
+    /// Features per point after `chain`.
+    fn features(&self, chain: &[usize]) -> Option<usize> {
+        let layers = self.layers(chain, &mut Vec::new(), &mut Vec::new());
+        if layers.is_empty() {
+            return Some(self.point.iter().product());
+        }
+        crate::network::Plan::compile(&self.point, &layers)
+            .ok()
+            .map(|p| p.output.numel())
     }
 
     fn rank_of(&self, arg: &Argument) -> usize {

@@ -5,7 +5,7 @@
 //! and the network runs forward on a batch of zeros to finite outputs of the declared width.
 //! The seeds (`corpus/onnx/`) are the PyTorch exports of `tests/fixtures/pytorch/`: a CNN, a
 //! residual MLP, MLPs with Gemm, MatMul + Add and GELU's erf pattern, a CNN with BatchNorm,
-//! pooling and a reshape, and a graph with an operator that is refused.
+//! pooling and a reshape (seeds must be accepted).
 
 use burn::tensor::Tensor;
 use ntk_ops::DefaultBackend;
