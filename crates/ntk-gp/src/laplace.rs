@@ -621,6 +621,25 @@ mod tests {
         (jt, js, labels, c, 2.0)
     }
 
+    /// The posterior logits at the points of `js` (zero prior mean there), from the kernels
+    /// of the linear model.
+    fn predict_at_test_points(
+        lap: &LaplaceClassifier,
+        jt: &DMatrix<f64>,
+        js: &DMatrix<f64>,
+        s2: f64,
+        c: usize,
+    ) -> (DMatrix<f64>, Vec<DMatrix<f64>>) {
+        let m = js.nrows() / c;
+        let cross = jt * js.transpose() * s2;
+        let kss = js * js.transpose() * s2;
+        let blocks: Vec<DMatrix<f64>> = (0..m)
+            .map(|i| kss.view((i * c, i * c), (c, c)).into_owned())
+            .collect();
+        lap.predict_logits(&cross, &blocks, &DVector::zeros(m * c))
+            .unwrap()
+    }
+
     #[test]
     fn matches_parameter_space_newton() {
         let (jt, js, labels, c, s2) = problem();
@@ -647,14 +666,7 @@ mod tests {
         let mean_ref = &js * &theta;
         let cov_ref = &js * sigma * js.transpose();
         let m = js.nrows() / c;
-        let cross = &jt * js.transpose() * s2;
-        let kss = &js * js.transpose() * s2;
-        let blocks: Vec<DMatrix<f64>> = (0..m)
-            .map(|i| kss.view((i * c, i * c), (c, c)).into_owned())
-            .collect();
-        let (means, covs) = lap
-            .predict_logits(&cross, &blocks, &DVector::zeros(m * c))
-            .unwrap();
+        let (means, covs) = predict_at_test_points(&lap, &jt, &js, s2, c);
         for i in 0..m {
             for a in 0..c {
                 assert!((means[(i, a)] - mean_ref[i * c + a]).abs() < 1e-8);
@@ -743,14 +755,7 @@ mod tests {
             theta += step * t;
         }
         let m = js.nrows() / c;
-        let cross = &jt * js.transpose() * s2;
-        let kss = &js * js.transpose() * s2;
-        let blocks: Vec<DMatrix<f64>> = (0..m)
-            .map(|i| kss.view((i * c, i * c), (c, c)).into_owned())
-            .collect();
-        let (means, _) = lap
-            .predict_logits(&cross, &blocks, &DVector::zeros(m * c))
-            .unwrap();
+        let (means, _) = predict_at_test_points(&lap, &jt, &js, s2, c);
         let mean_ref = &js * &theta;
         for i in 0..m {
             for a in 0..c {

@@ -699,45 +699,17 @@ impl Reader {
             }
             Node::MaxPool2d(n) => {
                 let c = &n.config;
-                self.check_pool(
-                    node,
-                    c.kernel_size,
-                    c.strides,
-                    c.padding.clone(),
-                    c.dilation,
-                    c.ceil_mode,
-                    &c.auto_pad,
-                )?;
-                let x = self.chain(node, 0)?;
-                self.layer(
-                    &x,
-                    max_pool::MaxPool2d {
-                        kernel: c.kernel_size,
-                    }
-                    .into(),
-                    vec![],
-                )
+                let geometry = (c.kernel_size, c.strides, c.dilation, c.ceil_mode);
+                self.pool(node, geometry, &c.padding, &c.auto_pad, |kernel| {
+                    max_pool::MaxPool2d { kernel }.into()
+                })?
             }
             Node::AveragePool2d(n) => {
                 let c = &n.config;
-                self.check_pool(
-                    node,
-                    c.kernel_size,
-                    c.strides,
-                    c.padding.clone(),
-                    c.dilation,
-                    c.ceil_mode,
-                    &c.auto_pad,
-                )?;
-                let x = self.chain(node, 0)?;
-                self.layer(
-                    &x,
-                    avg_pool::AvgPool2d {
-                        kernel: c.kernel_size,
-                    }
-                    .into(),
-                    vec![],
-                )
+                let geometry = (c.kernel_size, c.strides, c.dilation, c.ceil_mode);
+                self.pool(node, geometry, &c.padding, &c.auto_pad, |kernel| {
+                    avg_pool::AvgPool2d { kernel }.into()
+                })?
             }
             Node::BatchNormalization(n) => {
                 let BatchNormConfig::Static(c) = &n.config else {
@@ -914,17 +886,17 @@ impl Reader {
         Ok(self.layer(x, Layer::linear(inp, out), vec![w, bias]))
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn check_pool(
-        &self,
+    /// A pooling layer of kernel = stride without padding, dilation or ceil mode (the
+    /// geometry of `nn.MaxPool2d(k)` / `nn.AvgPool2d(k)`): `(kernel, strides, dilation,
+    /// ceil_mode)`.
+    fn pool(
+        &mut self,
         node: &Node,
-        kernel: [usize; 2],
-        strides: [usize; 2],
-        padding: PaddingConfig2d,
-        dilation: [usize; 2],
-        ceil_mode: bool,
+        (kernel, strides, dilation, ceil_mode): ([usize; 2], [usize; 2], [usize; 2], bool),
+        padding: &PaddingConfig2d,
         auto_pad: &AutoPad,
-    ) -> Result<()> {
+        layer: impl FnOnce([usize; 2]) -> Layer,
+    ) -> Result<Value> {
         let no_pad = matches!(
             padding,
             PaddingConfig2d::Valid | PaddingConfig2d::Explicit(0, 0, 0, 0)
@@ -942,7 +914,8 @@ impl Reader {
                 ),
             ));
         }
-        Ok(())
+        let x = self.chain(node, 0)?;
+        Ok(self.layer(&x, layer(kernel), vec![]))
     }
 
     /// `Add`: a residual merge, a MatMul's bias, or the `1 +` of GELU's erf pattern.
