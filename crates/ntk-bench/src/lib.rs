@@ -70,7 +70,7 @@ pub use error::BenchError;
 /// The experiments this harness knows how to run, by name: the names of
 /// [`harness::REGISTRY`].
 ///
-/// `cargo xtask reproduce` reads it.
+/// `ntk-bench reproduce` (which `cargo xtask reproduce` runs) takes these names.
 pub const EXPERIMENTS: &[&str] = &["sinusoid", "precipitation", "malaria", "scaling", "fisher"];
 
 /// The experiments of the paper, in the order the paper presents them.
