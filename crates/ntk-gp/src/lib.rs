@@ -67,6 +67,8 @@
 //! # Ok::<(), ntk_gp::GpError>(())
 //! ```
 
+#![warn(missing_docs)]
+
 pub mod ablr;
 pub mod chol;
 #[cfg(test)]

@@ -64,6 +64,8 @@
 //! # Ok::<(), ntk_ops::OpsError>(())
 //! ```
 
+#![warn(missing_docs)]
+
 pub mod activation;
 mod autodiff;
 mod block;
