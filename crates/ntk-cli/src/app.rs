@@ -90,6 +90,19 @@ enum StrategyArg {
     ParameterFree,
 }
 
+impl StrategyArg {
+    /// The strategy the flag names.
+    fn strategy(self) -> Strategy {
+        match self {
+            Self::Auto => Strategy::Auto,
+            Self::Dense => Strategy::Dense,
+            Self::Function => Strategy::MatrixFree,
+            Self::Parameter => Strategy::ParameterSpace,
+            Self::ParameterFree => Strategy::MatrixFreeParameterSpace,
+        }
+    }
+}
+
 /// Where the network comes from (`ntk adapt`, `ntk tasks`, `ntk inspect`).
 #[derive(Args, Clone)]
 struct NetworkArgs {
@@ -480,12 +493,7 @@ fn plan<B: Backend>(
             (c.strategy, c.reason)
         }
         other => {
-            let s = match other {
-                StrategyArg::Dense => Strategy::Dense,
-                StrategyArg::Function => Strategy::MatrixFree,
-                StrategyArg::ParameterFree => Strategy::MatrixFreeParameterSpace,
-                _ => Strategy::ParameterSpace,
-            };
+            let s = other.strategy();
             (s, format!("{s:?} as asked"))
         }
     };
@@ -817,14 +825,12 @@ fn categorical_request(args: &AdaptArgs) -> Result<classify::Request, CliError> 
         }
     };
     let strategy = match m.strategy {
-        StrategyArg::Auto => Strategy::Auto,
-        StrategyArg::Dense => Strategy::Dense,
-        StrategyArg::ParameterFree => Strategy::MatrixFreeParameterSpace,
         StrategyArg::Function | StrategyArg::Parameter => {
             return Err(CliError::Usage(
                 "--likelihood categorical runs --strategy dense, parameter-free or auto".into(),
             ));
         }
+        other => other.strategy(),
     };
     let limit = check_flags(m)?;
     if let Some(out) = &args.output {

@@ -105,10 +105,10 @@ where
         .collect();
     let y_test = labels(test, test_path, classes, false)?;
     let (n, m) = (y.len(), test.inputs.nrows());
-    let dense = match req.strategy {
-        Strategy::Auto => n * classes <= ntk_gp::laplace::DENSE_CLASSIFIER_MAX_LOGITS,
-        s => s == Strategy::Dense,
-    };
+    let params = ClassifierParams::default()
+        .strategy(req.strategy)
+        .prior_scale(req.prior_scale);
+    let dense = params.resolved_strategy(n, classes) == Strategy::Dense;
     let need = dense_bytes(n, m, classes, req.model.params.len());
     if let Some(limit) = req.memory_limit.filter(|l| dense && need > *l) {
         return Err(CliError::Memory(format!(
@@ -123,9 +123,6 @@ where
             }
         )));
     }
-    let params = ClassifierParams::default()
-        .strategy(req.strategy)
-        .prior_scale(req.prior_scale);
     let gp = NtkClassifier::new(network, &train.inputs, &y, params)?;
     let seconds_fit = t0.elapsed().as_secs_f64();
     let t1 = Instant::now();

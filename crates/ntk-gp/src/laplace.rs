@@ -376,6 +376,16 @@ impl ClassifierParams {
         self
     }
 
+    /// The strategy that runs for `n` points of `classes` logits each: [`Strategy::Auto`]
+    /// resolved (dense up to [`DENSE_CLASSIFIER_MAX_LOGITS`] logits, matrix-free above).
+    pub fn resolved_strategy(&self, n: usize, classes: usize) -> Strategy {
+        match self.strategy {
+            Strategy::Auto if n * classes <= DENSE_CLASSIFIER_MAX_LOGITS => Strategy::Dense,
+            Strategy::Auto => Strategy::MatrixFreeParameterSpace,
+            s => s,
+        }
+    }
+
     /// Checks the ranges: a positive prior scale and Newton tolerance, at least one Newton
     /// step, a strategy the classifier has, the matrix-free parameters.
     pub fn check(&self) -> Result<(), GpError> {
@@ -481,13 +491,7 @@ where
             params.jacobian,
         )?;
         let mean = DVector::from_vec(convert::to_vec_f64(jac.outputs()?));
-        let strategy = match params.strategy {
-            Strategy::Auto if labels.len() * classes <= DENSE_CLASSIFIER_MAX_LOGITS => {
-                Strategy::Dense
-            }
-            Strategy::Auto => Strategy::MatrixFreeParameterSpace,
-            s => s,
-        };
+        let strategy = params.resolved_strategy(labels.len(), classes);
         let posterior = if strategy == Strategy::Dense {
             let k = convert::to_dmatrix_f64(jac.ntk_matrix(&jac)?) * params.prior_scale;
             ClassPosterior::Dense(LaplaceClassifier::fit(
