@@ -5,6 +5,7 @@
 //! `cargo` invocations.
 
 mod bench;
+mod book;
 mod data;
 mod download;
 mod geotiff;
@@ -33,12 +34,16 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// Everything CI checks: fmt, clippy, the layer check, the tests, a short fuzzing run.
+    /// Everything CI checks: fmt, clippy, rustdoc, the book, the layer check, the data,
+    /// the tests, the packages, a short fuzzing run and the quick experiments.
     Ci,
     /// Check that workspace crates depend only on the layers below them.
     CheckLayers,
-    /// Build the mdBook site (docs/ -> target/book) and the rustdoc API docs.
+    /// Build the book (docs/ -> target/book, math rendered by KaTeX, links checked) and the
+    /// rustdoc API docs.
     Docs,
+    /// Build and check the book only (docs/ -> target/book).
+    Book,
     /// Run the paper's experiments on the shipped offline data.
     Reproduce {
         /// One experiment by name (default: all available).
@@ -91,6 +96,7 @@ fn main() -> ExitCode {
         Cmd::Ci => ci(),
         Cmd::CheckLayers => layers::check_workspace(),
         Cmd::Docs => docs(),
+        Cmd::Book => book::build_and_check(&root().join("target").join("book")),
         Cmd::Reproduce {
             name,
             quick,
@@ -164,6 +170,7 @@ fn ci() -> Result<(), String> {
     run(Command::new(env!("CARGO"))
         .args(["doc", "--workspace", "--no-deps", "--exclude", "xtask"])
         .env("RUSTDOCFLAGS", "-D warnings"))?;
+    book::build_and_check(&root().join("target").join("book"))?;
     layers::check_workspace()?;
     data::verify_shipped()?;
     cargo(&["test", "--workspace"])?;
@@ -282,20 +289,8 @@ fn smoke_precipitation(dir: &Path) -> Result<(), String> {
 }
 
 fn docs() -> Result<(), String> {
-    let have_mdbook = Command::new("mdbook")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !have_mdbook {
-        eprintln!("mdbook not found: installing it from crates.io");
-        cargo(&["install", "--locked", "mdbook"]).map_err(|e| {
-            format!("{e}\ninstall mdbook by hand with `cargo install --locked mdbook`, then rerun")
-        })?;
-    }
     let book_out = root().join("target").join("book");
-    run(Command::new("mdbook")
-        .args(["build", "docs", "--dest-dir"])
-        .arg(&book_out))?;
+    book::build_and_check(&book_out)?;
     let header = root().join("docs").join("katex-header.html");
     run(Command::new(env!("CARGO"))
         .args(["doc", "--workspace", "--no-deps", "--exclude", "xtask"])
