@@ -1,10 +1,6 @@
-//! Matrix-free Krylov solvers for symmetric positive-definite operators.
+#![doc = include_str!("../README.md")]
 //!
-//! The crate touches a matrix $A$ only through products $A X$ with blocks of
-//! vectors, so it serves kernel matrices, Fisher matrices and Laplacians alike.
-//! It knows nothing about neural networks. The design follows GPyTorch's
-//! blackbox matrix-matrix inference (Gardner et al., NeurIPS 2018) and faer's
-//! matrix-free operators.
+//! # Contents
 //!
 //! - [`Block`]: the storage of a block of $k$ column vectors (nalgebra
 //!   [`DMatrix`](nalgebra::DMatrix) `f32`/`f64` here; other crates adapt device
@@ -25,25 +21,8 @@
 //! iterate with per-column [`CgInfo::converged`] flags and true residuals;
 //! [`CgOutcome::check`] and [`solve`] turn it into
 //! [`KrylovError::NoConvergence`], which carries the iterate and residuals.
-//!
-//! ```
-//! use krylov::cg::{pcg, CgParams};
-//! use krylov::ops::Shifted;
-//! use krylov::precond::PivotedCholesky;
-//! use nalgebra::DMatrix;
-//!
-//! // A kernel matrix K (here RBF on a grid) and A = K + σ² I.
-//! let n = 100;
-//! let k = DMatrix::<f64>::from_fn(n, n, |i, j| (-((i as f64 - j as f64) / 10.0).powi(2)).exp());
-//! let a = Shifted::new(&k, 1e-2).unwrap();
-//! let b = DMatrix::<f64>::from_fn(n, 2, |i, j| ((i + j) as f64).sin());
-//! let p = PivotedCholesky::new(&k, 1e-2, 10, &b).unwrap();
-//! let out = pcg(&a, &p, &b, None, &CgParams::default()).unwrap();
-//! assert!(out.info.all_converged());
-//! let k_sigma = &k + DMatrix::identity(n, n) * 1e-2;
-//! assert!((&k_sigma * &out.solution - &b).norm() <= 1e-6 * b.norm());
-//! ```
 
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![warn(missing_docs)]
 // Per-column recurrences read best as index loops over the columns.
 #![allow(clippy::needless_range_loop)]

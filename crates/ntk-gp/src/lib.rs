@@ -1,9 +1,6 @@
-//! Finite neural-tangent-kernel Gaussian processes.
+#![doc = include_str!("../README.md")]
 //!
-//! A network trained on a source task is linearized around its weights,
-//! $f(x;\theta') \approx J(x)\theta' + \mu(x)$; with the prior $\theta' \sim \mathcal N(0, s^2 I)$
-//! and Gaussian noise $\sigma^2$ each new task is a Gaussian process with kernel
-//! $s^2 J J^\top$, adapted in closed form.
+//! # Contents
 //!
 //! - [`NtkGp`]: the finite-NTK GP of any trained network on one task, by any [`Strategy`]
 //!   (`Dense`, `ParameterSpace`, `MatrixFree`, `MatrixFreeParameterSpace`, or `Auto` by cost).
@@ -17,41 +14,6 @@
 //! - [`fit`]: maximum-marginal-likelihood $\sigma^2$, $s^2$ and constant mean.
 //! - [`optimize`]: bounded quasi-Newton maximization of the log marginal likelihood.
 //! - [`rbf`]: the exact RBF-kernel GP baseline with fitted hyper-parameters.
-//!
-//! Adapting a small network (any `ntk_ops::Network`: MLP, CNN, residual blocks) to new
-//! data, with the noise fitted by maximum marginal likelihood:
-//!
-//! ```
-//! use nalgebra::{DMatrix, DVector};
-//! use ntk_gp::{MeanFunction, NtkGp, NtkGpParams, Param, Strategy};
-//! use ntk_ops::{Activation, DefaultBackend, Layer, NetworkConfig};
-//!
-//! // A "trained" 1-16-1 tanh network (here: its seeded initialization).
-//! let net = NetworkConfig::new(
-//!     &[1],
-//!     vec![Layer::linear(1, 16), Layer::act(Activation::Tanh), Layer::linear(16, 1)],
-//! )
-//! .init::<DefaultBackend>(0, &Default::default())?;
-//! // Eight observations of the new task y = sin(2x).
-//! let x = DMatrix::from_fn(8, 1, |i, _| i as f64 / 4.0 - 1.0);
-//! let y = x.column(0).map(|v| (2.0 * v).sin());
-//! let config = NtkGpParams {
-//!     strategy: Strategy::Dense,
-//!     noise: Param::fit_variance(0.01),
-//!     mean: MeanFunction::Network,
-//!     ..NtkGpParams::default()
-//! };
-//! let gp = NtkGp::new(net, &x, &y, config)?;
-//! let x_test = DMatrix::from_column_slice(3, 1, &[-0.5, 0.0, 0.5]);
-//! let pred = gp.predict(&x_test)?;
-//! let noise = gp.noise_at(&x_test)?;
-//! for i in 0..3 {
-//!     let sd = (pred.var[i] + noise[i]).sqrt();
-//!     println!("f({:+.1}) = {:.3} ± {:.3}", x_test[(i, 0)], pred.mean[i], 2.0 * sd);
-//!     assert!((pred.mean[i] - (2.0 * x_test[(i, 0)]).sin()).abs() < 2.0 * sd);
-//! }
-//! # Ok::<(), Box<dyn std::error::Error>>(())
-//! ```
 //!
 //! The dense kernel alone, on a precomputed kernel matrix:
 //!
@@ -67,6 +29,7 @@
 //! # Ok::<(), ntk_gp::GpError>(())
 //! ```
 
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![warn(missing_docs)]
 
 pub mod ablr;
