@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# Benchmark of the `ntk` command (issue 11, Must show 4), release build:
+# Benchmark of the `ntk` command, release build:
 #   1. start-up: `ntk --version`;
 #   2. a 1000-point dense adaptation of a 1-40-40-1 tanh network (1000 training points; 100 and
 #      1000 test points), with fixed noise, and with the noise fitted (the default `--noise fit`);
-#   3. (issue 22) reading the 8×8 CNN's ONNX graph (`ntk inspect`, start-up included) and a
+#   3. reading the 8×8 CNN's ONNX graph (`ntk inspect`, start-up included) and a
 #      1000-point dense adaptation of it from the ONNX file (tests/fixtures/pytorch/cnn.onnx:
 #      conv–relu–maxpool–linear–tanh–linear, 1097 parameters), 100 test points, σ² and s² given.
 # Prints the minimum and the median wall time of RUNS runs (default 10) of each, in ms, and the

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Device check of the `cuda` feature (issue 10): on a machine with an NVIDIA GPU
+# Device check of the `cuda` feature: on a machine with an NVIDIA GPU
 #   1. builds the workspace's device paths with `--features cuda`,
 #   2. runs the backend conformance tests on the GPU (NTK_TEST_CUDA=1),
 #   3. times the matrix-free log marginal likelihood of the 803,601-parameter scaling MLP

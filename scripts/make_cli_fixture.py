@@ -3,7 +3,7 @@
 
 Run by hand, from the repository root, with the anchors' venv (torch, numpy, safetensors):
 
-    /work/anchors-venv/bin/python scripts/make_cli_fixture.py
+    target/anchors-venv/bin/python scripts/make_cli_fixture.py
 
 It builds two small PyTorch `nn.Sequential` networks, saves their weights exactly as a user
 would (`safetensors.torch.save_file(model.state_dict(), path)`), writes train/test CSVs, and
@@ -11,7 +11,7 @@ computes the expected output of `ntk adapt` in float64 with numpy from an explic
 written out by hand (chain rule through the layers, no autodiff). The hand Jacobian is checked
 against `torch.func.jacrev` in float64 before anything is written.
 
-The model (issue 11): y = mu(x) + J(x) theta' + eps, theta' ~ N(0, s2 I), eps ~ N(0, noise),
+The model: y = mu(x) + J(x) theta' + eps, theta' ~ N(0, s2 I), eps ~ N(0, noise),
 with J the Jacobian of the network output with respect to all parameters at the saved weights.
 With K = s2 J Jᵀ, A = K + noise I, r = y - mu(X) - c:
 

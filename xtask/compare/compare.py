@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""ntk-rs against the Python anchors (../shared/anchors), same problems, one run.
+"""ntk-rs against the Python anchors (anchors/ in the repository), same problems, one run.
 
 Called by `cargo xtask bench compare` with the anchors' virtual environment's python. For each
 row it (1) dumps the anchors' own parameters and data (ntk_gp_anchor.make_params / make_data,
@@ -41,7 +41,7 @@ def rows(all_anchors):
 
 
 def product_rows():
-    """(tag, n, anchor_reps, ours_reps): issue 4's per-product benchmark on the 803k MLP."""
+    """(tag, n, anchor_reps, ours_reps): the per-product benchmark on the 803k MLP."""
     return [("fig4-products-1000", 1000, 3, 5), ("fig4-products-10000", 10000, 1, 2)]
 
 
@@ -274,7 +274,7 @@ def main():
                      f"{f(r['kernel_gflops'], '{:.1f}')} | {f(r['factor_s'])} | {f(r['factor_gflops'], '{:.1f}')} | "
                      f"{f(max(r['ours_s'] - r['kernel_s'] - r['factor_s'], 0.0))} | "
                      f"{f(g[0], '{:.1f}')} / {f(g[1], '{:.1f}')} |")
-    lines += ["", "Dense structured NTK (issue 4): the training kernel's time, factors included, against the "
+    lines += ["", "Dense structured NTK: the training kernel's time, factors included, against the "
               "anchors' kernel phase (`t_kernel`) in the same run; goal 10×.", "",
               "| row | n | ntk-rs s | faster anchor kernel | anchor s | ratio (goal 10×) |", "|---" * 6 + "|"]
     for r in results:
@@ -284,7 +284,7 @@ def main():
         lines.append(f"| {r['tag']} | {r['n']} | {f(r['kernel_s'])} | {r['anchor_kernel']} | "
                      f"{f(r['anchor_kernel_s'])} | {ratio:.1f}×{' ✓' if ratio >= 10 else ' ✗'} |")
     if products:
-        lines += ["", "Jacobian products on the 803k MLP (issue 4), f32, one column. *warm*: factors cached (as "
+        lines += ["", "Jacobian products on the 803k MLP, f32, one column. *warm*: factors cached (as "
                   "inside CG); *cold*: factors computed first, as the anchors' timers do (their `matvec` and "
                   "`fvp-ggn` include the forward pass); goal 2× against the faster anchor.", "",
                   "| row | product | ntk-rs warm s | ntk-rs cold s | faster anchor | anchor s | ratio warm | ratio cold |",

@@ -1,7 +1,7 @@
 //! `cargo xtask bench compare`: ntk-rs against the Python anchors on the same problems.
 //!
 //! Makes sure a virtual environment with the anchors' requirements exists (creating it from
-//! `../shared/anchors/requirements.txt` plus `neural-tangents==0.6.5 --no-deps` when missing),
+//! `anchors/requirements.txt` plus `neural-tangents==0.6.5 --no-deps` when missing),
 //! builds `ntk-bench` in release mode, and runs `xtask/compare/compare.py` with that
 //! environment's python: it dumps the anchors' parameters and data, runs the anchor
 //! configurations and `ntk-bench compare`, and prints and saves the table.
@@ -28,7 +28,7 @@ pub struct CompareArgs {
     #[arg(long, default_value = "target/anchors-venv")]
     venv: PathBuf,
     /// The anchors' folder (ntk_gp_anchor.py, requirements.txt).
-    #[arg(long, default_value = "../shared/anchors")]
+    #[arg(long, default_value = "anchors")]
     anchors: PathBuf,
     /// Where problems, raw JSON lines and the table go.
     #[arg(long, default_value = "target/compare")]

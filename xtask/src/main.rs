@@ -34,8 +34,9 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// Everything CI checks: fmt, clippy, rustdoc, the book, the layer check, the data,
-    /// the tests, the packages, a short fuzzing run and the quick experiments.
+    /// Everything CI checks: an up-to-date Cargo.lock, fmt, clippy (also with `cuda`),
+    /// rustdoc, the book, the layer check, the data checksums, the tests, `cargo package` of
+    /// the libraries, a short fuzzing run and the experiments' quick profiles.
     Ci,
     /// Check that workspace crates depend only on the layers below them.
     CheckLayers,
@@ -73,7 +74,7 @@ enum Cmd {
         /// Seconds per target.
         #[arg(long, default_value_t = 60)]
         seconds: u64,
-        /// One target: csv, safetensors, dly, geotiff or arch (default: all).
+        /// One target: csv, safetensors, dly, geotiff, arch or onnx (default: all).
         target: Option<String>,
     },
 }
@@ -146,8 +147,10 @@ pub(crate) fn run(cmd: &mut Command) -> Result<(), String> {
 
 fn ci() -> Result<(), String> {
     cargo(&["fmt", "--all", "--", "--check"])?;
+    // `--locked`: Cargo.lock must be committed up to date (fails rather than rewriting it).
     cargo(&[
         "clippy",
+        "--locked",
         "--workspace",
         "--all-targets",
         "--",
@@ -172,12 +175,25 @@ fn ci() -> Result<(), String> {
         .env("RUSTDOCFLAGS", "-D warnings"))?;
     book::build_and_check(&root().join("target").join("book"))?;
     layers::check_workspace()?;
+    package()?;
     data::verify_shipped()?;
     cargo(&["test", "--workspace"])?;
     // Every fuzz target for a few seconds (the build is the tests' dev profile).
     cargo(&fuzz_args(CI_FUZZ_SECONDS, None))?;
     smoke()?;
     Ok(())
+}
+
+/// `cargo package` for the library crates, as `cargo publish` would run it. ntk-krylov is
+/// built from its package too; ntk-ops and ntk-gp are packaged (files, metadata, dependencies
+/// resolved with the workspace crates as they would be published) but not rebuilt, because
+/// that builds burn from scratch, unoptimized, for minutes.
+fn package() -> Result<(), String> {
+    let libs = ["-p", "ntk-krylov", "-p", "ntk-ops", "-p", "ntk-gp"];
+    let mut args = vec!["package", "--locked", "--allow-dirty", "--no-verify"];
+    args.extend(libs);
+    cargo(&args)?;
+    cargo(&["package", "--locked", "--allow-dirty", "-p", "ntk-krylov"])
 }
 
 /// Seconds per fuzz target in `cargo xtask ci`.

@@ -1,4 +1,4 @@
-//! `ntk-bench compare`: the problems of the Python anchors (`../shared/anchors`), read from the
+//! `ntk-bench compare`: the problems of the Python anchors (`anchors/` in the repository), read from the
 //! files `xtask/compare/compare.py` dumps (the anchors' own parameters and data, bit for bit),
 //! solved by ntk-rs, timed and printed as one JSON line.
 //!
@@ -312,7 +312,7 @@ pub fn compare(
     })
 }
 
-/// Per-product timings of the Jacobian operators on a problem's network and inputs (issue 4's
+/// Per-product timings of the Jacobian operators on a problem's network and inputs (the
 /// benchmark against the anchors' `matvec` and `fvp` tasks), printed as one JSON line.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ProductsRecord {

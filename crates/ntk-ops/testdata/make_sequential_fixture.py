@@ -4,7 +4,7 @@ full state_dict, an input batch `x` and the outputs `y`; the metadata lists the
 named_parameters() and buffer keys in order. Mirrors `small_resnet()` in
 crates/ntk-ops/src/sequential.rs.
 
-    /work/anchors-venv/bin/python make_sequential_fixture.py
+    target/anchors-venv/bin/python make_sequential_fixture.py
 """
 import torch
 from torch import nn
