@@ -58,6 +58,15 @@ enum Cmd {
         /// Device passed to `ntk-bench reproduce`: `cpu` or `cuda[:i]`.
         #[arg(long)]
         device: Option<String>,
+        /// The seed of all random numbers (default: ntk-bench's, 0).
+        #[arg(long)]
+        seed: Option<u64>,
+        /// A JSON file whose fields override the profile's configuration (one experiment).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Where the `<experiment>/` output folders go (default: `results/`).
+        #[arg(long)]
+        out: Option<PathBuf>,
     },
     /// Performance comparisons (ntk-rs against the Python anchors).
     Bench {
@@ -103,7 +112,16 @@ fn main() -> ExitCode {
             quick,
             cuda,
             device,
-        } => reproduce(name.as_deref(), quick, cuda, device.as_deref()),
+            seed,
+            config,
+            out,
+        } => reproduce(
+            name.as_deref(),
+            quick,
+            cuda,
+            device.as_deref(),
+            &Forwarded { seed, config, out },
+        ),
         Cmd::Bench { command } => bench::run_bench(command),
         Cmd::Data { command } => data::run(command),
         Cmd::Fuzz { seconds, target } => cargo(&fuzz_args(seconds, target.as_deref())),
@@ -322,13 +340,49 @@ fn docs() -> Result<(), String> {
     Ok(())
 }
 
+/// The options `cargo xtask reproduce` passes on to `ntk-bench reproduce` unchanged (paths made
+/// absolute against the caller's folder, since cargo runs in the workspace root).
+#[derive(Default)]
+struct Forwarded {
+    seed: Option<u64>,
+    config: Option<PathBuf>,
+    out: Option<PathBuf>,
+}
+
+impl Forwarded {
+    fn args(&self) -> Result<Vec<String>, String> {
+        let absolute = |p: &Path| {
+            std::path::absolute(p)
+                .map(|p| p.to_string_lossy().into_owned())
+                .map_err(|e| format!("{}: {e}", p.display()))
+        };
+        let mut args = Vec::new();
+        if let Some(seed) = self.seed {
+            args.extend(["--seed".to_string(), seed.to_string()]);
+        }
+        if let Some(config) = &self.config {
+            args.extend(["--config".to_string(), absolute(config)?]);
+        }
+        if let Some(out) = &self.out {
+            args.extend(["--out".to_string(), absolute(out)?]);
+        }
+        Ok(args)
+    }
+}
+
 fn reproduce(
     name: Option<&str>,
     quick: bool,
     cuda: bool,
     device: Option<&str>,
+    forwarded: &Forwarded,
 ) -> Result<(), String> {
-    cargo(&reproduce_args(name, quick, cuda, device))
+    let mut args: Vec<String> = reproduce_args(name, quick, cuda, device)
+        .into_iter()
+        .map(String::from)
+        .collect();
+    args.extend(forwarded.args()?);
+    cargo(&args)
 }
 
 /// The `cargo` arguments of `cargo xtask reproduce`: `--cuda`, or a CUDA `--device`, builds
@@ -358,7 +412,8 @@ fn reproduce_args<'a>(
 
 #[cfg(test)]
 mod tests {
-    use super::{fuzz_args, reproduce_args};
+    use super::{Forwarded, fuzz_args, reproduce_args};
+    use std::path::PathBuf;
 
     #[test]
     fn fuzz_runs_the_harness_on_one_or_all_targets() {
@@ -410,5 +465,28 @@ mod tests {
         assert_eq!(with_device[..7], cuda);
         assert_eq!(with_device[8..], ["--device", "cuda:1"]);
         assert!(!reproduce_args(None, false, false, Some("cpu")).contains(&"--features"));
+    }
+
+    #[test]
+    fn reproduce_forwards_seed_config_and_out_with_absolute_paths() {
+        assert!(Forwarded::default().args().unwrap().is_empty());
+        let forwarded = Forwarded {
+            seed: Some(7),
+            config: Some(PathBuf::from("sine.json")),
+            out: Some(PathBuf::from("/tmp/out")),
+        };
+        let args = forwarded.args().unwrap();
+        let here = std::env::current_dir().unwrap();
+        assert_eq!(
+            args,
+            [
+                "--seed".to_string(),
+                "7".into(),
+                "--config".into(),
+                here.join("sine.json").to_string_lossy().into_owned(),
+                "--out".into(),
+                "/tmp/out".into(),
+            ]
+        );
     }
 }
