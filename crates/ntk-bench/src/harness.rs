@@ -114,6 +114,10 @@ pub struct RunRecord {
     pub profile: Profile,
     /// The seed of its random numbers.
     pub seed: u64,
+    /// The device it was asked to run on (`cpu`, `cuda:0`, …; records older than this field
+    /// read as `cpu`).
+    #[serde(default = "cpu")]
+    pub device: String,
     /// The configuration it ran with.
     pub config: serde_json::Value,
     /// Its headline numbers.
@@ -122,6 +126,10 @@ pub struct RunRecord {
     pub outputs: Vec<PathBuf>,
     /// Wall-clock seconds.
     pub elapsed_s: f64,
+}
+
+fn cpu() -> String {
+    Device::Cpu.to_string()
 }
 
 /// Where and how an experiment runs: its output folder, seed, profile and progress bars.
@@ -359,6 +367,7 @@ pub fn run_with<E: Experiment>(
         experiment: E::NAME.to_string(),
         profile: ctx.profile(),
         seed: ctx.seed(),
+        device: ctx.device().to_string(),
         config: config_json,
         summary,
         outputs: Vec::new(),
@@ -529,6 +538,7 @@ mod tests {
             .without_progress();
         let record = run::<Count>(&mut ctx).unwrap();
         assert_eq!(record.profile, Profile::Quick);
+        assert_eq!(record.device, "cpu");
         assert_eq!(record.config["draws"], 3);
         let names: Vec<_> = record.outputs.iter().map(|p| p.to_str().unwrap()).collect();
         assert_eq!(
@@ -546,6 +556,7 @@ mod tests {
                 .unwrap();
         // serde_json reads floats to within an ulp (exact reading needs `float_roundtrip`).
         assert_eq!(back.outputs, record.outputs);
+        assert_eq!(back.device, "cpu");
         assert_eq!(back.config, record.config);
         assert!((back.summary.metrics["sum"] - record.summary.metrics["sum"]).abs() < 1e-15);
     }

@@ -242,6 +242,18 @@ fn main() -> ExitCode {
     }
 }
 
+/// The experiments run on the CPU backend (`DefaultBackend`, f64): another device is refused
+/// rather than ignored. (`device-bench` runs on any device.)
+fn experiments_run_on(device: Device) -> Result<(), String> {
+    match device {
+        Device::Cpu => Ok(()),
+        other => Err(format!(
+            "--device {other}: the experiments run on the CPU only (burn-ndarray, f64); \
+             `ntk-bench device-bench --device {other}` times the matrix-free likelihood there"
+        )),
+    }
+}
+
 fn reproduce(
     name: Option<String>,
     quick: bool,
@@ -254,6 +266,10 @@ fn reproduce(
         Ok(d) => d,
         Err(code) => return code,
     };
+    if let Err(msg) = experiments_run_on(device) {
+        eprintln!("ntk-bench: {msg}");
+        return ExitCode::from(2);
+    }
     let overrides = match config.as_deref().map(std::fs::read_to_string) {
         None => None,
         Some(Ok(text)) => match serde_json::from_str::<serde_json::Value>(&text) {
@@ -334,5 +350,20 @@ fn reproduce(
         ExitCode::FAILURE
     } else {
         ExitCode::SUCCESS
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn experiments_refuse_a_device_they_would_not_use() {
+        assert!(experiments_run_on(Device::Cpu).is_ok());
+        let msg = experiments_run_on(Device::Cuda(1)).unwrap_err();
+        assert!(
+            msg.contains("--device cuda:1") && msg.contains("device-bench"),
+            "{msg}"
+        );
     }
 }

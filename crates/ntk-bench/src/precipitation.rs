@@ -363,7 +363,8 @@ impl Precipitation {
             &init,
             &src.x_train,
             &y_src,
-            Loss::Gaussian,
+            // The mean squared error without ½, as the paper's code (`torch.nn.MSELoss`).
+            Loss::MeanSquaredError,
             &TrainParams {
                 seed: ctx.seed(),
                 ..cfg.train

@@ -1,12 +1,15 @@
 //! The paper's sinusoid experiment (its Figures 1, 7, 8 and 9): a small network trained on one
 //! sinusoid adapts to other sinusoids from 10 points each through its finite-NTK GP.
 //!
-//! 1. A 1-40-40-1 network is trained on the context points of task 0 (SGD, momentum 0.9,
-//!    batch 3, lr $10^{-3}$, 2500 epochs, ×0.1 every 500 epochs: the authors' code).
+//! 1. A 1-40-40-1 network is trained on the context points of task 0 (the mean squared error
+//!    of `torch.nn.MSELoss`, SGD, momentum 0.9, batch 3, lr $10^{-3}$, 2500 epochs, ×0.1 every
+//!    500 epochs: the authors' code).
 //! 2. Each target task conditions the NTK GP (noise $\sigma^2 = \max(10^{-3}, \text{training
 //!    MSE})$, zero prior mean, $s^2 = 1$: the authors' settings) on its 10 points and predicts
-//!    on a grid. Function space, parameter space and parameter space with the
-//!    finite-difference Fisher must give the same predictions: the run fails otherwise.
+//!    on a grid. Function space and parameter space must give the same predictions (the run
+//!    fails otherwise); parameter space with the paper's finite-difference Fisher is compared
+//!    with them and the difference reported (its $O(\varepsilon)$ error is a property of the
+//!    method, measured across $\varepsilon$ by the `fisher` experiment).
 //! 3. Baselines on the same tasks: the network unchanged, its last layer retrained on the
 //!    context points, ABLR (a shared 1-40-40-100 feature network, per-task Bayesian linear
 //!    regression) and an RBF GP fitted per task.
@@ -34,6 +37,11 @@ use crate::plot::{Curve, Panel, PanelGrid, Scatter};
 use crate::rbf_baseline::fit_restarts;
 use crate::report::{Cell, Report, reproduce_command};
 use crate::sinusoid::{SineTask, SinusoidTasks};
+
+/// The training loss of the source network and of the last-layer baseline: the mean squared
+/// error without ½, as the paper's code (`torch.nn.MSELoss`), so its learning rates apply as
+/// they are.
+const SOURCE_LOSS: Loss = Loss::MeanSquaredError;
 
 /// The CPU backend the experiments run on.
 type B = ntk_ops::DefaultBackend;
@@ -210,6 +218,11 @@ fn outputs(mlp: &Mlp<B>, x: &[f64]) -> Result<Vec<f64>, BenchError> {
 /// $\Lambda = F + I/s^2$: weights $\bar w = \Lambda^{-1}J^\top r/\sigma^2$ and the test predictive
 /// $J_*\bar w$, $\operatorname{diag}(J_*\Lambda^{-1}J_*^\top)$. $F$ is built densely from $p$
 /// finite-difference products with unit vectors.
+///
+/// The forward difference's error (of order $\varepsilon$ for a smooth network, of order one where
+/// a ReLU switches between $\theta$ and $\theta + \varepsilon v$) is not positive semi-definite.
+/// Where it outweighs the ridge $\sigma^2/s^2$, $M$ is indefinite and the method has no posterior:
+/// that is returned as [`FdOutcome::Indefinite`] with $M$'s smallest eigenvalue, not as an error.
 fn fd_fisher_predict(
     mlp: &Mlp<B>,
     x: &[f64],
@@ -217,7 +230,7 @@ fn fd_fisher_predict(
     grid: &[f64],
     hyper: Hyper,
     eps: f64,
-) -> Result<Prediction, BenchError> {
+) -> Result<FdOutcome, BenchError> {
     let dev = mlp.device();
     let gp_err = ntk_gp::GpError::from;
     let jac = Jacobian::new(
@@ -253,13 +266,21 @@ fn fd_fisher_predict(
         jac.vjp(convert::from_dmatrix_f64(&column(y), &dev))
             .map_err(gp_err)?,
     );
-    let gp = WeightSpaceGp::from_gram(
+    let gp = match WeightSpaceGp::from_gram(
         &gram,
         &jtr.column(0).into_owned(),
         r.norm_squared(),
         y.len(),
         hyper,
-    )?;
+    ) {
+        Ok(gp) => gp,
+        Err(ntk_gp::GpError::NotPositiveDefinite { .. }) => {
+            let ridge = hyper.noise / hyper.prior_scale;
+            let min_eigenvalue = gram.symmetric_eigenvalues().min() + ridge;
+            return Ok(FdOutcome::Indefinite { min_eigenvalue });
+        }
+        Err(e) => return Err(e.into()),
+    };
     let jt = Jacobian::new(
         mlp.clone(),
         convert::from_dmatrix_f64(&column(grid), &dev),
@@ -267,7 +288,60 @@ fn fd_fisher_predict(
     )
     .map_err(gp_err)?;
     let j_star = convert::to_dmatrix_f64(jt.jacobian().map_err(gp_err)?);
-    Ok(gp.predict(&j_star, &DVector::zeros(grid.len()))?)
+    Ok(FdOutcome::Posterior(
+        gp.predict(&j_star, &DVector::zeros(grid.len()))?,
+    ))
+}
+
+/// The report's sentence on the finite-difference Fisher's check.
+fn fd_sentence(
+    cfg: &SinusoidConfig,
+    indefinite: &[f64],
+    agree: (f64, f64),
+    hyper: Hyper,
+) -> String {
+    let eps = cfg.fd_eps;
+    let mut text = String::new();
+    if !indefinite.is_empty() {
+        let worst = indefinite.iter().copied().fold(f64::INFINITY, f64::min);
+        text.push_str(&format!(
+            "with the finite-difference Fisher ($\\varepsilon = {eps}$, the paper's forward \
+             difference) $\\sigma^2 F + (\\sigma^2/s^2) I$ was indefinite on {} of the {} \
+             tasks (smallest eigenvalue {worst:.1e}, with the ridge $\\sigma^2/s^2 = {:.1e}$ \
+             included: the difference's error, of order $\\varepsilon$ for a smooth network and of \
+             order one where a ReLU switches between $\\theta$ and $\\theta + \\varepsilon v$, \
+             outweighs the ridge), so that method gave no posterior there",
+            indefinite.len(),
+            cfg.check_tasks,
+            hyper.noise / hyper.prior_scale,
+        ));
+    }
+    if indefinite.len() < cfg.check_tasks {
+        text.push_str(&format!(
+            "{}parameter space with the finite-difference Fisher ($\\varepsilon = {eps}$) vs \
+             function space {:.1e} and {:.1e}",
+            if text.is_empty() {
+                ""
+            } else {
+                "; on the others, "
+            },
+            agree.0,
+            agree.1,
+        ));
+    }
+    text.push('.');
+    text
+}
+
+/// What the finite-difference Fisher gave on one task.
+enum FdOutcome {
+    /// The parameter-space posterior.
+    Posterior(Prediction),
+    /// $\sigma^2 F + (\sigma^2/s^2)I$ was not positive definite: its smallest eigenvalue.
+    Indefinite {
+        /// The smallest eigenvalue (negative).
+        min_eigenvalue: f64,
+    },
 }
 
 /// ABLR's feature network ([`ntk_gp::ablr::train_features`]): the source MLP's layout with
@@ -346,18 +420,21 @@ fn last_layer_predict(
         task.x.len(),
         &config,
         |w, batch| {
-            let (mut loss, mut grad) = (0.0, vec![0.0; h + 1]);
-            for &i in batch {
-                let f: f64 = (0..h).map(|k| phi[(i, k)] * w[k]).sum::<f64>() + w[h];
-                let r = f - task.y[i];
-                loss += 0.5 * r * r;
+            let f: Vec<f64> = batch
+                .iter()
+                .map(|&i| (0..h).map(|k| phi[(i, k)] * w[k]).sum::<f64>() + w[h])
+                .collect();
+            let y: Vec<f64> = batch.iter().map(|&i| task.y[i]).collect();
+            // The source network's loss; its output gradient already carries the 1/batch.
+            let (loss, df) = SOURCE_LOSS.value_and_output_gradient(&f, &y);
+            let mut grad = vec![0.0; h + 1];
+            for (&i, d) in batch.iter().zip(&df) {
                 for k in 0..h {
-                    grad[k] += r * phi[(i, k)];
+                    grad[k] += d * phi[(i, k)];
                 }
-                grad[h] += r;
+                grad[h] += d;
             }
-            let b = batch.len() as f64;
-            Ok((loss / b, grad.into_iter().map(|g| g / b).collect()))
+            Ok((loss, grad))
         },
         |_, _| {},
     )?;
@@ -430,7 +507,7 @@ impl Sinusoid {
             &init,
             &column(&source.x),
             &DVector::from_column_slice(&source.y),
-            Loss::Gaussian,
+            SOURCE_LOSS,
             &TrainParams {
                 seed: ctx.seed(),
                 ..cfg.train
@@ -476,6 +553,8 @@ impl Sinusoid {
         let mut per_method: Vec<Vec<TaskMetrics>> = vec![Vec::new(); METHODS.len()];
         let mut seconds: Vec<Vec<f64>> = vec![Vec::new(); METHODS.len()];
         let (mut agree_param, mut agree_fd) = ((0.0f64, 0.0f64), (0.0f64, 0.0f64));
+        // The smallest eigenvalue of σ²F + (σ²/s²)I on each checked task where it was < 0.
+        let mut fd_indefinite: Vec<f64> = Vec::new();
         let mut panels = Vec::new();
         let mut rows = Vec::new();
         let bar = ctx.progress(targets.len() as u64, "adapting to target tasks");
@@ -498,10 +577,16 @@ impl Sinusoid {
                     .predict(&xg)?;
                 agree_param.0 = agree_param.0.max(rel_diff(&param.mean, &ntk.mean));
                 agree_param.1 = agree_param.1.max(rel_diff(&param.var, &ntk.var));
-                let fd = fd_fisher_predict(&mlp, &task.x, &task.y, &grid, hyper, cfg.fd_eps)?;
+                match fd_fisher_predict(&mlp, &task.x, &task.y, &grid, hyper, cfg.fd_eps)? {
+                    FdOutcome::Posterior(fd) => {
+                        agree_fd.0 = agree_fd.0.max(rel_diff(&fd.mean, &ntk.mean));
+                        agree_fd.1 = agree_fd.1.max(rel_diff(&fd.var, &ntk.var));
+                    }
+                    FdOutcome::Indefinite { min_eigenvalue } => {
+                        fd_indefinite.push(min_eigenvalue);
+                    }
+                }
                 check_seconds += t_check.elapsed().as_secs_f64();
-                agree_fd.0 = agree_fd.0.max(rel_diff(&fd.mean, &ntk.mean));
-                agree_fd.1 = agree_fd.1.max(rel_diff(&fd.var, &ntk.var));
             }
             let network = outputs(&mlp, &grid)?;
             let predictions = [
@@ -580,12 +665,6 @@ impl Sinusoid {
                 format!("parameter space differs from function space by {agree_param:?}"),
             ));
         }
-        if cfg.check_tasks > 0 && (agree_fd.0 > 1e-2 || agree_fd.1 > 1e-2) {
-            return Err(BenchError::invalid(
-                "strategy agreement",
-                format!("finite-difference Fisher differs from function space by {agree_fd:?}"),
-            ));
-        }
 
         // 4. Outputs.
         let summaries: Vec<[MeanStderr; 4]> = (0..METHODS.len())
@@ -643,7 +722,7 @@ impl Sinusoid {
         report
             .heading(format!("{activation:?} network"))
             .paragraph(format!(
-                "A {} {:?} network trained on task 0's {} points (SGD, lr {}, momentum 0.9, batch {}, \
+                "A {} {:?} network trained on task 0's {} points (mean squared error as `torch.nn.MSELoss`; SGD, lr {}, momentum 0.9, batch {}, \
                  {} epochs, training MSE {:.2e}, {:.1} s) adapts to {} target tasks \
                  $y = A\\sin(wx+b)+\\varepsilon$, $w \\sim \\mathcal U({:.2}, {:.2})$, from {} context \
                  points each. The NTK GP uses $\\sigma^2 = {:.3e}$, $s^2 = 1$ and a zero prior mean (the \
@@ -672,9 +751,8 @@ impl Sinusoid {
             )
             .paragraph(format!(
                 "Strategy check on the first {} tasks ({:.1} s): parameter space vs function space, \
-                 largest relative difference {:.1e} (means) and {:.1e} (variances); parameter space \
-                 with the finite-difference Fisher ($\\varepsilon = {}$) vs function space {:.1e} and \
-                 {:.1e}. ABLR's feature network trained in {:.1} s. The network and last-layer baselines have no epistemic \
+                 largest relative difference {:.1e} (means) and {:.1e} (variances); {} \
+                 ABLR's feature network trained in {:.1} s. The network and last-layer baselines have no epistemic \
                  uncertainty: their predictive variance is the noise $\\sigma^2$ alone. ABLR's \
                  per-task variances are fitted exactly (L-BFGS on the spectral marginal likelihood) \
                  instead of the authors' 150 Adam steps.",
@@ -682,9 +760,7 @@ impl Sinusoid {
                 check_seconds,
                 agree_param.0,
                 agree_param.1,
-                cfg.fd_eps,
-                agree_fd.0,
-                agree_fd.1,
+                fd_sentence(cfg, &fd_indefinite, agree_fd, hyper),
                 ablr_seconds
             ))
             .figure("Target tasks: truth, context points, the network and the NTK GP (mean ± 2σ)", &figure)
@@ -696,7 +772,18 @@ impl Sinusoid {
         let mut metrics = vec![
             ("noise".to_string(), noise),
             ("agreement/parameter_mean".to_string(), agree_param.0),
-            ("agreement/fd_fisher_mean".to_string(), agree_fd.0),
+            (
+                "agreement/fd_fisher_mean".to_string(),
+                if fd_indefinite.len() < cfg.check_tasks {
+                    agree_fd.0
+                } else {
+                    f64::NAN
+                },
+            ),
+            (
+                "fd_fisher/indefinite_tasks".to_string(),
+                fd_indefinite.len() as f64,
+            ),
         ];
         for (m, s) in METHODS.iter().zip(&summaries) {
             let key = m.to_lowercase().replace(' ', "_");

@@ -168,6 +168,10 @@ pub fn train(
 pub enum Loss {
     /// $\tfrac12 (f(x) - y)^2$ averaged over the batch (a Gaussian likelihood with fixed noise).
     Gaussian,
+    /// $(f(x) - y)^2$ averaged over the batch: PyTorch's `nn.MSELoss`, which the paper's code
+    /// trains with. Its gradient is twice [`Loss::Gaussian`]'s, so SGD on it at learning rate
+    /// $\eta$ takes exactly the steps of SGD on `Gaussian` at $2\eta$.
+    MeanSquaredError,
     /// $-\log\mathcal N(y \mid \mu(x), \sigma(x)^2)$ for a network with outputs $(\mu, \sigma)$ (a
     /// heteroscedastic head), averaged over the batch.
     HeteroscedasticGaussian,
@@ -185,6 +189,15 @@ impl Loss {
                     let r = fi - yi;
                     l += 0.5 * r * r;
                     g.push(r / b);
+                }
+                (l / b, g)
+            }
+            Loss::MeanSquaredError => {
+                let (mut l, mut g) = (0.0, Vec::with_capacity(y.len()));
+                for (fi, yi) in f.iter().zip(y) {
+                    let r = fi - yi;
+                    l += r * r;
+                    g.push(2.0 * r / b);
                 }
                 (l / b, g)
             }
@@ -373,6 +386,7 @@ mod tests {
         let dev = Default::default();
         for (head, loss) in [
             (Head::Plain, Loss::Gaussian),
+            (Head::Plain, Loss::MeanSquaredError),
             (
                 Head::Heteroscedastic { min_scale: 1e-5 },
                 Loss::HeteroscedasticGaussian,
@@ -391,7 +405,7 @@ mod tests {
             let last = *ra.epoch_loss.last().unwrap();
             // The squared error must shrink 20-fold; the NLL (which can go negative) by 1 nat.
             let improved = match loss {
-                Loss::Gaussian => last < 0.05 * first,
+                Loss::Gaussian | Loss::MeanSquaredError => last < 0.05 * first,
                 Loss::HeteroscedasticGaussian => last < first - 1.0,
             };
             assert!(improved, "{loss:?}: {first} -> {last}");
@@ -404,6 +418,7 @@ mod tests {
         let y = [0.5, -0.4];
         for (loss, f) in [
             (Loss::Gaussian, &f[..2]),
+            (Loss::MeanSquaredError, &f[..2]),
             (Loss::HeteroscedasticGaussian, &f[..]),
         ] {
             let (_, g) = loss.value_and_output_gradient(f, &y);
@@ -416,6 +431,40 @@ mod tests {
                     / 2e-6;
                 assert!((g[k] - fd).abs() < 1e-6, "{loss:?} {k}: {} vs {fd}", g[k]);
             }
+        }
+    }
+
+    /// `MeanSquaredError` at learning rate η and `Gaussian` at 2η give the same SGD steps (the
+    /// gradients differ by the factor 2, an exact scaling in floating point), so the trained
+    /// weights agree bit for bit and the losses by the factor 2.
+    #[test]
+    fn mse_at_lr_equals_half_mse_at_twice_the_lr_under_sgd() {
+        use ntk_ops::{DefaultBackend, MlpConfig};
+        let x = DMatrix::from_fn(24, 1, |i, _| -3.0 + 0.25 * i as f64);
+        let y = DVector::from_fn(24, |i, _| (1.3 * x[(i, 0)]).sin());
+        let net = MlpConfig::new(&[1, 12, 12, 1])
+            .init::<DefaultBackend>(3, &Default::default())
+            .unwrap();
+        let sgd = TrainParams {
+            optimizer: Optimizer::Sgd { momentum: 0.9 },
+            lr: 1e-3,
+            epochs: 40,
+            batch_size: 3,
+            decay_every: 20,
+            decay: 0.1,
+            seed: 5,
+        };
+        let (mse, mse_report) =
+            train_mlp(&net, &x, &y, Loss::MeanSquaredError, &sgd, |_, _| {}).unwrap();
+        let doubled = TrainParams { lr: 2e-3, ..sgd };
+        let (half, half_report) =
+            train_mlp(&net, &x, &y, Loss::Gaussian, &doubled, |_, _| {}).unwrap();
+        assert_eq!(mse.flatten_f64(), half.flatten_f64());
+        // At the same learning rate the two differ: the factor is not absorbed elsewhere.
+        let (same_lr, _) = train_mlp(&net, &x, &y, Loss::Gaussian, &sgd, |_, _| {}).unwrap();
+        assert_ne!(mse.flatten_f64(), same_lr.flatten_f64());
+        for (a, b) in mse_report.epoch_loss.iter().zip(&half_report.epoch_loss) {
+            assert!((a - 2.0 * b).abs() <= 1e-12 * a.abs(), "{a} vs 2 × {b}");
         }
     }
 }

@@ -121,7 +121,7 @@ impl SpatialSource {
         match self {
             Self::Malaria { csv } => format!(
                 "Malaria Atlas Project Pf parasite rate, Nigeria {SOURCE_YEAR} -> {TARGET_YEAR}, from {}",
-                csv.display()
+                super::shown(csv)
             ),
             Self::Offline { reason } => format!(
                 "offline stand-in: 2016 annual precipitation raster, western -> eastern Africa \
@@ -151,7 +151,7 @@ pub fn spatial_source_in(dir: &Path) -> SpatialSource {
         SpatialSource::Malaria { csv }
     } else {
         SpatialSource::Offline {
-            reason: format!("{} not found", csv.display()),
+            reason: format!("{} not found", super::shown(&csv)),
         }
     }
 }

@@ -38,7 +38,47 @@ pub fn data_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../data")
 }
 
+/// `path` as reports show it: relative to the repository root when it lies inside it (so that
+/// a report names `data/weather.csv`, not the folder of the machine it ran on), else as given.
+pub fn shown(path: &Path) -> String {
+    let normal = |p: &Path| {
+        let mut out = PathBuf::new();
+        for part in p.components() {
+            match part {
+                std::path::Component::ParentDir => {
+                    out.pop();
+                }
+                std::path::Component::CurDir => {}
+                other => out.push(other),
+            }
+        }
+        out
+    };
+    let root = normal(&data_dir().join(".."));
+    let full = normal(path);
+    match full.strip_prefix(&root) {
+        Ok(rel) if path.is_absolute() => rel.display().to_string(),
+        _ => path.display().to_string(),
+    }
+}
+
 /// The folder that `cargo xtask data …` downloads into: `data/downloads/`.
 pub fn downloads_dir() -> PathBuf {
     data_dir().join("downloads")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_in_the_repository_are_shown_relative_to_it() {
+        assert_eq!(shown(&data_dir().join("weather.csv")), "data/weather.csv");
+        assert_eq!(
+            shown(&downloads_dir().join("ushcn/ghcnd-stations.txt")),
+            "data/downloads/ushcn/ghcnd-stations.txt"
+        );
+        assert_eq!(shown(Path::new("/elsewhere/x.csv")), "/elsewhere/x.csv");
+        assert_eq!(shown(Path::new("relative/x.csv")), "relative/x.csv");
+    }
 }

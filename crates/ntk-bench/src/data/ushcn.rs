@@ -51,12 +51,12 @@ impl PrecipSource {
         match self {
             Self::Ushcn { dir } => format!(
                 "USHCN daily precipitation (GHCN-Daily HCN stations) from {}",
-                dir.display()
+                super::shown(dir)
             ),
             Self::Offline { csv, reason } => format!(
                 "offline data {} (Seattle and New York, 2012-2015): {reason}; \
                  run `cargo xtask data ushcn` for the paper's data",
-                csv.display()
+                super::shown(csv)
             ),
         }
     }
@@ -86,11 +86,14 @@ pub fn precipitation_source() -> PrecipSource {
 /// [`precipitation_source`] with explicit locations.
 pub fn precipitation_source_in(ushcn: &Path, offline_csv: &Path) -> PrecipSource {
     let reason = if !ushcn.join(STATIONS_FILE).is_file() {
-        Some(format!("{} not found", ushcn.join(STATIONS_FILE).display()))
+        Some(format!(
+            "{} not found",
+            super::shown(&ushcn.join(STATIONS_FILE))
+        ))
     } else if !ushcn.join(DLY_DIR).join(COMPLETE_MARKER).is_file() {
         Some(format!(
             "{} has no complete extraction ({} missing)",
-            ushcn.display(),
+            super::shown(ushcn),
             Path::new(DLY_DIR).join(COMPLETE_MARKER).display()
         ))
     } else {
