@@ -299,7 +299,14 @@ fn smoke_precipitation(dir: &Path) -> Result<(), String> {
             .as_f64()
             .ok_or_else(|| format!("smoke test: precipitation metric {k} missing"))
     };
-    for m in ["ntk_gp", "network", "transfer_rbf_gp", "rbf_gp", "ablr"] {
+    for m in [
+        "ntk_gp",
+        "network",
+        "transfer_rbf_gp",
+        "rbf_gp",
+        "ablr",
+        "constant",
+    ] {
         let rmse = metric(&format!("rmse/{m}"))?;
         let cover = metric(&format!("coverage95/{m}"))?;
         if !rmse.is_finite() || !(0.0..=1.0).contains(&cover) {

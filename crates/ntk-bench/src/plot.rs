@@ -137,7 +137,8 @@ pub struct PanelGrid {
 }
 
 impl PanelGrid {
-    /// A grid of `panels` in `columns` columns of 420 × 320 pixel panels.
+    /// A grid of `panels` in `columns` columns of 560 × 320 pixel panels (each with its legend
+    /// to the right of its axes, off the data).
     pub fn new(
         title: impl Into<String>,
         x_label: impl Into<String>,
@@ -150,7 +151,7 @@ impl PanelGrid {
             x_label: x_label.into(),
             y_label: y_label.into(),
             columns,
-            panel_size: (420, 320),
+            panel_size: (420 + LEGEND_WIDTH, 320),
             panels,
         }
     }
@@ -220,6 +221,9 @@ impl Figure for PanelGrid {
 /// Height of the figure title strip, in pixels.
 const TITLE_HEIGHT: u32 = 40;
 
+/// Width of the legend strip to the right of each panel's axes, in pixels.
+const LEGEND_WIDTH: u32 = 140;
+
 fn draw_panel<DB: DrawingBackend>(
     panel: &Panel,
     area: &DrawingArea<DB, Shift>,
@@ -244,7 +248,10 @@ fn draw_panel<DB: DrawingBackend>(
         .chain(panel.points.iter().map(|s| s.y.as_slice()));
     let (x_range, y_range) = (padded_range(xs, 0.0), padded_range(ys, 0.05));
 
-    let mut chart = ChartBuilder::on(area)
+    // The legend goes in a strip beside the axes, so that it never hides data.
+    let width = area.dim_in_pixel().0;
+    let (area, legend) = area.split_horizontally(width.saturating_sub(LEGEND_WIDTH));
+    let mut chart = ChartBuilder::on(&area)
         .caption(&panel.title, (FAMILY, 16))
         .margin(8)
         .x_label_area_size(36)
@@ -259,8 +266,10 @@ fn draw_panel<DB: DrawingBackend>(
         .light_line_style(WHITE.mix(0.0))
         .draw()?;
 
+    let mut entries: Vec<(String, RGBColor, bool)> = Vec::new();
     for (i, c) in panel.curves.iter().enumerate() {
         let col = color(i);
+        entries.push((c.label.clone(), col, true));
         if let Some((lo, hi)) = &c.band {
             let outline: Vec<(f64, f64)> =
                 c.x.iter()
@@ -273,13 +282,10 @@ fn draw_panel<DB: DrawingBackend>(
                 col.mix(0.2).filled(),
             )))?;
         }
-        chart
-            .draw_series(LineSeries::new(
-                c.x.iter().copied().zip(c.y.iter().copied()),
-                col.stroke_width(2),
-            ))?
-            .label(c.label.as_str())
-            .legend(move |(x, y)| PathElement::new([(x, y), (x + 18, y)], col.stroke_width(2)));
+        chart.draw_series(LineSeries::new(
+            c.x.iter().copied().zip(c.y.iter().copied()),
+            col.stroke_width(2),
+        ))?;
     }
     for (i, s) in panel.points.iter().enumerate() {
         let col = if i == 0 {
@@ -287,22 +293,24 @@ fn draw_panel<DB: DrawingBackend>(
         } else {
             color(panel.curves.len() + i)
         };
-        chart
-            .draw_series(
-                s.x.iter()
-                    .zip(&s.y)
-                    .map(|(x, y)| Circle::new((*x, *y), 3, col.filled())),
-            )?
-            .label(s.label.as_str())
-            .legend(move |(x, y)| Circle::new((x + 9, y), 3, col.filled()));
+        entries.push((s.label.clone(), col, false));
+        chart.draw_series(
+            s.x.iter()
+                .zip(&s.y)
+                .map(|(x, y)| Circle::new((*x, *y), 3, col.filled())),
+        )?;
     }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::UpperLeft)
-        .label_font((FAMILY, 12))
-        .background_style(WHITE.mix(0.8))
-        .border_style(BLACK.mix(0.5))
-        .draw()
+    // One row per series, from the top of the axes: a line (curves) or a dot (points).
+    for (k, (label, col, line)) in entries.into_iter().enumerate() {
+        let y = 40 + 18 * k as i32;
+        if line {
+            legend.draw(&PathElement::new([(2, y), (20, y)], col.stroke_width(2)))?;
+        } else {
+            legend.draw(&Circle::new((11, y), 3, col.filled()))?;
+        }
+        legend.draw(&Text::new(label, (26, y - 7), (FAMILY, 12)))?;
+    }
+    Ok(())
 }
 
 /// One line of an [`ErrorBarChart`]: means with symmetric error bars.
@@ -850,7 +858,7 @@ mod tests {
             2,
             vec![panel(1.0), panel(2.0), panel(3.0)],
         );
-        assert_eq!(grid.size(), (840, 2 * 320 + TITLE_HEIGHT));
+        assert_eq!(grid.size(), (2 * (420 + LEGEND_WIDTH), 2 * 320 + TITLE_HEIGHT));
         let files = grid.write(&mut ctx, "grid").unwrap();
         let png = std::fs::read(&files.png).unwrap();
         assert_eq!(png_size(&png), grid.size());
