@@ -858,7 +858,10 @@ mod tests {
             2,
             vec![panel(1.0), panel(2.0), panel(3.0)],
         );
-        assert_eq!(grid.size(), (2 * (420 + LEGEND_WIDTH), 2 * 320 + TITLE_HEIGHT));
+        assert_eq!(
+            grid.size(),
+            (2 * (420 + LEGEND_WIDTH), 2 * 320 + TITLE_HEIGHT)
+        );
         let files = grid.write(&mut ctx, "grid").unwrap();
         let png = std::fs::read(&files.png).unwrap();
         assert_eq!(png_size(&png), grid.size());

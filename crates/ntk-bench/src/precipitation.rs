@@ -566,7 +566,7 @@ impl Precipitation {
             .paragraph(format!("Data: {data}."))
             .paragraph(format!(
                 "Source task: {} (task {} of {}). A 1-{}-1 tanh network is trained on its first \
-                 {TRAIN_DAYS} days (SGD, lr {}, momentum 0.9, batch {}, {} epochs; {:.1} s; \
+                 {TRAIN_DAYS} days (mean squared error; {}; {:.1} s; \
                  training MSE {:.3e} in units of the target scale {:.3} mm). Each of the {} \
                  targets conditions the NTK GP ({:?} strategy, prior mean {:?}, noise \
                  $\\sigma^2$ {}, prior scale $s^2$ {}) on its first {TRAIN_DAYS} days and \
@@ -577,9 +577,7 @@ impl Precipitation {
                 cfg.source,
                 tasks.len(),
                 cfg.hidden,
-                cfg.train.lr,
-                cfg.train.batch_size,
-                cfg.train.epochs,
+                cfg.train,
                 train_seconds,
                 train_mse,
                 scale,

@@ -722,8 +722,8 @@ impl Sinusoid {
         report
             .heading(format!("{activation:?} network"))
             .paragraph(format!(
-                "A {} {:?} network trained on task 0's {} points (mean squared error as `torch.nn.MSELoss`; SGD, lr {}, momentum 0.9, batch {}, \
-                 {} epochs, training MSE {:.2e}, {:.1} s) adapts to {} target tasks \
+                "A {} {:?} network trained on task 0's {} points (mean squared error as `torch.nn.MSELoss`; {}, \
+                 training MSE {:.2e}, {:.1} s) adapts to {} target tasks \
                  $y = A\\sin(wx+b)+\\varepsilon$, $w \\sim \\mathcal U({:.2}, {:.2})$, from {} context \
                  points each. The NTK GP uses $\\sigma^2 = {:.3e}$, $s^2 = 1$ and a zero prior mean (the \
                  authors' settings). Metrics on noisy targets at {} grid points; mean ± standard error \
@@ -731,9 +731,7 @@ impl Sinusoid {
                 cfg.widths.iter().map(|w| w.to_string()).collect::<Vec<_>>().join("-"),
                 activation,
                 source.x.len(),
-                cfg.train.lr,
-                cfg.train.batch_size,
-                cfg.train.epochs,
+                cfg.train,
                 train_mse,
                 train_seconds,
                 targets.len(),

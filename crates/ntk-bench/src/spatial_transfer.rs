@@ -3,8 +3,9 @@
 //!
 //! 1. A 2-500-500-2 tanh network with outputs $(\mu(x), \sigma(x))$,
 //!    $\sigma = 10^{-5} + \operatorname{softplus}(z_1)$, is trained on 2000 **source** points by
-//!    minimizing $-\log\mathcal N(y \mid \mu(x), \sigma(x)^2)$ (SGD with momentum 0.9, batch 200,
-//!    lr $10^{-3}$ decayed ×0.1 every 100 epochs, 500 epochs: the paper's appendix). One network
+//!    minimizing $-\log\mathcal N(y \mid \mu(x), \sigma(x)^2)$ (Adam, lr $10^{-3}$ ×0.5 every 200
+//!    epochs, batch 50, 600 epochs: a deviation from the paper's SGD schedule, under which the
+//!    network does not learn the stand-in's source map; see [`SOURCE_LEARNED_MSE`]). One network
 //!    serves every seed (the paper trained "a single neural network"). The authors' published
 //!    script drew these rows from the target year by mistake; here they come from
 //!    [`SpatialProblem::subsample_source`] and the run fails if any of them is a target point.
@@ -83,13 +84,16 @@ impl Default for SpatialConfig {
             widths: vec![2, 500, 500, 2],
             min_scale: 1e-5,
             source_points: 2000,
+            // A deviation from the paper (SGD, momentum 0.9, lr 1e-3 ×0.1 every 100 epochs,
+            // batch 200, 500 epochs), which leaves the network at source MSE 1.03 on the
+            // standardized stand-in: it does not learn its map. This schedule reaches 0.27.
             train: TrainParams {
-                optimizer: Optimizer::Sgd { momentum: 0.9 },
+                optimizer: Optimizer::adam(),
                 lr: 1e-3,
-                epochs: 500,
-                batch_size: 200,
-                decay_every: 100,
-                decay: 0.1,
+                epochs: 600,
+                batch_size: 50,
+                decay_every: 200,
+                decay: 0.5,
                 seed: 0,
             },
             last_layer_epochs: 100,
@@ -112,7 +116,7 @@ impl ExperimentConfig for SpatialConfig {
                 epochs: 60,
                 batch_size: 50,
                 decay_every: 20,
-                lr: 1e-2,
+                lr: 3e-3,
                 ..full.train
             },
             last_layer_epochs: 20,
@@ -414,6 +418,9 @@ impl Experiment for SpatialTransfer {
         let mut seconds = vec![[0.0f64; 3]; sizes.len()];
         let mut fitted = vec![Vec::new(); sizes.len()];
         let mut strategies = vec![String::new(); sizes.len()];
+        // Per m: fits whose σ² and whose s² ended at a bound of the search box.
+        let mut at_bound = vec![(0usize, 0usize); sizes.len()];
+        let (noise_param, scale_param) = (Param::fit_variance(0.1), Param::fit_variance(1.0));
         let map_k = sizes.iter().rposition(|&m| m <= cfg.map_m).unwrap_or(0);
         let mut map: Option<MapData> = None;
         let bar = ctx.progress((cfg.seeds * sizes.len()) as u64, "adapting to the target");
@@ -440,8 +447,8 @@ impl Experiment for SpatialTransfer {
                     &adapt.1,
                     NtkGpParams {
                         strategy,
-                        noise: Param::fit_variance(0.1),
-                        prior_scale: Param::fit_variance(1.0),
+                        noise: noise_param,
+                        prior_scale: scale_param,
                         mean: MeanFunction::Network,
                         ..NtkGpParams::default()
                     },
@@ -454,6 +461,21 @@ impl Experiment for SpatialTransfer {
                 };
                 seconds[k][1] += t.elapsed().as_secs_f64();
                 fitted[k].push(gp.hyper());
+                // At a bound: flagged by the fit, or within 10% of the box's edge (the fit's
+                // sigmoid reparametrization approaches an edge slowly).
+                let near = |param: Param, value: f64, flagged: Option<&bool>| {
+                    let edge = param
+                        .bounds()
+                        .is_some_and(|(lo, hi)| value <= 1.1 * lo || value >= hi / 1.1);
+                    usize::from(edge || flagged == Some(&true))
+                };
+                let flags = gp
+                    .fit_report()
+                    .map(|f| f.at_bound.clone())
+                    .unwrap_or_default();
+                // Free coordinates in order: σ², then s².
+                at_bound[k].0 += near(noise_param, gp.hyper().noise, flags.first());
+                at_bound[k].1 += near(scale_param, gp.hyper().prior_scale, flags.get(1));
                 strategies[k] = format!("{:?}", gp.choice().strategy);
 
                 // The last layer retrained on the m points.
@@ -530,6 +552,7 @@ impl Experiment for SpatialTransfer {
             &(0..sizes.len())
                 .map(|k| at(2, k).mse.mean)
                 .collect::<Vec<_>>(),
+            source_fit.mse,
         );
 
         // 4. Outputs.
@@ -661,18 +684,13 @@ impl Experiment for SpatialTransfer {
             .paragraph(format!("Data: {data_line}."))
             .paragraph(format!(
                 "A {} tanh network with a heteroscedastic head (scale {} + softplus) trained on {} \
-                 source points (SGD, momentum 0.9, lr {}, ×{} every {} epochs, batch {}, {} epochs, \
-                 {:.1} s; source MSE {:.3e}, NLL {:.3}) adapts to the target from m points; test \
+                 source points ({}, {:.1} s; source MSE {:.3e}, NLL {:.3}) adapts to the target from m points; test \
                  on {} held-out target points, the same for every m of a seed; {} seeds \
                  (mean ± sample std).{}",
                 cfg.widths.iter().map(|w| w.to_string()).collect::<Vec<_>>().join("-"),
                 cfg.min_scale,
                 ys.len(),
-                cfg.train.lr,
-                cfg.train.decay,
-                cfg.train.decay_every,
-                cfg.train.batch_size,
-                cfg.train.epochs,
+                cfg.train,
                 train_seconds,
                 source_fit.mse,
                 source_fit.nlpd,
@@ -700,7 +718,7 @@ impl Experiment for SpatialTransfer {
             )
             .paragraph(format!(
                 "NTK GP: strategy per m {}; fitted noise σ² (range over seeds) {}; fitted prior \
-                 scale s² {}.",
+                 scale s² {}. {}",
                 sizes
                     .iter()
                     .zip(&strategies)
@@ -719,6 +737,7 @@ impl Experiment for SpatialTransfer {
                     .map(|(k, m)| format!("m = {m}: {}", hyper_range(k, |h| h.prior_scale)))
                     .collect::<Vec<_>>()
                     .join("; "),
+                bound_sentence(&sizes, &at_bound, cfg.seeds),
             ))
             .paragraph(verdict.sentence())
             .figure("Test MSE against m", &mse_fig)
@@ -750,8 +769,33 @@ impl Experiment for SpatialTransfer {
     }
 }
 
+/// Which fitted hyper-parameters ended at a bound of their search box (where the marginal
+/// likelihood may still rise beyond it), per m.
+fn bound_sentence(sizes: &[usize], at_bound: &[(usize, usize)], seeds: usize) -> String {
+    let hits: Vec<String> = sizes
+        .iter()
+        .zip(at_bound)
+        .filter(|(_, b)| b.0 + b.1 > 0)
+        .map(|(m, b)| format!("m = {m}: σ² in {} and s² in {} of {seeds} fits", b.0, b.1))
+        .collect();
+    if hits.is_empty() {
+        "No fitted σ² or s² ended at (or within 10% of) a bound of its search box.".to_string()
+    } else {
+        format!(
+            "At (or within 10% of) a bound of the search box, where the marginal likelihood may \
+             still rise beyond it: {}.",
+            hits.join("; ")
+        )
+    }
+}
+
+/// The source MSE (on standardized targets, whose variance is 1) below which the source
+/// network counts as having learned its map. Above it, adapting that network's kernel tests
+/// kernel regression, not the transfer of learned features, and no verdict is given.
+pub const SOURCE_LEARNED_MSE: f64 = 0.3;
+
 /// Whether the paper's finding holds: the NTK GP keeps improving with $m$ while the
-/// retrained last layer stalls.
+/// retrained last layer stalls — asked only of a source network that learned its map.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Verdict {
     /// Smallest and largest $m$.
@@ -762,21 +806,26 @@ pub struct Verdict {
     pub last_layer: (f64, f64),
     /// Steps of the sweep where the NTK GP's MSE went down, of all steps.
     pub ntk_decreases: (usize, usize),
-    /// The verdict.
+    /// The source network's MSE on its training map (standardized units).
+    pub source_mse: f64,
+    /// The verdict (false when the source network did not learn).
     pub holds: bool,
 }
 
 impl Verdict {
-    /// From the mean MSEs along the sweep `m` (at least one size). The finding holds when the
-    /// NTK GP's MSE falls at every step but at most one, by at least a third overall, ends
-    /// below the last layer's, and the last layer's relative gain is under half the NTK GP's.
-    pub fn of(m: &[usize], ntk: &[f64], last_layer: &[f64]) -> Self {
+    /// From the mean MSEs along the sweep `m` (at least one size) and the source fit. The
+    /// finding holds when the source network learned its map (MSE below
+    /// [`SOURCE_LEARNED_MSE`]), the NTK GP's MSE falls at every step but at most one, by at
+    /// least a third overall, ends below the last layer's, and the last layer's relative gain is
+    /// under half the NTK GP's.
+    pub fn of(m: &[usize], ntk: &[f64], last_layer: &[f64], source_mse: f64) -> Self {
         let n = m.len();
         let first_last = |v: &[f64]| (v[0], v[n - 1]);
         let decreases = ntk.windows(2).filter(|w| w[1] < w[0]).count();
         let (ntk_fl, ll_fl) = (first_last(ntk), first_last(last_layer));
         let gain = |(a, b): (f64, f64)| 1.0 - b / a;
         let holds = n >= 2
+            && source_mse < SOURCE_LEARNED_MSE
             && decreases + 1 >= n - 1
             && gain(ntk_fl) >= 1.0 / 3.0
             && ntk_fl.1 < ll_fl.1
@@ -786,6 +835,7 @@ impl Verdict {
             ntk: ntk_fl,
             last_layer: ll_fl,
             ntk_decreases: (decreases, n - 1),
+            source_mse,
             holds,
         }
     }
@@ -793,14 +843,27 @@ impl Verdict {
     /// One sentence with the numbers.
     pub fn sentence(&self) -> String {
         let pct = |(a, b): (f64, f64)| 100.0 * (1.0 - b / a);
+        let learned = self.source_mse < SOURCE_LEARNED_MSE;
+        let opening = if learned {
+            String::new()
+        } else {
+            format!(
+                "The paper's finding is not tested here: the source network did not learn its map \
+                 (source MSE {:.3} ≥ {SOURCE_LEARNED_MSE} on standardized targets), so the NTK GP \
+                 adapts an untrained-like network's kernel. For the record: ",
+                self.source_mse
+            )
+        };
         format!(
-            "The paper's finding {}: from m = {} to m = {} the NTK GP's test MSE goes from {:.4} to \
+            "{opening}The paper's finding {}: from m = {} to m = {} the NTK GP's test MSE goes from {:.4} to \
              {:.4} ({:.0}% lower, falling at {} of {} steps) while the retrained last layer's goes \
              from {:.4} to {:.4} ({:.0}% lower).",
             if self.holds {
                 "holds"
-            } else {
+            } else if learned {
                 "does not hold here"
+            } else {
+                "would read"
             },
             self.m.0,
             self.m.1,
@@ -897,12 +960,20 @@ mod tests {
     #[test]
     fn verdict_reads_the_curves() {
         let m = [10, 100, 1000];
-        let v = Verdict::of(&m, &[0.1, 0.05, 0.02], &[0.1, 0.09, 0.09]);
+        let v = Verdict::of(&m, &[0.1, 0.05, 0.02], &[0.1, 0.09, 0.09], 0.1);
         assert!(v.holds, "{}", v.sentence());
         assert!(v.sentence().contains("holds") && v.sentence().contains("80%"));
-        assert!(!Verdict::of(&m, &[0.1, 0.05, 0.02], &[0.1, 0.03, 0.01]).holds);
-        assert!(!Verdict::of(&m, &[0.1, 0.12, 0.11], &[0.1, 0.1, 0.1]).holds);
-        assert!(!Verdict::of(&m, &[0.1, 0.05, 0.02], &[0.1, 0.1, 0.01]).holds);
+        assert!(!Verdict::of(&m, &[0.1, 0.05, 0.02], &[0.1, 0.03, 0.01], 0.1).holds);
+        assert!(!Verdict::of(&m, &[0.1, 0.12, 0.11], &[0.1, 0.1, 0.1], 0.1).holds);
+        assert!(!Verdict::of(&m, &[0.1, 0.05, 0.02], &[0.1, 0.1, 0.01], 0.1).holds);
+        // The same curves from a source network that learned nothing: no verdict.
+        let untrained = Verdict::of(&m, &[0.1, 0.05, 0.02], &[0.1, 0.09, 0.09], 1.03);
+        assert!(!untrained.holds);
+        assert!(
+            untrained
+                .sentence()
+                .starts_with("The paper's finding is not tested here")
+        );
     }
 
     #[test]

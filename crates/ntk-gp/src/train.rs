@@ -86,6 +86,25 @@ impl TrainParams {
     }
 }
 
+impl std::fmt::Display for TrainParams {
+    /// The schedule in words, for reports: `SGD (momentum 0.9), lr 0.001 (×0.1 every 100
+    /// epochs), batch 200, 500 epochs` or `Adam, lr 0.003, batch 100, 300 epochs`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.optimizer {
+            Optimizer::Sgd { momentum } if momentum > 0.0 => {
+                write!(f, "SGD (momentum {momentum})")?
+            }
+            Optimizer::Sgd { .. } => f.write_str("SGD")?,
+            Optimizer::Adam { .. } => f.write_str("Adam")?,
+        }
+        write!(f, ", lr {}", self.lr)?;
+        if self.decay_every > 0 && self.decay != 1.0 {
+            write!(f, " (×{} every {} epochs)", self.decay, self.decay_every)?;
+        }
+        write!(f, ", batch {}, {} epochs", self.batch_size, self.epochs)
+    }
+}
+
 /// The recorded course of a training run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TrainReport {
@@ -348,6 +367,30 @@ mod tests {
             assert_eq!(p, q);
             assert_eq!(report, again);
         }
+    }
+
+    #[test]
+    fn schedules_read_as_words() {
+        let sgd = TrainParams {
+            optimizer: Optimizer::Sgd { momentum: 0.9 },
+            lr: 1e-3,
+            epochs: 500,
+            batch_size: 200,
+            decay_every: 100,
+            decay: 0.1,
+            seed: 0,
+        };
+        assert_eq!(
+            sgd.to_string(),
+            "SGD (momentum 0.9), lr 0.001 (×0.1 every 100 epochs), batch 200, 500 epochs"
+        );
+        let adam = TrainParams {
+            optimizer: Optimizer::adam(),
+            lr: 3e-3,
+            decay_every: 0,
+            ..sgd
+        };
+        assert_eq!(adam.to_string(), "Adam, lr 0.003, batch 200, 500 epochs");
     }
 
     #[test]
