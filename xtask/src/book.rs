@@ -105,9 +105,8 @@ fn ensure_katex() -> Result<(), String> {
     if docs.join("node_modules/katex/package.json").is_file() {
         return Ok(());
     }
-    run(Command::new("npm")
-        .args(["ci", "--no-audit", "--no-fund"])
-        .current_dir(&docs))
+    // `run` works in the workspace root, so the project folder is given as `--prefix`.
+    run(Command::new("npm").args(["ci", "--no-audit", "--no-fund", "--prefix", "docs"]))
 }
 
 /// Every `.html` file under `dir`, sorted.
