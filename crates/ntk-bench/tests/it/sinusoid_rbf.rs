@@ -51,9 +51,10 @@ fn rbf_baseline_end_to_end() {
         assert!(len > 100, "{expected} has only {len} bytes");
     }
 
-    // Quick profile: 4 tasks in 2 columns of 420 × 320 panels, plus the title strip.
+    // Quick profile: 4 tasks in 2 columns of 560 × 320 panels (420 for the axes, 140 for the
+    // legend beside them), plus the title strip.
     let png = fs::read(dir.join("fits.png")).unwrap();
-    assert_eq!(png_size(&png), (840, 680));
+    assert_eq!(png_size(&png), (1120, 680));
     assert!(
         png.len() > 20_000,
         "PNG suspiciously small: {} bytes",
