@@ -15,6 +15,9 @@
 //! - [`precond`]: preconditioners, including partial pivoted Cholesky (from rows of $K$),
 //!   and [`nystrom`]: the Nyström preconditioner (from a sketch $A_0\Omega$).
 //! - [`root`]: low-rank (inverse) root decompositions for LOVE.
+//! - [`comm`] and [`sharded`]: the same solvers on vectors whose rows are split across
+//!   processes ([`Sharded`] blocks, whose inner products a [`Communicator`] all-reduces), over
+//!   threads ([`comm::LocalGroup`]) or MPI (`comm::MpiCommunicator`, cargo feature `mpi`).
 //! - [`KrylovError`]: every way these can fail; nothing panics on bad numbers.
 //!
 //! Non-convergence is not an error of [`cg()`]/[`pcg`]: they return the last
@@ -29,6 +32,7 @@
 
 pub mod block;
 pub mod cg;
+pub mod comm;
 pub mod error;
 pub mod lanczos;
 pub mod nystrom;
@@ -36,18 +40,21 @@ pub mod operator;
 pub mod ops;
 pub mod precond;
 pub mod root;
+pub mod sharded;
 pub mod slq;
 #[cfg(test)]
 mod testing;
 
 pub use block::{Block, Scalar};
 pub use cg::{CgInfo, CgOutcome, CgParams, cg, pcg, solve};
+pub use comm::Communicator;
 pub use error::KrylovError;
 pub use lanczos::{LanczosDecomposition, LanczosParams, SymTridiagonal, lanczos};
 pub use nystrom::Nystrom;
 pub use operator::LinearOperator;
 pub use precond::{Identity, PivotedCholesky, Preconditioner};
 pub use root::{RootDecomposition, inv_root_decomposition, root_decomposition};
+pub use sharded::Sharded;
 pub use slq::{
     InvQuadLogdet, InvQuadLogdetParams, Probes, SlqEstimate, SlqParams, inv_quad_logdet,
 };
