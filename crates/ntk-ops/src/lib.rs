@@ -47,6 +47,7 @@ pub mod onnx;
 mod operator;
 mod params;
 pub mod rng;
+pub mod sharded;
 pub mod vmath;
 
 #[cfg(test)]
@@ -70,6 +71,7 @@ pub use network::{Layer, Network, NetworkConfig, layers};
 pub use ntk::NtkOperator;
 pub use operator::{Execution, Jacobian};
 pub use params::{ParamLayout, ParamSpec};
+pub use sharded::{ShardedGram, ShardedNtk};
 
 /// The default backend: burn-ndarray in `f64`.
 pub type DefaultBackend = burn_ndarray::NdArray<f64>;
