@@ -13,7 +13,7 @@
 //! ```
 //! use krylov::comm::{Communicator, LocalGroup, RowPartition};
 //! use krylov::sharded::Sharded;
-//! use krylov::{CgParams, Identity, LinearOperator, pcg};
+//! use krylov::{Block, CgParams, Identity, LinearOperator, pcg};
 //! use nalgebra::DMatrix;
 //!
 //! // A diagonal operator acts row by row, so each rank applies it to its own rows.

@@ -37,6 +37,7 @@ pub mod chol;
 #[cfg(test)]
 mod conformance;
 pub mod dense;
+pub mod distributed;
 pub mod error;
 pub mod exact;
 pub mod fit;
