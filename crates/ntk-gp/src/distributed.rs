@@ -34,7 +34,8 @@ use ntk_ops::{Jacobian, JacobianParams, Network, ShardedNtk, TensorBlock, conver
 
 use crate::error::GpError;
 use crate::exact::{Hyper, Prediction};
-use crate::ntk::MatrixFreeParams;
+use crate::fit::Param;
+use crate::ntk::{MatrixFreeParams, MeanFunction};
 use crate::strategy::Strategy;
 
 /// $A = s^2 K + \sigma^2 I$ over the shards.
@@ -58,22 +59,52 @@ pub struct RankTimings {
     pub comm_bytes: u64,
 }
 
-/// The matrix-free NTK GP posterior with fixed hyper-parameters and the network as its mean,
-/// over training rows split across the ranks of `C`.
+/// The settings of a [`DistributedNtkGp`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct DistributedParams {
+    /// Fixed $\sigma^2$ and $s^2$.
+    pub hyper: Hyper,
+    /// The prior mean: the network's outputs (the default), zero, or a fixed constant.
+    pub mean: MeanFunction,
+    /// CG, SLQ and preconditioner settings, as for [`Strategy::MatrixFree`].
+    pub matrix_free: MatrixFreeParams,
+    /// The Jacobian's memory and path settings.
+    pub jacobian: JacobianParams,
+}
+
+impl Default for DistributedParams {
+    fn default() -> Self {
+        Self {
+            hyper: Hyper {
+                noise: 0.1,
+                prior_scale: 1.0,
+            },
+            mean: MeanFunction::Network,
+            matrix_free: MatrixFreeParams::default(),
+            jacobian: JacobianParams::default(),
+        }
+    }
+}
+
+/// The matrix-free NTK GP posterior with fixed hyper-parameters, over training rows split
+/// across the ranks of `C`.
 ///
 /// Every method is collective: all ranks call it together, with the same test points.
 ///
 /// ```
 /// use krylov::comm::{Communicator, LocalGroup, RowPartition};
 /// use nalgebra::{DMatrix, DVector};
-/// use ntk_gp::distributed::DistributedNtkGp;
-/// use ntk_gp::{Hyper, MatrixFreeParams};
+/// use ntk_gp::Hyper;
+/// use ntk_gp::distributed::{DistributedNtkGp, DistributedParams};
 /// use ntk_ops::{DefaultBackend, MlpConfig};
 ///
 /// let n = 40;
 /// let x = DMatrix::from_fn(n, 1, |i, _| i as f64 / 10.0 - 2.0);
 /// let y = DVector::from_fn(n, |i, _| (x[(i, 0)] * 2.0).sin());
-/// let hyper = Hyper { noise: 0.05, prior_scale: 1.0 };
+/// let params = DistributedParams {
+///     hyper: Hyper { noise: 0.05, prior_scale: 1.0 },
+///     ..DistributedParams::default()
+/// };
 /// let lmls = LocalGroup::run(2, |comm| {
 ///     let net = MlpConfig::new(&[1, 16, 1]).init::<DefaultBackend>(0, &Default::default()).unwrap();
 ///     let rows = RowPartition::even(n, comm.size()).range(comm.rank());
@@ -81,8 +112,7 @@ pub struct RankTimings {
 ///         net,
 ///         &x.rows_range(rows.clone()).into_owned(),
 ///         &y.rows_range(rows).into_owned(),
-///         hyper,
-///         &MatrixFreeParams::default(),
+///         &params,
 ///         comm,
 ///     )
 ///     .unwrap();
@@ -93,6 +123,8 @@ pub struct RankTimings {
 pub struct DistributedNtkGp<B: Backend, C: Communicator> {
     network: Network<B>,
     jacobian: JacobianParams,
+    /// The constant prior mean, or `None` for the network's outputs.
+    constant: Option<f64>,
     system: System<B, Counted<C>>,
     comm: Counted<C>,
     hyper: Hyper,
@@ -110,42 +142,35 @@ where
     B::FloatElem: Scalar,
 {
     /// Conditions on this rank's training rows `x` (`[n_r, d]`) and targets `y` (`n_r`):
-    /// the residual $r = y - f(X)$, then $\alpha = A^{-1}r$, $r^\top A^{-1}r$ and the SLQ
+    /// the residual $r = y - \mu(X)$, then $\alpha = A^{-1}r$, $r^\top A^{-1}r$ and the SLQ
     /// $\log\lvert A\rvert$ over all ranks' rows. Collective.
     ///
-    /// Fails (on every rank alike where the failure is global) on bad shapes or values, a
-    /// rank with no rows, ranks holding different networks, a network with more than one
-    /// output, LOVE variances, or a solve that does not converge.
+    /// Fails on every rank alike on bad shapes or values on any rank, a rank with no rows,
+    /// ranks holding different networks, a network with more than one output, a free
+    /// constant mean, LOVE variances, or a solve that does not converge.
     pub fn new(
         network: impl Into<Network<B>>,
         x: &DMatrix<f64>,
         y: &DVector<f64>,
-        hyper: Hyper,
-        settings: &MatrixFreeParams,
+        params: &DistributedParams,
         comm: C,
     ) -> Result<Self, GpError> {
         let network = network.into();
-        Self::with_jacobian(
-            network,
-            x,
-            y,
-            hyper,
-            settings,
-            JacobianParams::default(),
-            comm,
-        )
-    }
-
-    /// As [`new`](Self::new), with the Jacobian's memory and path settings.
-    pub fn with_jacobian(
-        network: Network<B>,
-        x: &DMatrix<f64>,
-        y: &DVector<f64>,
-        hyper: Hyper,
-        settings: &MatrixFreeParams,
-        jacobian: JacobianParams,
-        comm: C,
-    ) -> Result<Self, GpError> {
+        let hyper = params.hyper;
+        let settings = &params.matrix_free;
+        let jacobian = params.jacobian;
+        let constant = match params.mean {
+            MeanFunction::Constant(Param::Fixed(c)) if c.is_finite() => Some(c),
+            MeanFunction::Constant(_) => {
+                return Err(GpError::NotSupported {
+                    strategy: Strategy::MatrixFree,
+                    what: "a fitted (or non-finite) constant mean over distributed data",
+                    instead: "fix it, e.g. at the targets' mean",
+                });
+            }
+            MeanFunction::Zero => Some(0.0),
+            MeanFunction::Network => None,
+        };
         hyper.check()?;
         settings.check()?;
         if settings.love_rank.is_some() {
@@ -169,8 +194,10 @@ where
         let dev = network.device();
         let xt = convert::from_dmatrix_f64(x, &dev);
         let jac = Jacobian::new(network.clone(), xt.clone(), jacobian)?;
-        let f = convert::to_dmatrix_f64(network.forward(xt));
-        let r = y - f.column(0);
+        let r = match constant {
+            Some(c) => y.add_scalar(-c),
+            None => y - convert::to_dmatrix_f64(network.forward(xt)).column(0),
+        };
         let ntk = ShardedNtk::new(jac, comm.clone())?;
         let partition = ntk.partition().clone();
         let system = Shifted::new::<Sharded<TensorBlock<B>, Counted<C>>>(
@@ -201,6 +228,7 @@ where
         Ok(Self {
             network,
             jacobian,
+            constant,
             system,
             comm,
             hyper,
@@ -325,9 +353,12 @@ where
         let xt = convert::from_dmatrix_f64(x_test, &dev);
         self.network.check_inputs(&xt, "test inputs")?;
         let m = x_test.nrows();
-        let prior = convert::to_dmatrix_f64(self.network.forward(xt.clone()))
-            .column(0)
-            .into_owned();
+        let prior = match self.constant {
+            Some(c) => DVector::from_element(m, c),
+            None => convert::to_dmatrix_f64(self.network.forward(xt.clone()))
+                .column(0)
+                .into_owned(),
+        };
         let jt = Jacobian::new(self.network.clone(), xt, self.jacobian)?;
         let ntk = &self.system.inner.inner;
         let cross = ntk.jacobian().ntk_matrix(&jt)?;
@@ -407,6 +438,14 @@ mod tests {
         }
     }
 
+    fn params(hyper: Hyper, matrix_free: MatrixFreeParams) -> DistributedParams {
+        DistributedParams {
+            hyper,
+            matrix_free,
+            ..DistributedParams::default()
+        }
+    }
+
     fn rel(a: f64, b: f64) -> f64 {
         (a - b).abs() / b.abs().max(1e-300)
     }
@@ -427,15 +466,31 @@ mod tests {
             noise: 0.05,
             prior_scale: 0.7,
         };
+        for mean in [
+            MeanFunction::Network,
+            MeanFunction::Constant(Param::Fixed(0.3)),
+        ] {
+            agree_with_single_process(&x, &y, &xt, hyper, mean);
+        }
+    }
+
+    fn agree_with_single_process(
+        x: &DMatrix<f64>,
+        y: &DVector<f64>,
+        xt: &DMatrix<f64>,
+        hyper: Hyper,
+        mean: MeanFunction,
+    ) {
+        let n = y.len();
         let single = NtkGp::new(
             mlp(),
-            &x,
-            &y,
+            x,
+            y,
             NtkGpParams {
                 strategy: Strategy::MatrixFree,
                 noise: Param::Fixed(hyper.noise),
                 prior_scale: Param::Fixed(hyper.prior_scale),
-                mean: MeanFunction::Network,
+                mean,
                 matrix_free: settings(),
                 ..NtkGpParams::default()
             },
@@ -443,7 +498,7 @@ mod tests {
         .unwrap();
         assert_eq!(single.choice().strategy, Strategy::MatrixFree);
         let st = single.matrix_free_state().unwrap();
-        let pred = single.predict(&xt).unwrap();
+        let pred = single.predict(xt).unwrap();
         for ranks in 1..=4 {
             let out = LocalGroup::run(ranks, |comm| {
                 let rows = RowPartition::even(n, comm.size()).range(comm.rank());
@@ -451,12 +506,14 @@ mod tests {
                     mlp(),
                     &x.rows_range(rows.clone()).into_owned(),
                     &y.rows_range(rows).into_owned(),
-                    hyper,
-                    &settings(),
+                    &DistributedParams {
+                        mean,
+                        ..params(hyper, settings())
+                    },
                     comm,
                 )
                 .unwrap();
-                let p = gp.predict(&xt).unwrap();
+                let p = gp.predict(xt).unwrap();
                 (
                     gp.log_marginal_likelihood(),
                     gp.inv_quad(),
@@ -504,8 +561,7 @@ mod tests {
                 mlp(),
                 &x.rows_range(rows.clone()).into_owned(),
                 &y.rows_range(rows).into_owned(),
-                hyper,
-                &settings(),
+                &params(hyper, settings()),
                 comm,
             )
             .err()
@@ -518,7 +574,7 @@ mod tests {
             ..settings()
         };
         let err = LocalGroup::run(1, |comm| {
-            DistributedNtkGp::new(mlp(), &x, &y, hyper, &love, comm).err()
+            DistributedNtkGp::new(mlp(), &x, &y, &params(hyper, love), comm).err()
         });
         assert!(matches!(err[0], Some(GpError::NotSupported { .. })));
     }
