@@ -136,7 +136,8 @@ impl Communicator for LocalGroup {
 }
 
 /// What a [`Counted`] communicator has seen: all-reduce calls, the `f64` bytes each rank sent
-/// into them, and the wall time spent inside them (waiting for other ranks included).
+/// into them, and the wall time spent inside them (waiting for other ranks included). All
+/// zero on one rank, where nothing is sent.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct CommStats {
     /// Number of all-reduce calls.
@@ -185,7 +186,11 @@ impl<C: Communicator> Communicator for Counted<C> {
     fn size(&self) -> usize {
         self.inner.size()
     }
+    /// Counts calls on more than one rank only: with one rank nothing is sent.
     fn all_reduce_sum(&self, buf: &mut [f64]) {
+        if self.inner.size() == 1 {
+            return;
+        }
         let t = Instant::now();
         self.inner.all_reduce_sum(buf);
         let mut s = self.stats.get();
@@ -359,12 +364,21 @@ mod tests {
 
     #[test]
     fn counted_tallies_calls_and_bytes() {
-        let c = Counted::new(SingleProcess);
-        let d = c.clone();
-        c.all_reduce_sum(&mut [1.0; 4]);
-        d.all_reduce_sum(&mut [1.0; 2]);
-        assert_eq!((c.stats().calls, c.stats().bytes), (2, 48));
-        c.reset();
-        assert_eq!(d.stats().calls, 0);
+        let stats = LocalGroup::run(2, |comm| {
+            let c = Counted::new(comm);
+            let d = c.clone();
+            c.all_reduce_sum(&mut [1.0; 4]);
+            d.all_reduce_sum(&mut [1.0; 2]);
+            let before = c.stats();
+            c.reset();
+            (before, d.stats())
+        });
+        for (before, after) in stats {
+            assert_eq!((before.calls, before.bytes), (2, 48));
+            assert_eq!(after.calls, 0);
+        }
+        let one = Counted::new(SingleProcess);
+        one.all_reduce_sum(&mut [1.0; 4]);
+        assert_eq!(one.stats(), CommStats::default(), "one rank sends nothing");
     }
 }

@@ -214,7 +214,7 @@ impl<B: Block, C: Communicator> Block for Sharded<B, C> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::comm::{Counted, LocalGroup, SingleProcess};
+    use crate::comm::{Counted, LocalGroup};
     use crate::operator::LinearOperator;
     use crate::precond::Identity;
     use crate::slq::{InvQuadLogdetParams, Probes, inv_quad_logdet};
@@ -308,13 +308,17 @@ mod tests {
         let n = 12;
         let a = Dense(spd(n, 3, 100.0, 3));
         let b = DMatrix::from_element(n, 1, 1.0);
-        let comm = Counted::new(SingleProcess);
-        let rhs = Sharded::scatter(&b, RowPartition::even(n, 1), comm.clone());
-        let out = pcg(&a, &Identity, &rhs, None, &CgParams::default()).unwrap();
-        let s = comm.stats();
-        // A few scalars per iteration (plus the test operator's gathers of n·k values).
-        assert!(s.calls as usize >= 2 * out.info.iterations);
-        assert!(s.bytes > 0);
+        let stats = LocalGroup::run(2, |comm| {
+            let comm = Counted::new(comm);
+            let rhs = Sharded::scatter(&b, RowPartition::even(n, 2), comm.clone());
+            let out = pcg(&a, &Identity, &rhs, None, &CgParams::default()).unwrap();
+            (comm.stats(), out.info.iterations)
+        });
+        for (s, iterations) in stats {
+            // A few scalars per iteration (plus the test operator's gathers of n·k values).
+            assert!(s.calls as usize >= 2 * iterations);
+            assert!(s.bytes > 0);
+        }
     }
 
     #[test]

@@ -391,7 +391,17 @@ pub fn run_json<E: Experiment>(
     ctx: &mut RunContext,
     overrides: serde_json::Value,
 ) -> Result<RunRecord, BenchError> {
-    let mut base = serde_json::to_value(E::Config::for_profile(ctx.profile()))
+    let config = config_with_overrides::<E::Config>(ctx.profile(), overrides)?;
+    run_with::<E>(ctx, config)
+}
+
+/// The configuration of `profile` with the fields of `overrides` (a JSON object) replaced.
+/// An unknown field or a wrong type is [`BenchError::Invalid`].
+pub fn config_with_overrides<T: ExperimentConfig>(
+    profile: Profile,
+    overrides: serde_json::Value,
+) -> Result<T, BenchError> {
+    let mut base = serde_json::to_value(T::for_profile(profile))
         .map_err(|e| BenchError::invalid("configuration", e.to_string()))?;
     let (Some(obj), serde_json::Value::Object(over)) = (base.as_object_mut(), overrides) else {
         return Err(BenchError::invalid(
@@ -408,9 +418,7 @@ pub fn run_json<E: Experiment>(
         }
         obj.insert(k, v);
     }
-    let config: E::Config = serde_json::from_value(base)
-        .map_err(|e| BenchError::invalid("configuration", e.to_string()))?;
-    run_with::<E>(ctx, config)
+    serde_json::from_value(base).map_err(|e| BenchError::invalid("configuration", e.to_string()))
 }
 
 /// An experiment in the registry: its name, a one-line description and how to run it.

@@ -51,6 +51,7 @@
 pub mod compare;
 pub mod data;
 pub mod device_bench;
+pub mod distributed;
 pub mod error;
 pub mod fisher;
 pub mod harness;

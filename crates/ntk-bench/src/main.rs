@@ -9,7 +9,7 @@ use ntk_bench::data::data_dir;
 use ntk_bench::data::precip::MeanFrom;
 use ntk_bench::data::weather::{WEATHER_CSV, export_weather_csvs};
 use ntk_bench::device_bench::{DeviceBenchConfig, run_device_bench, table};
-use ntk_bench::harness::{self, DEFAULT_SEED, Entry, Profile, RunContext};
+use ntk_bench::harness::{self, DEFAULT_SEED, Entry, ExperimentConfig, Profile, RunContext};
 use ntk_gp::ntk::MatrixFreeParams;
 use ntk_ops::Device;
 
@@ -42,6 +42,18 @@ enum Cmd {
         /// A JSON object whose fields override the profile's configuration (one experiment only).
         #[arg(long)]
         config: Option<PathBuf>,
+        /// `scaling` only: the function-space log marginal likelihood of its n sweep with the
+        /// rows split across ranks: the processes of `mpirun -np N` (built with the `mpi`
+        /// feature), or `--threads N`. Rank 0 prints the table and writes
+        /// OUT/scaling-distributed/ranks-N.json.
+        #[arg(long)]
+        distributed: bool,
+        /// With --distributed: N threads of this process as the ranks (no MPI needed).
+        #[arg(long, requires = "distributed", value_name = "N")]
+        threads: Option<usize>,
+        /// With --distributed: rank 0 also solves on one process and prints the difference.
+        #[arg(long, requires = "distributed")]
+        check: bool,
     },
     /// Time the matrix-free log marginal likelihood of the 803k-parameter scaling MLP
     /// (5-200-2000-200-1 tanh) on a device and print a table.
@@ -205,7 +217,16 @@ fn main() -> ExitCode {
             out,
             device,
             config,
-        } => reproduce(name, quick, seed, out, &device, config),
+            distributed,
+            threads,
+            check,
+        } => {
+            if distributed {
+                reproduce_distributed(name.as_deref(), quick, seed, &out, config, (threads, check))
+            } else {
+                reproduce(name, quick, seed, out, &device, config)
+            }
+        }
         Cmd::Compare {
             problem,
             dtype,
@@ -242,6 +263,114 @@ fn main() -> ExitCode {
     }
 }
 
+/// Reads `--config`: a JSON object, or `None`.
+fn read_overrides(config: Option<&std::path::Path>) -> Result<Option<serde_json::Value>, ExitCode> {
+    let Some(path) = config else {
+        return Ok(None);
+    };
+    let parsed = std::fs::read_to_string(path)
+        .map_err(|e| e.to_string())
+        .and_then(|t| serde_json::from_str(&t).map_err(|e| e.to_string()));
+    parsed.map(Some).map_err(|e| {
+        eprintln!("ntk-bench: --config: {e}");
+        ExitCode::from(2)
+    })
+}
+
+/// `reproduce scaling --distributed`: the n sweep's function-space likelihood over ranks.
+fn reproduce_distributed(
+    name: Option<&str>,
+    quick: bool,
+    seed: u64,
+    out: &std::path::Path,
+    config: Option<PathBuf>,
+    (threads, check): (Option<usize>, bool),
+) -> ExitCode {
+    use ntk_bench::distributed::{DistributedConfig, run, table};
+    use ntk_bench::scaling::ScalingConfig;
+    if name != Some("scaling") {
+        eprintln!("ntk-bench: --distributed runs the `scaling` experiment only");
+        return ExitCode::from(2);
+    }
+    let profile = if quick { Profile::Quick } else { Profile::Full };
+    let scaling = match read_overrides(config.as_deref()) {
+        Err(code) => return code,
+        Ok(None) => Ok(ScalingConfig::for_profile(profile)),
+        Ok(Some(v)) => harness::config_with_overrides::<ScalingConfig>(profile, v),
+    };
+    let mut dc = match scaling {
+        Ok(c) => DistributedConfig::of_scaling(&c, seed),
+        Err(e) => {
+            eprintln!("ntk-bench: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    dc.check = check;
+    let report = |rank: usize, rows: Result<Vec<_>, ntk_bench::error::BenchError>| -> ExitCode {
+        let rows = match rows {
+            Ok(r) => r,
+            Err(e) => {
+                eprintln!("ntk-bench: rank {rank}: scaling --distributed failed: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        if rank != 0 {
+            return ExitCode::SUCCESS;
+        }
+        print!("{}", table(&rows));
+        let ranks = rows.first().map_or(1, |r| r.ranks);
+        let dir = out.join("scaling-distributed");
+        let path = dir.join(format!("ranks-{ranks}.json"));
+        let json = serde_json::json!({ "config": dc, "rows": rows });
+        let written = std::fs::create_dir_all(&dir).and_then(|()| {
+            std::fs::write(
+                &path,
+                serde_json::to_string_pretty(&json).unwrap_or_default(),
+            )
+        });
+        match written {
+            Ok(()) => {
+                eprintln!("ntk-bench: wrote {}", path.display());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("ntk-bench: {}: {e}", path.display());
+                ExitCode::FAILURE
+            }
+        }
+    };
+    if let Some(t) = threads {
+        let mut results = krylov::comm::LocalGroup::run(t, |comm| run(&dc, comm));
+        return report(0, results.remove(0));
+    }
+    #[cfg(feature = "mpi")]
+    {
+        use krylov::comm::{Communicator, MpiCommunicator};
+        let Some(universe) = mpi::initialize() else {
+            eprintln!("ntk-bench: MPI was already initialized");
+            return ExitCode::FAILURE;
+        };
+        let comm = MpiCommunicator::new(universe.world());
+        let rank = comm.rank();
+        report(rank, run(&dc, comm))
+    }
+    #[cfg(not(feature = "mpi"))]
+    {
+        let launched = ["OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_RANK"]
+            .iter()
+            .any(|v| std::env::var_os(v).is_some());
+        if launched {
+            eprintln!(
+                "ntk-bench: started by mpirun, but built without the `mpi` feature (each \
+                 process would run alone): build with `cargo build --release -p ntk-bench \
+                 --features mpi`, or use --threads N"
+            );
+            return ExitCode::from(2);
+        }
+        report(0, run(&dc, krylov::comm::SingleProcess))
+    }
+}
+
 /// The experiments run on the CPU backend (`DefaultBackend`, f64): another device is refused
 /// rather than ignored. (`device-bench` runs on any device.)
 fn experiments_run_on(device: Device) -> Result<(), String> {
@@ -270,19 +399,9 @@ fn reproduce(
         eprintln!("ntk-bench: {msg}");
         return ExitCode::from(2);
     }
-    let overrides = match config.as_deref().map(std::fs::read_to_string) {
-        None => None,
-        Some(Ok(text)) => match serde_json::from_str::<serde_json::Value>(&text) {
-            Ok(v) => Some(v),
-            Err(e) => {
-                eprintln!("ntk-bench: --config: {e}");
-                return ExitCode::from(2);
-            }
-        },
-        Some(Err(e)) => {
-            eprintln!("ntk-bench: --config: {e}");
-            return ExitCode::from(2);
-        }
+    let overrides = match read_overrides(config.as_deref()) {
+        Ok(v) => v,
+        Err(code) => return code,
     };
     if overrides.is_some() && name.is_none() {
         eprintln!("ntk-bench: --config needs an experiment name");

@@ -49,7 +49,11 @@ type System<B, C> = Shifted<
 pub struct RankTimings {
     /// Seconds for the network outputs and the Jacobian's set-up at this rank's rows.
     pub setup_s: f64,
-    /// Seconds for the preconditioner and the batched CG/SLQ solve (communication included).
+    /// Seconds for the pivoted-Cholesky preconditioner (its rows of $K$ are collective).
+    pub precond_s: f64,
+    /// Bytes this rank passed to all-reduce while building the preconditioner.
+    pub precond_comm_bytes: u64,
+    /// Seconds of the batched CG/SLQ solve (communication included).
     pub solve_s: f64,
     /// Of those, seconds inside all-reduce calls (waiting for other ranks included).
     pub comm_s: f64,
@@ -221,6 +225,10 @@ where
         );
         let precond =
             PivotedCholesky::new(&system.inner, hyper.noise, settings.precond_rank, &rhs)?;
+        let precond_s = t1.elapsed().as_secs_f64();
+        let precond_comm_bytes = comm.stats().bytes;
+        comm.reset();
+        let t1 = Instant::now();
         let out = inv_quad_logdet(&system, &precond, &rhs, &settings.slq())?;
         let solve_s = t1.elapsed().as_secs_f64();
         let alpha = DVector::from_vec(convert::to_vec_f64(out.solution.into_local().into_tensor()));
@@ -240,6 +248,8 @@ where
             precond_rank: precond.rank(),
             timings: RankTimings {
                 setup_s,
+                precond_s,
+                precond_comm_bytes,
                 solve_s,
                 comm_s: stats.seconds,
                 comm_calls: stats.calls,
