@@ -196,10 +196,38 @@ fn ci() -> Result<(), String> {
     package()?;
     data::verify_shipped()?;
     cargo(&["test", "--workspace"])?;
+    mpi_checks()?;
     // Every fuzz target for a few seconds (the build is the tests' dev profile).
     cargo(&fuzz_args(CI_FUZZ_SECONDS, None))?;
     smoke()?;
     Ok(())
+}
+
+/// The code behind the `mpi` features, linted and tested under `mpirun -np 2` and `-np 4`,
+/// when this machine has MPI (`mpicc` and `mpirun`; `.ci/run` installs Debian's Open MPI).
+/// Without it the step is skipped, saying so: the default build needs no MPI.
+fn mpi_checks() -> Result<(), String> {
+    let on_path = |tool: &str| {
+        std::env::var_os("PATH")
+            .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()))
+    };
+    if !(on_path("mpicc") && on_path("mpirun")) {
+        eprintln!(
+            "xtask ci: skipped the MPI checks: no `mpicc`/`mpirun` on the PATH \
+             (Debian: apt install libopenmpi-dev openmpi-bin libclang-dev)"
+        );
+        return Ok(());
+    }
+    let features = ["--features", "ntk-bench/mpi"];
+    let mut clippy = vec!["clippy", "--locked", "-p", "ntk-krylov", "-p", "ntk-bench"];
+    clippy.extend(["--all-targets"]);
+    clippy.extend(features);
+    clippy.extend(["--", "-D", "warnings"]);
+    cargo(&clippy)?;
+    let mut test = vec!["test", "-p", "ntk-bench", "--test", "it"];
+    test.extend(features);
+    test.push("distributed");
+    cargo(&test)
 }
 
 /// `cargo package` for the library crates, as `cargo publish` would run it. ntk-krylov is
