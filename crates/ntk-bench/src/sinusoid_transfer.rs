@@ -317,13 +317,19 @@ fn fd_sentence(
         ));
     }
     if indefinite.len() < cfg.check_tasks {
+        // The ε clause once: the indefinite part above already names it.
         text.push_str(&format!(
-            "{}parameter space with the finite-difference Fisher ($\\varepsilon = {eps}$) vs \
-             function space {:.1e} and {:.1e}",
+            "{}parameter space with the finite-difference Fisher{} vs function space {:.1e} \
+             and {:.1e}",
             if text.is_empty() {
                 ""
             } else {
                 "; on the others, "
+            },
+            if text.is_empty() {
+                format!(" ($\\varepsilon = {eps}$)")
+            } else {
+                String::new()
             },
             agree.0,
             agree.1,
@@ -791,5 +797,25 @@ impl Sinusoid {
             metrics.push((format!("ms_per_task/{key}"), s[3].mean));
         }
         Ok(metrics)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The sentence names ε once, whether or not some tasks were indefinite.
+    #[test]
+    fn fd_sentence_names_the_step_once() {
+        let cfg = SinusoidConfig::default();
+        let hyper = Hyper {
+            noise: 0.01,
+            prior_scale: 1.0,
+        };
+        for indefinite in [vec![], vec![-0.09]] {
+            let text = fd_sentence(&cfg, &indefinite, (1e-3, 2e-3), hyper);
+            assert_eq!(text.matches("\\varepsilon =").count(), 1, "{text}");
+            assert!(text.ends_with('.'));
+        }
     }
 }

@@ -469,10 +469,7 @@ impl Experiment for SpatialTransfer {
                         .is_some_and(|(lo, hi)| value <= 1.1 * lo || value >= hi / 1.1);
                     usize::from(edge || flagged == Some(&true))
                 };
-                let flags = gp
-                    .fit_report()
-                    .map(|f| f.at_bound.clone())
-                    .unwrap_or_default();
+                let flags: &[bool] = gp.fit_report().map_or(&[], |f| &f.at_bound);
                 // Free coordinates in order: σ², then s².
                 at_bound[k].0 += near(noise_param, gp.hyper().noise, flags.first());
                 at_bound[k].1 += near(scale_param, gp.hyper().prior_scale, flags.get(1));

@@ -152,8 +152,14 @@ pub fn sigmoid_scalar<T: nalgebra::RealField + Copy>(z: T) -> T {
 }
 
 /// Overflow-free softplus: $\log(1 + e^z) = \max(z, 0) + \log(1 + e^{-|z|})$.
+///
+/// $-|z|$ is formed as $z - 2\max(z, 0)$ (the same bits): burn-ndarray 0.21's `abs` returns
+/// wrong values for a non-contiguous `f64` tensor (a convolution's output after a permute) on
+/// CPUs without AVX-512, found on an AVX2 AMD EPYC (2026-12-07).
 pub fn softplus<B: Backend, const D: usize>(z: Tensor<B, D>) -> Tensor<B, D> {
-    activation::relu(z.clone()) + z.abs().neg().exp().log1p()
+    let relu = activation::relu(z.clone());
+    let neg_abs = z - relu.clone().mul_scalar(2.0);
+    relu + neg_abs.exp().log1p()
 }
 
 /// Full-precision sigmoid, $\tfrac12 (1 + \tanh(z/2))$: burn 0.21's
@@ -182,6 +188,23 @@ pub fn gelu<B: Backend, const D: usize>(z: Tensor<B, D>) -> Tensor<B, D> {
 mod tests {
     use super::*;
     use burn_ndarray::NdArray;
+
+    /// Softplus of a non-contiguous 4-D tensor (strides as after a permute) equals the scalar
+    /// function elementwise, bit for bit.
+    #[test]
+    fn softplus_of_a_strided_tensor_is_exact() {
+        type T = NdArray<f64>;
+        let dev = Default::default();
+        let vals: Vec<f64> = (0..64).map(|i| (i as f64 - 32.0) * 0.173).collect();
+        let t = crate::convert::tensor_from_f64::<T>(vals.clone(), 4, 16, &dev)
+            .reshape([2, 2, 4, 4])
+            .swap_dims(1, 3);
+        let back = softplus(t).swap_dims(1, 3).reshape([4, 16]);
+        let got = crate::convert::to_vec_f64(back);
+        for (g, v) in got.iter().zip(&vals) {
+            assert_eq!(*g, softplus_scalar(*v), "softplus({v})");
+        }
+    }
 
     /// The scalar forms equal the tensor forms, value and derivative, across the range
     /// (large |z| included, where the overflow-free softplus matters).
