@@ -15,7 +15,7 @@ use burn::prelude::Backend;
 use krylov::comm::{Communicator, RowPartition};
 use nalgebra::{DMatrix, DVector};
 use ntk_gp::distributed::{DistributedNtkGp, DistributedParams};
-use ntk_gp::{GpError, Hyper, MatrixFreeParams, MeanFunction};
+use ntk_gp::{GpError, MatrixFreeParams, MeanFunction, Param};
 use ntk_ops::{JacobianParams, MlpConfig};
 use serde::{Deserialize, Serialize};
 
@@ -75,10 +75,8 @@ impl DistributedConfig {
 
     fn params(&self) -> DistributedParams {
         DistributedParams {
-            hyper: Hyper {
-                noise: self.noise,
-                prior_scale: 1.0,
-            },
+            noise: Param::Fixed(self.noise),
+            prior_scale: Param::Fixed(1.0),
             mean: MeanFunction::Zero,
             matrix_free: MatrixFreeParams {
                 cg_tolerance: self.cg_tolerance,

@@ -15,9 +15,13 @@
 //! $\mu_* + s^2 K_*^\top\alpha$ is an all-reduce of $m$ values and the variances come from one
 //! sharded CG solve per test point, as in the single-process strategy.
 //!
-//! What is not distributed (yet): fitting $\sigma^2$ and $s^2$ (fix them, e.g. at values
-//! fitted on a subset), LOVE variances, multi-output networks and the parameter-space
-//! strategies (the operator for them is [`ntk_ops::ShardedGram`]).
+//! Free hyper-parameters ($\sigma^2$, $s^2$, a constant mean) are fitted as in the
+//! single-process strategy, by the same Adam ascent on stochastic-trace gradients: each step's
+//! batched CG solve runs on the shards, and its inner products are all-reduced, so every rank
+//! takes the same steps.
+//!
+//! What is not distributed (yet): LOVE variances, multi-output networks and the
+//! parameter-space strategies (the operator for them is [`ntk_ops::ShardedGram`]).
 //!
 //! [`Strategy::MatrixFree`]: crate::Strategy::MatrixFree
 
@@ -34,8 +38,9 @@ use ntk_ops::{Jacobian, JacobianParams, Network, ShardedNtk, TensorBlock, conver
 
 use crate::error::GpError;
 use crate::exact::{Hyper, Prediction};
-use crate::fit::Param;
-use crate::ntk::{MatrixFreeParams, MeanFunction};
+use crate::fit::{FitParams, Param};
+use crate::ntk::{MatrixFreeParams, MeanFunction, check_param, fit_matrix_free_on, slq_report};
+use crate::optimize::Maximum;
 use crate::strategy::Strategy;
 
 /// $A = s^2 K + \sigma^2 I$ over the shards.
@@ -49,6 +54,8 @@ type System<B, C> = Shifted<
 pub struct RankTimings {
     /// Seconds for the network outputs and the Jacobian's set-up at this rank's rows.
     pub setup_s: f64,
+    /// Seconds of the hyper-parameter fit (0 when nothing is free; communication included).
+    pub fit_s: f64,
     /// Seconds for the pivoted-Cholesky preconditioner (its rows of $K$ are collective).
     pub precond_s: f64,
     /// Bytes this rank passed to all-reduce while building the preconditioner.
@@ -66,11 +73,15 @@ pub struct RankTimings {
 /// The settings of a [`DistributedNtkGp`].
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct DistributedParams {
-    /// Fixed $\sigma^2$ and $s^2$.
-    pub hyper: Hyper,
-    /// The prior mean: the network's outputs (the default), zero, or a fixed constant.
+    /// Noise variance $\sigma^2$: fixed, or fitted.
+    pub noise: Param,
+    /// Prior scale $s^2$: fixed, or fitted.
+    pub prior_scale: Param,
+    /// The prior mean: the network's outputs (the default), zero, or a constant (fixed or
+    /// fitted).
     pub mean: MeanFunction,
-    /// CG, SLQ and preconditioner settings, as for [`Strategy::MatrixFree`].
+    /// CG, SLQ and preconditioner settings, and the Adam steps of a fit, as for
+    /// [`Strategy::MatrixFree`].
     pub matrix_free: MatrixFreeParams,
     /// The Jacobian's memory and path settings.
     pub jacobian: JacobianParams,
@@ -79,10 +90,8 @@ pub struct DistributedParams {
 impl Default for DistributedParams {
     fn default() -> Self {
         Self {
-            hyper: Hyper {
-                noise: 0.1,
-                prior_scale: 1.0,
-            },
+            noise: Param::Fixed(0.1),
+            prior_scale: Param::Fixed(1.0),
             mean: MeanFunction::Network,
             matrix_free: MatrixFreeParams::default(),
             jacobian: JacobianParams::default(),
@@ -90,15 +99,14 @@ impl Default for DistributedParams {
     }
 }
 
-/// The matrix-free NTK GP posterior with fixed hyper-parameters, over training rows split
-/// across the ranks of `C`.
+/// The matrix-free NTK GP posterior, over training rows split across the ranks of `C`.
 ///
 /// Every method is collective: all ranks call it together, with the same test points.
 ///
 /// ```
 /// use krylov::comm::{Communicator, LocalGroup, RowPartition};
 /// use nalgebra::{DMatrix, DVector};
-/// use ntk_gp::Hyper;
+/// use ntk_gp::Param;
 /// use ntk_gp::distributed::{DistributedNtkGp, DistributedParams};
 /// use ntk_ops::{DefaultBackend, MlpConfig};
 ///
@@ -106,7 +114,7 @@ impl Default for DistributedParams {
 /// let x = DMatrix::from_fn(n, 1, |i, _| i as f64 / 10.0 - 2.0);
 /// let y = DVector::from_fn(n, |i, _| (x[(i, 0)] * 2.0).sin());
 /// let params = DistributedParams {
-///     hyper: Hyper { noise: 0.05, prior_scale: 1.0 },
+///     noise: Param::Fixed(0.05),
 ///     ..DistributedParams::default()
 /// };
 /// let lmls = LocalGroup::run(2, |comm| {
@@ -129,6 +137,8 @@ pub struct DistributedNtkGp<B: Backend, C: Communicator> {
     jacobian: JacobianParams,
     /// The constant prior mean, or `None` for the network's outputs.
     constant: Option<f64>,
+    /// How the fit of the free hyper-parameters ended; `None` when all were fixed.
+    report: Option<Maximum>,
     system: System<B, Counted<C>>,
     comm: Counted<C>,
     hyper: Hyper,
@@ -146,12 +156,13 @@ where
     B::FloatElem: Scalar,
 {
     /// Conditions on this rank's training rows `x` (`[n_r, d]`) and targets `y` (`n_r`):
-    /// the residual $r = y - \mu(X)$, then $\alpha = A^{-1}r$, $r^\top A^{-1}r$ and the SLQ
-    /// $\log\lvert A\rvert$ over all ranks' rows. Collective.
+    /// fits the free hyper-parameters, then the residual $r = y - \mu(X)$, $\alpha =
+    /// A^{-1}r$, $r^\top A^{-1}r$ and the SLQ $\log\lvert A\rvert$ over all ranks' rows.
+    /// Collective.
     ///
     /// Fails on every rank alike on bad shapes or values on any rank, a rank with no rows,
-    /// ranks holding different networks, a network with more than one output, a free
-    /// constant mean, LOVE variances, or a solve that does not converge.
+    /// ranks holding different networks, a network with more than one output, bad
+    /// hyper-parameter settings, LOVE variances, or a solve that does not converge.
     pub fn new(
         network: impl Into<Network<B>>,
         x: &DMatrix<f64>,
@@ -160,22 +171,21 @@ where
         comm: C,
     ) -> Result<Self, GpError> {
         let network = network.into();
-        let hyper = params.hyper;
         let settings = &params.matrix_free;
         let jacobian = params.jacobian;
-        let constant = match params.mean {
-            MeanFunction::Constant(Param::Fixed(c)) if c.is_finite() => Some(c),
-            MeanFunction::Constant(_) => {
-                return Err(GpError::NotSupported {
-                    strategy: Strategy::MatrixFree,
-                    what: "a fitted (or non-finite) constant mean over distributed data",
-                    instead: "fix it, e.g. at the targets' mean",
-                });
-            }
-            MeanFunction::Zero => Some(0.0),
-            MeanFunction::Network => None,
+        let spec = FitParams {
+            noise: params.noise,
+            prior_scale: params.prior_scale,
+            constant_mean: match params.mean {
+                MeanFunction::Constant(p) => Some(p),
+                MeanFunction::Zero | MeanFunction::Network => None,
+            },
         };
-        hyper.check()?;
+        check_param("noise", &spec.noise, true)?;
+        check_param("prior_scale", &spec.prior_scale, true)?;
+        if let Some(c) = &spec.constant_mean {
+            check_param("mean", c, false)?;
+        }
         settings.check()?;
         if settings.love_rank.is_some() {
             return Err(GpError::NotSupported {
@@ -198,12 +208,40 @@ where
         let dev = network.device();
         let xt = convert::from_dmatrix_f64(x, &dev);
         let jac = Jacobian::new(network.clone(), xt.clone(), jacobian)?;
-        let r = match constant {
-            Some(c) => y.add_scalar(-c),
-            None => y - convert::to_dmatrix_f64(network.forward(xt)).column(0),
+        let r0 = match params.mean {
+            MeanFunction::Network => y - convert::to_dmatrix_f64(network.forward(xt)).column(0),
+            MeanFunction::Zero | MeanFunction::Constant(_) => y.clone(),
         };
         let ntk = ShardedNtk::new(jac, comm.clone())?;
         let partition = ntk.partition().clone();
+        let block = |v: &DVector<f64>| {
+            Sharded::new(
+                TensorBlock::new(convert::from_dmatrix_f64(
+                    &DMatrix::from_column_slice(v.len(), 1, v.as_slice()),
+                    &dev,
+                )),
+                partition.clone(),
+                comm.clone(),
+            )
+        };
+        let setup_s = t0.elapsed().as_secs_f64();
+
+        let t1 = Instant::now();
+        let (hyper, c, report) = if spec.has_free() {
+            fit_matrix_free_on(&ntk, &block(&r0), &spec, settings)?
+        } else {
+            let hyper = Hyper {
+                noise: spec.noise.start(),
+                prior_scale: spec.prior_scale.start(),
+            };
+            (hyper, spec.constant_mean.map_or(0.0, |p| p.start()), None)
+        };
+        let fit_s = t1.elapsed().as_secs_f64();
+        let constant = match params.mean {
+            MeanFunction::Network => None,
+            MeanFunction::Zero | MeanFunction::Constant(_) => Some(c),
+        };
+        let r = r0.add_scalar(-c);
         let system = Shifted::new::<Sharded<TensorBlock<B>, Counted<C>>>(
             Scaled {
                 inner: ntk,
@@ -211,18 +249,10 @@ where
             },
             B::FloatElem::from_f64(hyper.noise),
         )?;
-        let setup_s = t0.elapsed().as_secs_f64();
 
         comm.reset();
         let t1 = Instant::now();
-        let rhs = Sharded::new(
-            TensorBlock::new(convert::from_dmatrix_f64(
-                &DMatrix::from_column_slice(r.len(), 1, r.as_slice()),
-                &dev,
-            )),
-            partition,
-            comm.clone(),
-        );
+        let rhs = block(&r);
         let precond =
             PivotedCholesky::new(&system.inner, hyper.noise, settings.precond_rank, &rhs)?;
         let precond_s = t1.elapsed().as_secs_f64();
@@ -233,10 +263,14 @@ where
         let solve_s = t1.elapsed().as_secs_f64();
         let alpha = DVector::from_vec(convert::to_vec_f64(out.solution.into_local().into_tensor()));
         let stats = comm.stats();
+        // The fit's value: the SLQ log marginal likelihood at the fitted point, as for one
+        // process.
+        let report = report.map(|m| slq_report(m, out.inv_quad[0], &out.logdet, partition.rows()));
         Ok(Self {
             network,
             jacobian,
             constant,
+            report,
             system,
             comm,
             hyper,
@@ -248,6 +282,7 @@ where
             precond_rank: precond.rank(),
             timings: RankTimings {
                 setup_s,
+                fit_s,
                 precond_s,
                 precond_comm_bytes,
                 solve_s,
@@ -345,9 +380,21 @@ where
         &self.alpha
     }
 
-    /// The hyper-parameters in use.
+    /// The hyper-parameters in use (fitted where free).
     pub fn hyper(&self) -> Hyper {
         self.hyper
+    }
+
+    /// The constant prior mean in use (fitted where free; 0 for a zero mean and for the
+    /// network's outputs).
+    pub fn constant_mean(&self) -> f64 {
+        self.constant.unwrap_or(0.0)
+    }
+
+    /// How the fit of the free hyper-parameters ended (its value is the SLQ log marginal
+    /// likelihood at the fitted point); `None` when all were fixed.
+    pub fn fit_report(&self) -> Option<&Maximum> {
+        self.report.as_ref()
     }
 
     /// Where this rank's time went while conditioning.
@@ -450,7 +497,8 @@ mod tests {
 
     fn params(hyper: Hyper, matrix_free: MatrixFreeParams) -> DistributedParams {
         DistributedParams {
-            hyper,
+            noise: Param::Fixed(hyper.noise),
+            prior_scale: Param::Fixed(hyper.prior_scale),
             matrix_free,
             ..DistributedParams::default()
         }
@@ -554,6 +602,84 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// A fit of σ², s² and a constant mean over 1–3 ranks takes the single-process fit's
+    /// steps: the same hyper-parameters, constant, Adam steps and log marginal likelihood.
+    #[test]
+    fn sharded_fit_equals_the_single_process_fit() {
+        let n = 29;
+        let (x, y) = data(n);
+        let mean = MeanFunction::Constant(Param::Fit {
+            init: 0.0,
+            lower: -10.0,
+            upper: 10.0,
+        });
+        let settings = MatrixFreeParams {
+            fit_steps: 40,
+            ..settings()
+        };
+        let single = NtkGp::new(
+            mlp(),
+            &x,
+            &y,
+            NtkGpParams {
+                strategy: Strategy::MatrixFree,
+                noise: Param::fit_variance(0.3),
+                prior_scale: Param::fit_variance(1.0),
+                mean,
+                matrix_free: settings,
+                ..NtkGpParams::default()
+            },
+        )
+        .unwrap();
+        let want = single.fit_report().unwrap();
+        for ranks in 1..=3 {
+            let out = LocalGroup::run(ranks, |comm| {
+                let rows = RowPartition::even(n, comm.size()).range(comm.rank());
+                let gp = DistributedNtkGp::new(
+                    mlp(),
+                    &x.rows_range(rows.clone()).into_owned(),
+                    &y.rows_range(rows).into_owned(),
+                    &DistributedParams {
+                        noise: Param::fit_variance(0.3),
+                        prior_scale: Param::fit_variance(1.0),
+                        mean,
+                        matrix_free: settings,
+                        ..DistributedParams::default()
+                    },
+                    comm,
+                )
+                .unwrap();
+                (
+                    gp.hyper(),
+                    gp.constant_mean(),
+                    gp.fit_report().cloned().unwrap(),
+                    gp.log_marginal_likelihood(),
+                    gp.timings().fit_s,
+                )
+            });
+            for (hyper, c, report, lml, fit_s) in &out {
+                assert!(
+                    rel(hyper.noise, single.hyper().noise) < 1e-9,
+                    "{ranks} ranks"
+                );
+                assert!(rel(hyper.prior_scale, single.hyper().prior_scale) < 1e-9);
+                assert!(rel(*c, single.constant_mean()) < 1e-9);
+                assert_eq!(report.iterations, want.iterations);
+                assert_eq!(report.converged, want.converged);
+                assert_eq!(report.at_bound, want.at_bound);
+                assert!(rel(report.value, want.value) < 1e-9);
+                assert!(rel(*lml, single.log_marginal_likelihood()) < 1e-9);
+                assert!(*fit_s > 0.0);
+            }
+            // Every rank holds the same fitted values, bit for bit.
+            assert!(out.iter().all(|o| o.0 == out[0].0 && o.1 == out[0].1));
+        }
+        // The fit moved: σ² and s² left their starts.
+        assert!(
+            rel(single.hyper().noise, 0.3) > 1e-3 && rel(single.hyper().prior_scale, 1.0) > 1e-3
+        );
     }
 
     /// Bad rows on one rank stop every rank with an error (none is left waiting).

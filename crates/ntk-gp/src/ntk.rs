@@ -18,8 +18,8 @@ use serde::{Deserialize, Serialize};
 use krylov::cg::{CgParams, pcg};
 use krylov::ops::{Scaled, Shifted};
 use krylov::precond::PivotedCholesky;
-use krylov::slq::{InvQuadLogdetParams, Probes, inv_quad_logdet};
-use krylov::{Block, Scalar};
+use krylov::slq::{InvQuadLogdetParams, Probes, SlqEstimate, inv_quad_logdet};
+use krylov::{Block, LinearOperator, Scalar};
 use ntk_ops::{NtkOperator, TensorBlock};
 
 use crate::dense::{DenseGp, DenseReport, Precision, TestKernels};
@@ -250,7 +250,7 @@ impl NtkGpParams {
 
 /// A [`Param`]'s range: finite; a variance's value or box positive; a box ordered around its
 /// start.
-fn check_param(name: &'static str, p: &Param, variance: bool) -> Result<(), GpError> {
+pub(crate) fn check_param(name: &'static str, p: &Param, variance: bool) -> Result<(), GpError> {
     let bad = |reason: String| Err(GpError::InvalidParam { name, reason });
     match *p {
         Param::Fixed(v) if !v.is_finite() || (variance && v <= 0.0) => bad(format!(
@@ -699,7 +699,9 @@ where
                 let r = r0.add_scalar(-c);
                 match matrix_free_solve(jac()?, &r, hyper, &config.matrix_free) {
                     Ok(state) => {
-                        let report = report.map(|m| slq_report(m, &state));
+                        let report = report.map(|m| {
+                            slq_report(m, state.inv_quad, &state.logdet, state.residual.len())
+                        });
                         (hyper, c, report, Posterior::MatrixFree(state))
                     }
                     Err(GpError::Krylov(krylov::KrylovError::NoConvergence {
@@ -740,7 +742,8 @@ where
                 };
                 let state =
                     crate::param_free::solve(jac, &sketch, &r0.add_scalar(-c), hyper, settings)?;
-                let report = report.map(|m| slq_report(m, &state));
+                let report = report
+                    .map(|m| slq_report(m, state.inv_quad, &state.logdet, state.residual.len()));
                 (hyper, c, report, Posterior::ParameterFree(state, sketch))
             }
         };
@@ -1142,14 +1145,14 @@ fn fixed_hyper(spec: &FitParams) -> Result<(Hyper, f64, Option<Maximum>), GpErro
 
 /// A matrix-free fit's report with its value, the SLQ log marginal likelihood at the fitted
 /// point, and the SLQ standard error in its termination.
-fn slq_report(m: Maximum, state: &MatrixFreeState) -> Maximum {
+pub(crate) fn slq_report(m: Maximum, inv_quad: f64, logdet: &SlqEstimate, n: usize) -> Maximum {
     Maximum {
-        value: -0.5 * state.inv_quad
-            - 0.5 * state.logdet.value
-            - 0.5 * state.residual.len() as f64 * (2.0 * std::f64::consts::PI).ln(),
+        value: -0.5 * inv_quad
+            - 0.5 * logdet.value
+            - 0.5 * n as f64 * (2.0 * std::f64::consts::PI).ln(),
         termination: format!(
             "{} (SLQ log-determinant ± {:.2e})",
-            m.termination, state.logdet.std_error
+            m.termination, logdet.std_error
         ),
         ..m
     }
@@ -1251,12 +1254,8 @@ where
 }
 
 /// Maximizes the log marginal likelihood over the free parameters of `spec` without forming
-/// $K$ (the matrix-free function-space strategy): [`adam_fit`] with gradients from one
-/// batched, preconditioned CG solve over $[r, z_1, \dots, z_s]$ per step (Gardner et al.
-/// 2018): with $\alpha = A^{-1}r$, $\lVert\alpha\rVert^2$, $r^\top\alpha$, $\mathbf 1^\top\alpha$ and
-/// the Hutchinson estimate $\operatorname{tr}A^{-1} \approx \frac1s\sum_i z_i^\top A^{-1}z_i$ with
-/// the same probes at every step. The caller reports the SLQ log marginal likelihood at the
-/// fitted point as the value.
+/// $K$ (the matrix-free function-space strategy), on one process: [`fit_matrix_free_on`]
+/// with the NTK operator of `jac` and the residual on its device.
 fn fit_matrix_free<B: Backend>(
     jac: &Jacobian<B>,
     r0: &DVector<f64>,
@@ -1266,47 +1265,71 @@ fn fit_matrix_free<B: Backend>(
 where
     B::FloatElem: krylov::Scalar,
 {
-    let n = r0.len();
+    let r0 = TensorBlock::<B>::new(convert::from_dmatrix_f64(
+        &DMatrix::from_column_slice(r0.len(), 1, r0.as_slice()),
+        &jac.device(),
+    ));
+    fit_matrix_free_on(&NtkOperator::new(jac.clone()), &r0, spec, settings)
+}
+
+/// Maximizes the log marginal likelihood over the free parameters of `spec` with only
+/// products by $K$ (`kernel`, unscaled) on blocks like `r0` (the $n \times 1$ residual
+/// $y - \mu(X)$, before any constant mean): [`adam_fit`] with gradients from one batched,
+/// preconditioned CG solve over $[r, z_1, \dots, z_s]$ per step (Gardner et al. 2018): with
+/// $\alpha = A^{-1}r$, $\lVert\alpha\rVert^2$, $r^\top\alpha$, $\mathbf 1^\top\alpha$ and the
+/// Hutchinson estimate $\operatorname{tr}A^{-1} \approx \frac1s\sum_i z_i^\top A^{-1}z_i$ with
+/// the same probes at every step. The caller reports the SLQ log marginal likelihood at the
+/// fitted point as the value.
+///
+/// Generic over the block, so the same fit runs on one device ([`TensorBlock`]) and over
+/// ranks ([`krylov::Sharded`]: every inner product is all-reduced, so every rank takes the
+/// same steps).
+pub(crate) fn fit_matrix_free_on<Blk: Block, Op: LinearOperator<Blk>>(
+    kernel: &Op,
+    r0: &Blk,
+    spec: &FitParams,
+    settings: &MatrixFreeParams,
+) -> Result<(Hyper, f64, Option<Maximum>), GpError> {
+    let n = r0.nrows();
+    let host = |m: DMatrix<f64>| r0.from_host_like(&m.map(Blk::Scalar::from_f64));
     let probes = if settings.exact_trace {
         DMatrix::identity(n, n)
     } else {
         krylov::slq::draw_probes(n, settings.probes.max(1), Probes::Rademacher, settings.seed)
     };
-    // The probes go to the device once; each step uploads the residual (one column) and reads
-    // back only the scalars of the gradient: the Krylov vectors stay on the device.
-    let dev = jac.device();
-    let probes_dev = TensorBlock::<B>::new(convert::from_dmatrix_f64(&probes, &dev));
-    let ones = TensorBlock::<B>::new(convert::from_dmatrix_f64(
-        &DMatrix::from_element(n, 1, 1.0),
-        &dev,
-    ));
     let trace_div = if settings.exact_trace {
         1.0
     } else {
         probes.ncols() as f64
     };
+    // The probes go to the device once; each step reads back only the scalars of the
+    // gradient: the Krylov vectors stay on the device.
+    let n_probes = probes.ncols();
+    let probes = host(probes);
+    let ones = host(DMatrix::from_element(n, 1, 1.0));
     let c_free = spec.constant_mean.as_ref().and_then(Param::bounds);
     adam_fit(spec, settings, |hyper, c_adam| {
         // A free constant mean is profiled out exactly (generalized least squares): with
         // x_0 = A⁻¹r_0 and x_1 = A⁻¹1 from the same batched solve, the optimum given the
         // variances is c = 1ᵀx_0 / 1ᵀx_1, and α = x_0 − c x_1.
-        let r_base = if c_free.is_some() {
-            r0.clone()
-        } else {
-            r0.add_scalar(-c_adam)
-        };
-        let r_dev = TensorBlock::<B>::new(convert::from_dmatrix_f64(
-            &DMatrix::from_column_slice(n, 1, r_base.as_slice()),
-            &dev,
-        ));
-        let a = system(jac, hyper)?;
+        let mut r = r0.clone();
+        if c_free.is_none() {
+            r.axpy_cols(&[Blk::Scalar::from_f64(-c_adam)], &ones);
+        }
+        let a = Shifted::new::<Blk>(
+            Scaled {
+                inner: kernel,
+                factor: Blk::Scalar::from_f64(hyper.prior_scale),
+            },
+            Blk::Scalar::from_f64(hyper.noise),
+        )?;
         let lead = if c_free.is_some() {
-            r_dev.hcat(&ones)
+            r.hcat(&ones)
         } else {
-            r_dev.clone()
+            r.clone()
         };
         let k0 = lead.ncols();
-        let rhs = lead.hcat(&probes_dev);
+        let rhs = lead.hcat(&probes);
         let precond = PivotedCholesky::new(&a.inner, hyper.noise, settings.precond_rank, &rhs)?;
         let params = CgParams {
             rel_tolerance: settings.cg_tolerance.max(1e-10),
@@ -1314,13 +1337,13 @@ where
         };
         let x = pcg(&a, &precond, &rhs, None, &params)?.solution;
         let tr_inv = x
-            .columns(k0, probes.ncols())
-            .col_dots(&probes_dev)
+            .columns(k0, n_probes)
+            .col_dots(&probes)
             .into_iter()
             .map(Scalar::to_f64)
             .sum::<f64>()
             / trace_div;
-        let dot = |a: &TensorBlock<B>, b: &TensorBlock<B>| a.col_dots(b)[0].to_f64();
+        let dot = |a: &Blk, b: &Blk| a.col_dots(b)[0].to_f64();
         let x0 = x.columns(0, 1);
         Ok(match c_free {
             Some((lo, hi)) => {
@@ -1330,7 +1353,7 @@ where
                 LmlPieces {
                     c,
                     alpha_sq: dot(&x0, &x0) - 2.0 * c * dot(&x0, &x1) + c * c * dot(&x1, &x1),
-                    alpha_r: dot(&x0, &r_dev) - c * s0 - c * dot(&x1, &r_dev) + c * c * s1,
+                    alpha_r: dot(&x0, &r) - c * s0 - c * dot(&x1, &r) + c * c * s1,
                     alpha_sum: s0 - c * s1,
                     tr_inv,
                     n,
@@ -1339,7 +1362,7 @@ where
             None => LmlPieces {
                 c: c_adam,
                 alpha_sq: dot(&x0, &x0),
-                alpha_r: dot(&x0, &r_dev),
+                alpha_r: dot(&x0, &r),
                 alpha_sum: dot(&x0, &ones),
                 tr_inv,
                 n,
