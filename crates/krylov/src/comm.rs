@@ -257,8 +257,53 @@ impl RowPartition {
     }
 }
 
+/// Whether `flag` holds on any rank (collective): how ranks agree to stop together when
+/// one of them meets an error, so that none is left waiting in an all-reduce.
+///
+/// ```
+/// use krylov::comm::{Communicator, LocalGroup, any_rank};
+///
+/// let got = LocalGroup::run(3, |comm| any_rank(&comm, comm.rank() == 2));
+/// assert_eq!(got, vec![true; 3]);
+/// ```
+pub fn any_rank<C: Communicator>(comm: &C, flag: bool) -> bool {
+    let mut b = [f64::from(u8::from(flag))];
+    comm.all_reduce_sum(&mut b);
+    b[0] > 0.0
+}
+
+/// Every rank's `local` values, in rank order (collective; every rank passes the same
+/// number of values): an all-gather by one sum, each rank filling its slot of a zeroed
+/// buffer. For per-rank counts and timings, not for bulk data.
+///
+/// ```
+/// use krylov::comm::{Communicator, LocalGroup, all_gather};
+///
+/// let got = LocalGroup::run(2, |comm| all_gather(&comm, &[comm.rank() as f64, 7.0]));
+/// assert_eq!(got[1], vec![vec![0.0, 7.0], vec![1.0, 7.0]]);
+/// ```
+pub fn all_gather<C: Communicator>(comm: &C, local: &[f64]) -> Vec<Vec<f64>> {
+    let (k, rank) = (local.len(), comm.rank());
+    let mut buf = vec![0.0; k * comm.size()];
+    buf[k * rank..k * (rank + 1)].copy_from_slice(local);
+    comm.all_reduce_sum(&mut buf);
+    buf.chunks(k.max(1))
+        .take(comm.size())
+        .map(<[f64]>::to_vec)
+        .collect()
+}
+
+/// Whether this process was started by `mpirun` (Open MPI, MPICH or PMIx set these
+/// variables in every process they start), with or without the `mpi` feature: a program
+/// built without it can refuse to run $N$ independent copies.
+pub fn launched_by_mpirun() -> bool {
+    ["OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_RANK"]
+        .iter()
+        .any(|v| std::env::var_os(v).is_some())
+}
+
 #[cfg(feature = "mpi")]
-pub use self::mpi_comm::MpiCommunicator;
+pub use self::mpi_comm::{MpiCommunicator, with_world};
 
 #[cfg(feature = "mpi")]
 mod mpi_comm {
@@ -298,6 +343,14 @@ mod mpi_comm {
                 size,
             }
         }
+    }
+
+    /// Initializes MPI, runs `f` on the ranks of `MPI_COMM_WORLD`, then finalizes MPI;
+    /// `None` if MPI was already initialized in this process.
+    #[cfg_attr(docsrs, doc(cfg(feature = "mpi")))]
+    pub fn with_world<R>(f: impl FnOnce(MpiCommunicator) -> R) -> Option<R> {
+        let universe = mpi::initialize()?;
+        Some(f(MpiCommunicator::new(universe.world())))
     }
 
     impl std::fmt::Debug for MpiCommunicator {

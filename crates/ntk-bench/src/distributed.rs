@@ -202,24 +202,18 @@ where
         let gp = DistributedNtkGp::new(mlp, &x, &y, &params, comm.clone())?;
         let seconds = t.elapsed().as_secs_f64();
         let timing = gp.timings();
-        // Every rank's times, gathered by a sum over slots.
-        let mut slots = vec![0.0; 4 * size];
-        slots[4 * rank..4 * rank + 4].copy_from_slice(&[
-            range.len() as f64,
-            seconds,
-            timing.solve_s,
-            timing.comm_s,
-        ]);
-        comm.all_reduce_sum(&mut slots);
-        let per_rank: Vec<RankRow> = slots
-            .chunks_exact(4)
-            .map(|s| RankRow {
-                rows: s[0] as usize,
-                seconds: s[1],
-                solve_s: s[2],
-                comm_s: s[3],
-            })
-            .collect();
+        let per_rank: Vec<RankRow> = krylov::comm::all_gather(
+            &comm,
+            &[range.len() as f64, seconds, timing.solve_s, timing.comm_s],
+        )
+        .into_iter()
+        .map(|s| RankRow {
+            rows: s[0] as usize,
+            seconds: s[1],
+            solve_s: s[2],
+            comm_s: s[3],
+        })
+        .collect();
         let iterations = gp.cg_info().iterations;
         let slowest = per_rank.iter().map(|r| r.seconds).fold(0.0, f64::max);
         let slowest_solve = per_rank.iter().map(|r| r.solve_s).fold(0.0, f64::max);

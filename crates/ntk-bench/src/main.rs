@@ -345,21 +345,15 @@ fn reproduce_distributed(
     }
     #[cfg(feature = "mpi")]
     {
-        use krylov::comm::{Communicator, MpiCommunicator};
-        let Some(universe) = mpi::initialize() else {
+        use krylov::comm::Communicator;
+        krylov::comm::with_world(|comm| report(comm.rank(), run(&dc, comm))).unwrap_or_else(|| {
             eprintln!("ntk-bench: MPI was already initialized");
-            return ExitCode::FAILURE;
-        };
-        let comm = MpiCommunicator::new(universe.world());
-        let rank = comm.rank();
-        report(rank, run(&dc, comm))
+            ExitCode::FAILURE
+        })
     }
     #[cfg(not(feature = "mpi"))]
     {
-        let launched = ["OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_RANK"]
-            .iter()
-            .any(|v| std::env::var_os(v).is_some());
-        if launched {
+        if krylov::comm::launched_by_mpirun() {
             eprintln!(
                 "ntk-bench: started by mpirun, but built without the `mpi` feature (each \
                  process would run alone): build with `cargo build --release -p ntk-bench \

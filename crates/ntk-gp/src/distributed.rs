@@ -28,7 +28,7 @@
 use std::time::Instant;
 
 use burn::prelude::Backend;
-use krylov::comm::{Communicator, Counted, RowPartition};
+use krylov::comm::{Communicator, Counted, RowPartition, any_rank};
 use krylov::ops::{Scaled, Shifted};
 use krylov::precond::PivotedCholesky;
 use krylov::slq::{SlqEstimate, inv_quad_logdet};
@@ -56,6 +56,10 @@ pub struct RankTimings {
     pub setup_s: f64,
     /// Seconds of the hyper-parameter fit (0 when nothing is free; communication included).
     pub fit_s: f64,
+    /// Of those, seconds inside all-reduce calls.
+    pub fit_comm_s: f64,
+    /// Bytes this rank passed to all-reduce during the fit.
+    pub fit_comm_bytes: u64,
     /// Seconds for the pivoted-Cholesky preconditioner (its rows of $K$ are collective).
     pub precond_s: f64,
     /// Bytes this rank passed to all-reduce while building the preconditioner.
@@ -197,7 +201,7 @@ where
         // Bad data on one rank must stop every rank before the first collective product
         // (a rank that returned early would leave the others waiting in an all-reduce).
         let local = Self::check_rows(&network, x, y, comm.rank()).err();
-        if Self::any_rank(&comm, local.is_some()) {
+        if any_rank(&comm, local.is_some()) {
             return Err(local.unwrap_or_else(|| GpError::InvalidParam {
                 name: "data",
                 reason: "another rank's training rows were refused (its error names them)".into(),
@@ -226,6 +230,7 @@ where
         };
         let setup_s = t0.elapsed().as_secs_f64();
 
+        comm.reset();
         let t1 = Instant::now();
         let (hyper, c, report) = if spec.has_free() {
             fit_matrix_free_on(&ntk, &block(&r0), &spec, settings)?
@@ -237,6 +242,7 @@ where
             (hyper, spec.constant_mean.map_or(0.0, |p| p.start()), None)
         };
         let fit_s = t1.elapsed().as_secs_f64();
+        let fit_comm = comm.stats();
         let constant = match params.mean {
             MeanFunction::Network => None,
             MeanFunction::Zero | MeanFunction::Constant(_) => Some(c),
@@ -283,6 +289,8 @@ where
             timings: RankTimings {
                 setup_s,
                 fit_s,
+                fit_comm_s: fit_comm.seconds,
+                fit_comm_bytes: fit_comm.bytes,
                 precond_s,
                 precond_comm_bytes,
                 solve_s,
@@ -330,13 +338,6 @@ where
         Ok(())
     }
 
-    /// Whether `flag` holds on any rank (collective).
-    fn any_rank(comm: &impl Communicator, flag: bool) -> bool {
-        let mut b = [f64::from(u8::from(flag))];
-        comm.all_reduce_sum(&mut b);
-        b[0] > 0.0
-    }
-
     /// $\log p(y) = -\tfrac12 r^\top A^{-1} r - \tfrac12\log\lvert A\rvert - \tfrac n2\log
     /// 2\pi$ (the SLQ estimate of the log-determinant).
     pub fn log_marginal_likelihood(&self) -> f64 {
@@ -368,6 +369,11 @@ where
     /// The number of training points $n$ over all ranks.
     pub fn n(&self) -> usize {
         self.system.inner.inner.partition().rows()
+    }
+
+    /// The number of network parameters $p$.
+    pub fn n_params(&self) -> usize {
+        self.network.n_params()
     }
 
     /// The training rows each rank holds.
