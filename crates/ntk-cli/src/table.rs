@@ -55,6 +55,19 @@ pub fn parse_table(
     target: &str,
     require_target: bool,
 ) -> Result<Table, CliError> {
+    parse_lines(bytes, path, target, require_target, 0)
+}
+
+/// [`parse_table`] of a header and some of a file's data lines: `lines_skipped` lines of the
+/// file were left out between the header and `bytes`' first data line (messages name the
+/// file's line numbers).
+fn parse_lines(
+    bytes: &[u8],
+    path: &Path,
+    target: &str,
+    require_target: bool,
+    lines_skipped: u64,
+) -> Result<Table, CliError> {
     let bad = |message: String| CliError::Csv {
         path: path.to_path_buf(),
         message,
@@ -100,7 +113,7 @@ pub fn parse_table(
     let (mut inputs, mut targets) = (Vec::new(), Vec::new());
     for record in reader.records() {
         let record = record.map_err(|e| bad(e.to_string()))?;
-        let line = record.position().map_or(0, |p| p.line());
+        let line = record.position().map_or(0, |p| p.line()) + lines_skipped;
         if record.iter().all(str::is_empty) {
             continue; // a blank or white-space-only line
         }
@@ -151,6 +164,93 @@ pub fn parse_table(
         inputs: DMatrix::from_row_slice(n, input_cols.len(), &inputs),
         target: target_col.map(|_| targets),
     })
+}
+
+/// One rank's share of a CSV file: the header line, and the data lines whose first byte lies
+/// in the rank's part of the bytes after the header (the bytes split into equal parts, one
+/// per rank). A rank reads its part and at most one line beyond it, never the whole file.
+#[derive(Debug, Clone)]
+pub struct TableShare {
+    header: Vec<u8>,
+    lines: Vec<u8>,
+    rank: usize,
+    ranks: usize,
+}
+
+impl TableShare {
+    /// Reads the share of `rank` among `ranks` (the shares of all ranks hold every data line
+    /// once, in order).
+    pub fn read(path: &Path, rank: usize, ranks: usize) -> Result<Self, CliError> {
+        use std::io::{BufRead, Seek, SeekFrom};
+        let io = |source| CliError::Io {
+            path: path.to_path_buf(),
+            source,
+        };
+        let file = std::fs::File::open(path).map_err(io)?;
+        let len = file.metadata().map_err(io)?.len();
+        let mut reader = std::io::BufReader::new(file);
+        let mut header = Vec::new();
+        reader.read_until(b'\n', &mut header).map_err(io)?;
+        let h = header.len() as u64;
+        let bound = |r: usize| h + ((len - h) as u128 * r as u128 / ranks.max(1) as u128) as u64;
+        let (start, end) = (bound(rank), bound(rank + 1));
+        // The first line that starts at or after `start`: skip the rest of the line that
+        // holds byte start − 1 (it belongs to the rank before).
+        let mut pos = start;
+        if start > h {
+            reader.seek(SeekFrom::Start(start - 1)).map_err(io)?;
+            let mut rest = Vec::new();
+            pos = start - 1 + reader.read_until(b'\n', &mut rest).map_err(io)? as u64;
+        }
+        let mut lines = Vec::new();
+        while pos < end {
+            let read = reader.read_until(b'\n', &mut lines).map_err(io)?;
+            if read == 0 {
+                break;
+            }
+            pos += read as u64;
+        }
+        Ok(Self {
+            header,
+            lines,
+            rank,
+            ranks,
+        })
+    }
+
+    /// The number of line ends in this share: the sum over the ranks before gives the
+    /// `lines_before` of [`parse`](Self::parse).
+    pub fn line_ends(&self) -> usize {
+        self.lines.iter().filter(|&&b| b == b'\n').count()
+    }
+
+    /// Parses the header and this share's lines as [`parse_table`] does, naming the file's
+    /// line numbers in messages: `lines_before` data lines (counted by their line ends) lie
+    /// in the shares of the ranks before this one. A share without data rows is refused.
+    pub fn parse(
+        &self,
+        path: &Path,
+        target: &str,
+        require_target: bool,
+        lines_before: usize,
+    ) -> Result<Table, CliError> {
+        if self.lines.iter().all(u8::is_ascii_whitespace) {
+            return Err(CliError::Csv {
+                path: path.to_path_buf(),
+                message: format!(
+                    "rank {} of {} holds no data rows: the file has fewer data lines than \
+                     ranks (use fewer ranks)",
+                    self.rank, self.ranks
+                ),
+            });
+        }
+        let mut bytes = self.header.clone();
+        if !bytes.ends_with(b"\n") {
+            bytes.push(b'\n');
+        }
+        bytes.extend_from_slice(&self.lines);
+        parse_lines(&bytes, path, target, require_target, lines_before as u64)
+    }
 }
 
 #[cfg(test)]
@@ -253,6 +353,57 @@ mod tests {
             assert_eq!(t.inputs.as_slice(), &[1.0, 3.0], "{text:?}");
             assert_eq!(t.complete_target().unwrap().as_slice(), &[2.0, 4.0]);
         }
+    }
+
+    /// The shares of 1–7 ranks hold every row once, in order, whatever the line lengths,
+    /// line ends and blank lines; messages name the file's line numbers.
+    #[test]
+    fn shares_split_the_rows_in_order_and_name_the_files_lines() {
+        for text in [
+            "x,y\n1,2\n3,4\n5,6\n7,8\n9,10\n11,12\n13,14\n",
+            "x,y\r\n1.25,2\r\n\r\n3,4.5\r\n-5e-3,6\r\n100000,7",
+            "x,y\n1,1\n22222222222,2\n3,3\n",
+        ] {
+            let f = file(text);
+            let whole = read_table(&f.0, "y", true).unwrap();
+            for ranks in 1..=7 {
+                let shares: Vec<TableShare> = (0..ranks)
+                    .map(|r| TableShare::read(&f.0, r, ranks).unwrap())
+                    .collect();
+                let (mut xs, mut ys, mut before) = (Vec::new(), Vec::new(), 0);
+                for s in &shares {
+                    match s.parse(&f.0, "y", true, before) {
+                        Ok(t) => {
+                            assert_eq!(t.input_names, whole.input_names);
+                            xs.extend(t.inputs.iter().copied());
+                            ys.extend(t.complete_target().unwrap().iter().copied());
+                        }
+                        Err(e) => assert!(e.to_string().contains("holds no data rows"), "{e}"),
+                    }
+                    before += s.line_ends();
+                }
+                assert_eq!(xs, whole.inputs.as_slice(), "{text:?}, {ranks} ranks");
+                assert_eq!(ys, whole.complete_target().unwrap().as_slice());
+            }
+        }
+        // A bad cell is named by its line in the file, whichever rank reads it.
+        let f = file("x,y\n1,2\n3,4\n5,6\n7,oops\n");
+        let ranks = 2;
+        let mut before = 0;
+        let mut msgs = Vec::new();
+        for r in 0..ranks {
+            let s = TableShare::read(&f.0, r, ranks).unwrap();
+            if let Err(e) = s.parse(&f.0, "y", true, before) {
+                msgs.push(e.to_string());
+            }
+            before += s.line_ends();
+        }
+        assert_eq!(msgs.len(), 1);
+        assert!(
+            msgs[0].contains("line 5, column `y`: `oops`"),
+            "{}",
+            msgs[0]
+        );
     }
 
     #[test]
