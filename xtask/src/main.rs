@@ -218,16 +218,23 @@ fn mpi_checks() -> Result<(), String> {
         );
         return Ok(());
     }
-    let features = ["--features", "ntk-bench/mpi"];
+    let features = ["--features", "ntk-bench/mpi,ntk-cli/mpi"];
     let mut clippy = vec!["clippy", "--locked", "-p", "ntk-krylov", "-p", "ntk-bench"];
-    clippy.extend(["--all-targets"]);
+    clippy.extend(["-p", "ntk-cli", "--all-targets"]);
     clippy.extend(features);
     clippy.extend(["--", "-D", "warnings"]);
     cargo(&clippy)?;
-    let mut test = vec!["test", "-p", "ntk-bench", "--test", "it"];
-    test.extend(features);
-    test.push("distributed");
-    cargo(&test)
+    // The distributed tests of `ntk-bench reproduce scaling` and of `ntk adapt`.
+    for (package, test, feature) in [
+        ("ntk-bench", "it", "ntk-bench/mpi"),
+        ("ntk-cli", "cli", "ntk-cli/mpi"),
+    ] {
+        let args = ["test", "-p", package, "--test", test, "--features", feature];
+        let mut args = args.to_vec();
+        args.push("distributed");
+        cargo(&args)?;
+    }
+    Ok(())
 }
 
 /// `cargo package` for the library crates, as `cargo publish` would run it. ntk-krylov is

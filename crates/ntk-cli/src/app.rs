@@ -71,14 +71,14 @@ enum Command {
 }
 
 #[derive(Clone, Copy, ValueEnum)]
-enum MeanArg {
+pub(crate) enum MeanArg {
     Zero,
     Constant,
     Network,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
-enum StrategyArg {
+pub(crate) enum StrategyArg {
     Auto,
     Dense,
     /// Matrix-free in function space (CG + SLQ on the n × n system).
@@ -105,15 +105,15 @@ impl StrategyArg {
 
 /// Where the network comes from (`ntk adapt`, `ntk tasks`, `ntk inspect`).
 #[derive(Args, Clone)]
-struct NetworkArgs {
+pub(crate) struct NetworkArgs {
     /// Architecture WIDTHS:ACTIVATION, e.g. 1-40-40-1:tanh (tanh, relu, elu, gelu, sigmoid,
     /// softplus): needed for a safetensors file, checked against the graph of an ONNX file.
     #[arg(long, value_name = "SPEC")]
-    arch: Option<ArchConfig>,
+    pub(crate) arch: Option<ArchConfig>,
     /// Key prefixes of a safetensors file's Linear layers, in order (e.g. fc1,fc2,fc3).
     /// Default: every prefix with a 2-D `weight`, in natural order (0 < 3 < 6, fc2 < fc10).
     #[arg(long, value_name = "P1,P2,…", value_delimiter = ',')]
-    layers: Option<Vec<String>>,
+    pub(crate) layers: Option<Vec<String>>,
 }
 
 #[derive(Args)]
@@ -126,28 +126,28 @@ struct InspectArgs {
 }
 
 #[derive(Args, Clone)]
-struct ModelArgs {
+pub(crate) struct ModelArgs {
     /// The trained network: FILE.onnx (a graph from `torch.onnx.export`, weights included or
     /// in external data files next to it), or a safetensors file as written by
     /// `safetensors.torch.save_file(model.state_dict(), path)`, with --arch.
     #[arg(long, value_name = "FILE")]
-    model: PathBuf,
+    pub(crate) model: PathBuf,
     #[command(flatten)]
-    network: NetworkArgs,
+    pub(crate) network: NetworkArgs,
     /// Name of the target column.
     #[arg(long, default_value = "y")]
-    target: String,
+    pub(crate) target: String,
     /// Noise variance σ² > 0, or `fit` (the default) to maximize the marginal likelihood
     /// (L-BFGS from half the targets' sample variance, within [1e-6, 1e6]; --json reports how
     /// the fit ended). Gaussian likelihood only.
     #[arg(long, allow_negative_numbers = true)]
-    noise: Option<String>,
+    pub(crate) noise: Option<String>,
     /// Prior scale s² > 0 of θ′ ~ N(0, s²I), or `fit`.
     #[arg(long, default_value = "1", allow_negative_numbers = true)]
-    prior_scale: String,
+    pub(crate) prior_scale: String,
     /// Prior mean: zero, a fitted constant, or the network's own output (the default).
     #[arg(long, value_enum)]
-    mean: Option<MeanArg>,
+    pub(crate) mean: Option<MeanArg>,
     /// Inference strategy: auto (chosen by cost), dense, function or parameter.
     ///
     /// `dense`: Cholesky of the n×n kernel matrix. `parameter`: exact, in the P-dimensional
@@ -160,21 +160,21 @@ struct ModelArgs {
     /// by --json as `log_marginal_likelihood_std_error`), and a constant mean fitted matrix-free
     /// (profiled out exactly from the CG solves) to 1e-6 relative.
     #[arg(long, value_enum, default_value = "auto")]
-    strategy: StrategyArg,
+    pub(crate) strategy: StrategyArg,
     /// Device: `cpu`, or `cuda` / `cuda:INDEX` when built with the `cuda` feature.
     #[arg(long, default_value = "cpu")]
-    device: String,
+    pub(crate) device: String,
     /// Largest peak memory to plan for, e.g. `4GiB`, `500MB` or bytes (default: the memory
     /// available now). A plan whose estimate is larger is refused, naming one that fits.
     #[arg(long, value_name = "SIZE")]
-    max_memory: Option<String>,
+    pub(crate) max_memory: Option<String>,
     /// Wall-clock limit in seconds of the hyper-parameter fit (default: none; the fit is
     /// always bounded by its iteration and evaluation limits).
     #[arg(long, value_name = "SECONDS", allow_negative_numbers = true)]
-    time_limit: Option<f64>,
+    pub(crate) time_limit: Option<f64>,
     /// No progress line on standard error (it is shown only on a terminal, after 2 s).
     #[arg(long)]
-    quiet: bool,
+    pub(crate) quiet: bool,
 }
 
 /// The likelihood of the new task's targets.
@@ -188,25 +188,36 @@ pub(crate) enum LikelihoodArg {
 }
 
 #[derive(Args)]
-struct AdaptArgs {
+pub(crate) struct AdaptArgs {
     #[command(flatten)]
-    model: ModelArgs,
+    pub(crate) model: ModelArgs,
     /// `gaussian` (regression) or `categorical` (classification: the target column holds
     /// class labels; OUT.csv gets mean_c, var_c of each logit and the probabilities p_c).
     #[arg(long, value_enum, default_value = "gaussian")]
-    likelihood: LikelihoodArg,
+    pub(crate) likelihood: LikelihoodArg,
     /// Training data of the new task (CSV with a header).
     #[arg(long, value_name = "TRAIN.csv")]
-    train: PathBuf,
+    pub(crate) train: PathBuf,
     /// Test inputs (and, optionally, targets for metrics).
     #[arg(long, value_name = "TEST.csv")]
-    test: PathBuf,
+    pub(crate) test: PathBuf,
     /// Where to write the predictions (default: standard output).
     #[arg(long, value_name = "OUT.csv")]
-    output: Option<PathBuf>,
+    pub(crate) output: Option<PathBuf>,
     /// Print one JSON object with the fitted values, metrics and timings.
     #[arg(long)]
-    json: bool,
+    pub(crate) json: bool,
+    /// Split the training rows across ranks: the processes of `mpirun -np N ntk adapt
+    /// --distributed …` (built with the `mpi` feature), or N threads with --threads N. Each
+    /// rank reads only its part of TRAIN.csv; rank 0 writes OUT.csv and the --json object
+    /// and prints every rank's timings and all-reduce share on standard error. Runs the
+    /// matrix-free function-space strategy (--strategy auto or function) with a Gaussian
+    /// likelihood; every other flag works as without it.
+    #[arg(long)]
+    pub(crate) distributed: bool,
+    /// With --distributed: N threads of this process as the ranks (no MPI needed).
+    #[arg(long, value_name = "N", requires = "distributed")]
+    pub(crate) threads: Option<usize>,
 }
 
 #[derive(Args)]
@@ -370,7 +381,7 @@ pub(crate) fn param(name: &str, text: &str, init: f64) -> Result<Param, CliError
 ///
 /// A start far below the optimum (say 0.1 for targets of variance 7) gives a first gradient
 /// step so large that L-BFGS lands on the upper bound $10^6$ and stops there.
-fn noise_init(y: &DVector<f64>) -> f64 {
+pub(crate) fn noise_init(y: &DVector<f64>) -> f64 {
     let n = y.len() as f64;
     let mean = y.mean();
     let var = y.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / n;
@@ -378,7 +389,7 @@ fn noise_init(y: &DVector<f64>) -> f64 {
 }
 
 /// Reads the model file named by `--model` (ONNX, or safetensors with `--arch`).
-fn load(model: &ModelArgs) -> Result<LoadedModel, CliError> {
+pub(crate) fn load(model: &ModelArgs) -> Result<LoadedModel, CliError> {
     load_model(
         &model.model,
         model.network.arch.as_ref(),
@@ -387,7 +398,10 @@ fn load(model: &ModelArgs) -> Result<LoadedModel, CliError> {
 }
 
 /// A regression adapts one output: refuses a network with several (a classifier).
-fn check_one_output<B: Backend>(network: &Network<B>, path: &Path) -> Result<(), CliError> {
+pub(crate) fn check_one_output<B: Backend>(
+    network: &Network<B>,
+    path: &Path,
+) -> Result<(), CliError> {
     if network.n_outputs() != 1 {
         return Err(CliError::Usage(format!(
             "{}: the network has {} outputs; regression adapts one (a classifier is adapted by ntk adapt --likelihood categorical)",
@@ -424,14 +438,14 @@ fn gp_config(model: &ModelArgs, y: &DVector<f64>, plan: &Plan) -> Result<NtkGpPa
 
 /// Checks the values of the model flags before any file is read; gives the memory limit
 /// every task is planned against.
-fn check_flags(model: &ModelArgs) -> Result<Option<f64>, CliError> {
+pub(crate) fn check_flags(model: &ModelArgs) -> Result<Option<f64>, CliError> {
     param("--noise", model.noise.as_deref().unwrap_or("fit"), 1.0)?;
     param("--prior-scale", &model.prior_scale, 1.0)?;
     time_limit(model)?;
     memory_limit(model.max_memory.as_deref())
 }
 
-fn time_limit(model: &ModelArgs) -> Result<Option<Duration>, CliError> {
+pub(crate) fn time_limit(model: &ModelArgs) -> Result<Option<Duration>, CliError> {
     model
         .time_limit
         .map(|t| {
@@ -458,18 +472,18 @@ fn memory_limit(max_memory: Option<&str>) -> Result<Option<f64>, CliError> {
 }
 
 /// The strategy a task runs with and the peak memory it is estimated to need.
-struct Plan {
-    strategy: Strategy,
-    reason: String,
-    size: ProblemSize,
-    estimated_bytes: f64,
-    limit_bytes: Option<f64>,
+pub(crate) struct Plan {
+    pub(crate) strategy: Strategy,
+    pub(crate) reason: String,
+    pub(crate) size: ProblemSize,
+    pub(crate) estimated_bytes: f64,
+    pub(crate) limit_bytes: Option<f64>,
 }
 
 /// Chooses the strategy for `n` training and `m` test points and refuses a plan whose
 /// estimated peak exceeds the memory limit, naming the estimate and a strategy that fits.
 /// Nothing of the task has been allocated yet.
-fn plan<B: Backend>(
+pub(crate) fn plan<B: Backend>(
     model: &ModelArgs,
     network: &Network<B>,
     limit: Option<f64>,
@@ -556,7 +570,7 @@ pub(crate) struct Inputs {
 }
 
 impl Inputs {
-    fn of_model(model: &LoadedModel) -> Self {
+    pub(crate) fn of_model(model: &LoadedModel) -> Self {
         Self {
             count: model.n_inputs(),
             what: format!("the model's input shape {:?}", model.config.input),
@@ -571,7 +585,7 @@ impl Inputs {
     }
 }
 
-fn check_inputs(inputs: &Inputs, table: &Table, path: &Path) -> Result<(), CliError> {
+pub(crate) fn check_inputs(inputs: &Inputs, table: &Table, path: &Path) -> Result<(), CliError> {
     if table.inputs.ncols() != inputs.count {
         let names = if table.input_names.len() <= 8 {
             format!(" ({})", table.input_names.join(","))
@@ -602,7 +616,7 @@ pub(crate) struct Task {
 
 /// Reads a task's files; their input columns are checked against the model by
 /// [`check_task`] once it is read.
-fn read_task(model: &ModelArgs, train: &Path, test: &Path) -> Result<Task, CliError> {
+pub(crate) fn read_task(model: &ModelArgs, train: &Path, test: &Path) -> Result<Task, CliError> {
     let train_t = read_table(train, &model.target, true)?;
     let test_t = read_table(test, &model.target, false)?;
     let y = train_t
@@ -618,7 +632,7 @@ fn read_task(model: &ModelArgs, train: &Path, test: &Path) -> Result<Task, CliEr
 
 /// The training file's input columns against the model's input shape, then the test
 /// file's against the training file's.
-fn check_task(task: &Task, inputs: &Inputs) -> Result<(), CliError> {
+pub(crate) fn check_task(task: &Task, inputs: &Inputs) -> Result<(), CliError> {
     check_inputs(inputs, &task.train, &task.paths[0])?;
     if task.test.input_names != task.train.input_names {
         return Err(CliError::Csv {
@@ -636,10 +650,8 @@ fn check_task(task: &Task, inputs: &Inputs) -> Result<(), CliError> {
 /// The outcome of adapting to one task.
 struct Adapted<B: Backend> {
     gp: NtkGp<B>,
-    csv: String,
-    metrics: Option<serde_json::Value>,
+    scored: Scored,
     seconds_fit: f64,
-    seconds_predict: f64,
 }
 
 fn adapt_one<B: Backend>(
@@ -671,18 +683,16 @@ where
     let scored = score(&gp, task, plan, progress)?;
     Ok(Adapted {
         gp,
-        csv: scored.csv,
-        metrics: scored.metrics,
+        scored,
         seconds_fit,
-        seconds_predict: scored.seconds_predict,
     })
 }
 
 /// A task's predictions as CSV, with their metrics where the test file has targets.
-struct Scored {
-    csv: String,
-    metrics: Option<serde_json::Value>,
-    seconds_predict: f64,
+pub(crate) struct Scored {
+    pub(crate) csv: String,
+    pub(crate) metrics: Option<serde_json::Value>,
+    pub(crate) seconds_predict: f64,
 }
 
 /// Checks the fit and predicts the task's test points.
@@ -711,8 +721,17 @@ where
     ));
     let t1 = Instant::now();
     let pred = gp.predict(&task.test.inputs)?;
-    let seconds_predict = t1.elapsed().as_secs_f64();
-    let noise = gp.hyper().noise;
+    scored(task, &pred, gp.hyper().noise, t1.elapsed().as_secs_f64())
+}
+
+/// The predictions of `task`'s test points as CSV, with their metrics; refused if any is
+/// not finite.
+pub(crate) fn scored(
+    task: &Task,
+    pred: &ntk_gp::Prediction,
+    noise: f64,
+    seconds_predict: f64,
+) -> Result<Scored, CliError> {
     if let Some(i) = (0..pred.mean.len()).find(|&i| {
         !(pred.mean[i].is_finite() && pred.var[i].is_finite() && (pred.var[i] + noise).is_finite())
     }) {
@@ -746,7 +765,7 @@ where
 
 /// RMSE, mean negative log predictive density of N(mean, var + σ²), and 95% coverage
 /// ([`ntk_gp::metrics`]) over the test rows that have a target (`None` if none has).
-fn metrics(
+pub(crate) fn metrics(
     y: &[Option<f64>],
     mean: &DVector<f64>,
     var: &DVector<f64>,
@@ -774,11 +793,8 @@ fn unzip3(rows: &[(f64, f64, f64)]) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
 }
 
 /// Warns on standard error when a fit stopped without converging or at a bound.
-fn warn_about_fit<B: Backend>(gp: &NtkGp<B>, task: &str)
-where
-    B::FloatElem: krylov::Scalar,
-{
-    let Some(f) = gp.fit_report() else { return };
+pub(crate) fn warn_about_fit(fit: Option<&ntk_gp::optimize::Maximum>, task: &str) {
+    let Some(f) = fit else { return };
     if !f.converged {
         eprintln!(
             "ntk: warning: {task}the hyper-parameter fit did not converge ({})",
@@ -865,6 +881,9 @@ where
                 .into(),
         ));
     }
+    if args.distributed {
+        return crate::distributed::adapt::<B>(args, dev);
+    }
     if args.likelihood == LikelihoodArg::Categorical {
         return classify::adapt_categorical::<B>(&categorical_request(args)?, dev);
     }
@@ -891,42 +910,82 @@ where
     let a = adapt_one(&network, &args.model, &task, &plan, &progress)?;
     drop(progress);
     match &args.output {
-        Some(path) => write_atomically(path, a.csv.as_bytes())?,
-        None => print!("{}", a.csv),
+        Some(path) => write_atomically(path, a.scored.csv.as_bytes())?,
+        None => print!("{}", a.scored.csv),
     }
     if args.json {
-        let h = a.gp.hyper();
         let reason = match args.model.strategy {
             StrategyArg::Auto => plan.reason.clone(),
             _ => a.gp.choice().reason.clone(),
         };
-        let summary = json!({
-            "strategy": format!("{:?}", a.gp.choice().strategy),
-            "strategy_reason": reason,
+        let summary = Summary {
+            strategy: a.gp.choice().strategy,
+            reason,
+            hyper: a.gp.hyper(),
+            constant_mean: a.gp.constant_mean(),
+            log_marginal_likelihood: a.gp.log_marginal_likelihood(),
+            logdet_std_error: a.gp.matrix_free_state().map(|st| st.logdet.std_error),
+            fit: a.gp.fit_report(),
+            n_train: a.gp.n_train(),
+            n_params: a.gp.n_params(),
+            seconds_fit: a.seconds_fit,
+        };
+        println!("{}", summary.json(args, &task, &plan, &a.scored, t0));
+    } else if let Some(m) = &a.scored.metrics {
+        eprintln!("ntk: {m}");
+    }
+    warn_about_fit(a.gp.fit_report(), "");
+    Ok(())
+}
+
+/// What the `--json` object of `ntk adapt` reports of a fit, on one process or over ranks.
+pub(crate) struct Summary<'a> {
+    pub(crate) strategy: Strategy,
+    pub(crate) reason: String,
+    pub(crate) hyper: ntk_gp::Hyper,
+    pub(crate) constant_mean: f64,
+    pub(crate) log_marginal_likelihood: f64,
+    /// The SLQ log-determinant's standard error (matrix-free strategies).
+    pub(crate) logdet_std_error: Option<f64>,
+    pub(crate) fit: Option<&'a ntk_gp::optimize::Maximum>,
+    pub(crate) n_train: usize,
+    pub(crate) n_params: usize,
+    pub(crate) seconds_fit: f64,
+}
+
+impl Summary<'_> {
+    /// The `--json` object: the same keys whichever way the run went.
+    pub(crate) fn json(
+        &self,
+        args: &AdaptArgs,
+        task: &Task,
+        plan: &Plan,
+        scored: &Scored,
+        t0: Instant,
+    ) -> serde_json::Value {
+        let h = self.hyper;
+        json!({
+            "strategy": format!("{:?}", self.strategy),
+            "strategy_reason": self.reason,
             "noise": h.noise,
             "prior_scale": h.prior_scale,
-            "constant_mean": matches!(args.model.mean, Some(MeanArg::Constant)).then(|| a.gp.constant_mean()),
-            "log_marginal_likelihood": a.gp.log_marginal_likelihood(),
+            "constant_mean": matches!(args.model.mean, Some(MeanArg::Constant)).then_some(self.constant_mean),
+            "log_marginal_likelihood": self.log_marginal_likelihood,
             // Matrix-free: the SLQ log-determinant's standard error, halved as in the lml.
-            "log_marginal_likelihood_std_error": a.gp.matrix_free_state().map(|st| 0.5 * st.logdet.std_error),
-            "fit": a.gp.fit_report().map(|f| json!({ "iterations": f.iterations, "converged": f.converged, "termination": f.termination, "at_bound": f.at_bound })),
-            "n_train": a.gp.n_train(),
+            "log_marginal_likelihood_std_error": self.logdet_std_error.map(|e| 0.5 * e),
+            "fit": self.fit.map(|f| json!({ "iterations": f.iterations, "converged": f.converged, "termination": f.termination, "at_bound": f.at_bound })),
+            "n_train": self.n_train,
             "n_test": task.test.inputs.nrows(),
-            "n_params": a.gp.n_params(),
-            "metrics": a.metrics,
+            "n_params": self.n_params,
+            "metrics": scored.metrics,
             "memory": {
                 "estimated_peak_bytes": plan.estimated_bytes,
                 "peak_rss_bytes": memory::peak_rss_bytes(),
                 "limit_bytes": plan.limit_bytes,
             },
-            "timings": { "fit_s": a.seconds_fit, "predict_s": a.seconds_predict, "total_s": t0.elapsed().as_secs_f64() },
-        });
-        println!("{summary}");
-    } else if let Some(m) = &a.metrics {
-        eprintln!("ntk: {m}");
+            "timings": { "fit_s": self.seconds_fit, "predict_s": scored.seconds_predict, "total_s": t0.elapsed().as_secs_f64() },
+        })
     }
-    warn_about_fit(&a.gp, "");
-    Ok(())
 }
 
 fn train(args: &TrainArgs) -> Result<(), CliError> {
@@ -1116,7 +1175,7 @@ where
             )
             .inspect_err(|_| bar.abandon())?;
         let a = score(gp, task, plan, &progress).inspect_err(|_| bar.abandon())?;
-        warn_about_fit(gp, &format!("task {name}: "));
+        warn_about_fit(gp.fit_report(), &format!("task {name}: "));
         let m = |k: &str| {
             a.metrics
                 .as_ref()

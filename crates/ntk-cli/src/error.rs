@@ -51,6 +51,22 @@ pub enum CliError {
     /// The GP failed (bad noise, non-convergence, …).
     #[error(transparent)]
     Gp(#[from] ntk_gp::GpError),
+    /// `--distributed`: this rank's own failure (rank 0's are reported unnamed).
+    #[error("rank {rank}: {source}")]
+    Rank {
+        /// The rank that failed.
+        rank: usize,
+        /// Its error.
+        source: Box<CliError>,
+    },
+    /// `--distributed`: this rank stopped because other ranks failed.
+    #[error("stopped: rank(s) {} failed (their messages say why)", ranks.iter().map(ToString::to_string).collect::<Vec<_>>().join(", "))]
+    OtherRanks {
+        /// The ranks that failed.
+        ranks: Vec<usize>,
+        /// The largest of their exit codes.
+        code: u8,
+    },
 }
 
 impl CliError {
@@ -60,6 +76,8 @@ impl CliError {
         use ntk_gp::GpError as G;
         match self {
             Self::NonFinite(_) => EXIT_NUMERICAL,
+            Self::Rank { source, .. } => source.exit_code(),
+            Self::OtherRanks { code, .. } => *code,
             Self::Gp(
                 G::NotPositiveDefinite { .. }
                 | G::NonFiniteObjective { .. }

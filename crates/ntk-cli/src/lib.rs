@@ -5,6 +5,7 @@
 //! - [`app`]: the commands and their flags;
 //! - [`model`]: the network file (ONNX, or safetensors with `--arch` and `--layers`);
 //! - [`classify`]: `ntk adapt --likelihood categorical`;
+//! - [`distributed`]: `ntk adapt --distributed` (training rows split across ranks);
 //! - [`table`]: the CSV tables (a header, numeric rows, the target column by name);
 //! - [`spec`]: the `--arch` SPEC (`1-40-40-1:tanh`);
 //! - [`output`]: prediction tables and all-or-nothing file writes;
@@ -14,6 +15,7 @@
 
 pub mod app;
 pub mod classify;
+pub mod distributed;
 pub mod error;
 pub mod memory;
 pub mod model;

@@ -570,3 +570,194 @@ mod pytorch_fixture {
         );
     }
 }
+
+/// The numbers of two prediction tables: the same header and rows, values equal to `tol`
+/// relative (scaled by the column's largest value).
+fn same_predictions(a: &str, b: &str, tol: f64) {
+    let (mut la, mut lb) = (a.lines(), b.lines());
+    let header = la.next().unwrap();
+    assert_eq!(Some(header), lb.next(), "the same columns");
+    assert_eq!(a.lines().count(), b.lines().count(), "the same rows");
+    for name in header.split(',') {
+        let (ca, cb) = (csv_column(a, name), csv_column(b, name));
+        let scale = ca.iter().fold(1e-300f64, |m, v| m.max(v.abs()));
+        for (x, y) in ca.iter().zip(&cb) {
+            assert!((x - y).abs() <= tol * scale, "{name}: {x} vs {y}");
+        }
+    }
+}
+
+/// The keys of two JSON objects, at every depth, are the same.
+fn same_keys(a: &serde_json::Value, b: &serde_json::Value, at: &str) {
+    if let (Some(oa), Some(ob)) = (a.as_object(), b.as_object()) {
+        let ka: Vec<&String> = oa.keys().collect();
+        let kb: Vec<&String> = ob.keys().collect();
+        assert_eq!(ka, kb, "keys of {at}");
+        for k in ka {
+            same_keys(&oa[k], &ob[k], &format!("{at}.{k}"));
+        }
+    } else {
+        assert_eq!(a.is_null(), b.is_null(), "{at}: {a} vs {b}");
+    }
+}
+
+/// `ntk adapt --distributed` with `launch` (`--threads N`, or a command line that starts
+/// `mpirun`) against one process with `--strategy function`: the same CSV format and rows,
+/// the same JSON keys, values equal to 1e-9 relative with σ² and s² fixed and 1e-6 fitted.
+fn distributed_matches_one_process(launch: &[String], label: &str) {
+    let (dir, model) = trained();
+    let d = dir.path();
+    let train = write(d, "train.csv", &sine_csv(53, -2.5, 2.5, true));
+    let test = write(d, "test.csv", &sine_csv(9, -3.0, 3.0, true));
+    for (flags, tol) in [
+        (&["--noise", "0.01", "--prior-scale", "0.5"][..], 1e-9),
+        (&["--prior-scale", "fit", "--mean", "constant"][..], 1e-6),
+    ] {
+        let run = |out: &Path, distributed: bool| {
+            let mut extra = vec!["--strategy", "function", "--json"];
+            extra.extend(flags);
+            let mut args = adapt_args(&model, "1-16-1:tanh", &train, &test, out, &extra);
+            let o = if distributed {
+                args.push("--distributed".into());
+                let bin = env!("CARGO_BIN_EXE_ntk").to_string();
+                let mut cmd: Vec<String> = launch.to_vec();
+                let threads = cmd.first().is_some_and(|a| a == "--threads");
+                if threads {
+                    args.extend(cmd);
+                    ntk(&strs(&args))
+                } else {
+                    cmd.push(bin);
+                    cmd.extend(args);
+                    std::process::Command::new(&cmd[0])
+                        .args(&cmd[1..])
+                        .env("OMPI_ALLOW_RUN_AS_ROOT", "1")
+                        .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
+                        .output()
+                        .unwrap()
+                }
+            } else {
+                ntk(&strs(&args))
+            };
+            assert!(o.status.success(), "{label} {flags:?}: {}", stderr(&o));
+            let json: serde_json::Value =
+                serde_json::from_str(String::from_utf8_lossy(&o.stdout).trim()).unwrap();
+            (std::fs::read_to_string(out).unwrap(), json, stderr(&o))
+        };
+        let (csv1, json1, _) = run(&d.join("one.csv"), false);
+        let (csv_d, json_d, err) = run(&d.join("dist.csv"), true);
+        same_predictions(&csv1, &csv_d, tol);
+        same_keys(&json1, &json_d, "json");
+        assert_eq!(json_d["strategy"], "MatrixFree");
+        assert_eq!(json_d["n_train"], 53);
+        assert_eq!(json_d["n_params"], json1["n_params"]);
+        for key in ["noise", "prior_scale", "log_marginal_likelihood"] {
+            let (a, b) = (json1[key].as_f64().unwrap(), json_d[key].as_f64().unwrap());
+            assert!((a - b).abs() <= tol * a.abs(), "{label} {key}: {a} vs {b}");
+        }
+        assert_eq!(json1["fit"]["iterations"], json_d["fit"]["iterations"]);
+        // Rank 0 prints every rank's timings and all-reduce share.
+        assert!(
+            err.contains("rank 0: ") && err.contains("all-reduce"),
+            "{err}"
+        );
+    }
+}
+
+#[test]
+fn distributed_adapt_over_threads_writes_what_one_process_writes() {
+    for threads in ["1", "3"] {
+        let launch = ["--threads".to_string(), threads.to_string()];
+        distributed_matches_one_process(&launch, &format!("{threads} threads"));
+    }
+}
+
+#[test]
+fn distributed_adapt_refuses_what_it_cannot_shard_and_stops_every_rank() {
+    let (dir, model) = trained();
+    let d = dir.path();
+    let out = d.join("out.csv");
+    let train = write(d, "train.csv", &sine_csv(12, -2.0, 2.0, true));
+    let test = write(d, "test.csv", &sine_csv(5, -2.0, 2.0, false));
+    let args = |train: &Path, extra: &[&str]| {
+        let mut e = vec!["--distributed"];
+        e.extend(extra);
+        adapt_args(&model, "1-16-1:tanh", train, &test, &out, &e)
+    };
+    fails_cleanly(
+        &strs(&args(&train, &["--strategy", "dense"])),
+        &["--distributed runs the matrix-free function-space strategy"],
+        &out,
+    );
+    fails_cleanly(
+        &strs(&args(&train, &["--likelihood", "categorical"])),
+        &["--likelihood gaussian"],
+        &out,
+    );
+    fails_cleanly(
+        &strs(&args(&train, &["--threads", "0"])),
+        &["--threads must be at least 1"],
+        &out,
+    );
+    let mut plain = adapt_args(&model, "1-16-1:tanh", &train, &test, &out, &[]);
+    plain.extend(["--threads".into(), "2".into()]);
+    fails_cleanly(&strs(&plain), &["--distributed"], &out);
+    // A bad cell in the second rank's share: its message, with the file's line number.
+    let mut lines: Vec<String> = sine_csv(12, -2.0, 2.0, true)
+        .lines()
+        .map(String::from)
+        .collect();
+    lines[11] = "1.6,oops".into(); // line 12 of the file
+    let text = lines.join("\n") + "\n";
+    let bad = write(d, "bad.csv", &text);
+    fails_cleanly(
+        &strs(&args(&bad, &["--threads", "2"])),
+        &[
+            "rank 1: ",
+            "bad.csv: line 12, column `y`: `oops` is not a number",
+        ],
+        &out,
+    );
+    // More ranks than rows.
+    let small = write(d, "small.csv", &sine_csv(3, -1.0, 1.0, true));
+    fails_cleanly(
+        &strs(&args(&small, &["--threads", "5", "--noise", "0.1"])),
+        &["holds no data rows", "fewer data lines than ranks"],
+        &out,
+    );
+}
+
+/// `mpirun` on the PATH, if any.
+#[cfg(feature = "mpi")]
+fn mpirun() -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|d| d.join("mpirun"))
+        .find(|p| p.is_file())
+}
+
+#[cfg(feature = "mpi")]
+#[test]
+fn distributed_adapt_over_mpi_processes_writes_what_one_process_writes() {
+    let Some(mpirun) = mpirun() else {
+        println!("skipped: `mpirun` is not on the PATH (Debian: apt install openmpi-bin)");
+        return;
+    };
+    for np in ["2", "4"] {
+        let launch = [
+            mpirun.display().to_string(),
+            "--oversubscribe".into(),
+            "-np".into(),
+            np.into(),
+        ];
+        distributed_matches_one_process(&launch, &format!("mpirun -np {np}"));
+    }
+}
+
+#[cfg(not(feature = "mpi"))]
+#[test]
+fn distributed_adapt_over_mpi_processes_writes_what_one_process_writes() {
+    println!(
+        "skipped: built without the `mpi` feature \
+         (cargo test -p ntk-cli --features mpi --test cli distributed)"
+    );
+}
