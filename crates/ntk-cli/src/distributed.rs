@@ -24,7 +24,7 @@ use ntk_gp::strategy::Strategy;
 
 use crate::app::{
     AdaptArgs, LikelihoodArg, MeanArg, StrategyArg, Summary, Task, check_flags, check_one_output,
-    check_task, load, param, plan, scored, warn_about_fit,
+    check_task, load, param, plan, scored, time_limit, warn_about_fit,
 };
 use crate::error::CliError;
 use crate::memory;
@@ -212,6 +212,7 @@ where
             MeanArg::Network => MeanFunction::Network,
         },
         matrix_free: MatrixFreeParams::default(),
+        time_limit: time_limit(m)?,
         ..DistributedParams::default()
     };
     let progress = Progress::start(String::new(), m.quiet || rank != 0);

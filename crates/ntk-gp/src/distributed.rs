@@ -25,7 +25,7 @@
 //!
 //! [`Strategy::MatrixFree`]: crate::Strategy::MatrixFree
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use burn::prelude::Backend;
 use krylov::comm::{Communicator, Counted, RowPartition, any_rank};
@@ -39,7 +39,9 @@ use ntk_ops::{Jacobian, JacobianParams, Network, ShardedNtk, TensorBlock, conver
 use crate::error::GpError;
 use crate::exact::{Hyper, Prediction};
 use crate::fit::{FitParams, Param};
-use crate::ntk::{MatrixFreeParams, MeanFunction, check_param, fit_matrix_free_on, slq_report};
+use crate::ntk::{
+    MatrixFreeParams, MeanFunction, check_param, clock, fit_matrix_free_on, slq_report,
+};
 use crate::optimize::Maximum;
 use crate::strategy::Strategy;
 
@@ -89,6 +91,9 @@ pub struct DistributedParams {
     pub matrix_free: MatrixFreeParams,
     /// The Jacobian's memory and path settings.
     pub jacobian: JacobianParams,
+    /// Wall-clock limit of the hyper-parameter fit, on rank 0's clock (every rank stops at
+    /// the same step); `None` for none.
+    pub time_limit: Option<Duration>,
 }
 
 impl Default for DistributedParams {
@@ -99,6 +104,7 @@ impl Default for DistributedParams {
             mean: MeanFunction::Network,
             matrix_free: MatrixFreeParams::default(),
             jacobian: JacobianParams::default(),
+            time_limit: None,
         }
     }
 }
@@ -233,7 +239,11 @@ where
         comm.reset();
         let t1 = Instant::now();
         let (hyper, c, report) = if spec.has_free() {
-            fit_matrix_free_on(&ntk, &block(&r0), &spec, settings)?
+            // Rank 0's clock decides, so that every rank stops at the same step.
+            let mut expired = clock(params.time_limit);
+            let stop =
+                || params.time_limit.is_some() && any_rank(&comm, comm.rank() == 0 && expired());
+            fit_matrix_free_on(&ntk, &block(&r0), &spec, settings, stop)?
         } else {
             let hyper = Hyper {
                 noise: spec.noise.start(),
@@ -686,6 +696,51 @@ mod tests {
         assert!(
             rel(single.hyper().noise, 0.3) > 1e-3 && rel(single.hyper().prior_scale, 1.0) > 1e-3
         );
+    }
+
+    /// A time limit stops the matrix-free fit, on one process and over ranks (at the same
+    /// step on every rank, by rank 0's clock), and the report says so.
+    #[test]
+    fn the_time_limit_stops_the_matrix_free_fit() {
+        let (x, y) = data(20);
+        let limit = Some(std::time::Duration::from_nanos(1));
+        let single = NtkGp::new(
+            mlp(),
+            &x,
+            &y,
+            NtkGpParams {
+                strategy: Strategy::MatrixFree,
+                noise: Param::fit_variance(0.3),
+                matrix_free: settings(),
+                optimizer: crate::optimize::MaximizeParams {
+                    time_limit: limit,
+                    ..Default::default()
+                },
+                ..NtkGpParams::default()
+            },
+        )
+        .unwrap();
+        let reports = LocalGroup::run(3, |comm| {
+            let rows = RowPartition::even(20, comm.size()).range(comm.rank());
+            let gp = DistributedNtkGp::new(
+                mlp(),
+                &x.rows_range(rows.clone()).into_owned(),
+                &y.rows_range(rows).into_owned(),
+                &DistributedParams {
+                    noise: Param::fit_variance(0.3),
+                    matrix_free: settings(),
+                    time_limit: limit,
+                    ..DistributedParams::default()
+                },
+                comm,
+            )
+            .unwrap();
+            gp.fit_report().cloned().unwrap()
+        });
+        for f in reports.iter().chain([single.fit_report().unwrap()]) {
+            assert!(!f.converged && f.iterations == 1, "{f:?}");
+            assert!(f.termination.contains("time limit"), "{}", f.termination);
+        }
     }
 
     /// Bad rows on one rank stop every rank with an error (none is left waiting).

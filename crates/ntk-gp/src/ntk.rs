@@ -10,6 +10,8 @@
 //! - `Network`: $\mu(x) = f(x;\theta)$, the trained network itself (the linearization's
 //!   offset), optionally plus a fitted constant.
 
+use std::time::{Duration, Instant};
+
 use burn::prelude::Backend;
 use nalgebra::{DMatrix, DVector};
 use ntk_ops::{HostNtk, Jacobian, JacobianOperator, JacobianParams, Network, convert};
@@ -692,7 +694,13 @@ where
                     return Err(Self::hetero_unsupported(Strategy::MatrixFree));
                 }
                 let (hyper, c, report) = if spec.has_free() {
-                    fit_matrix_free(jac()?, &r0, &spec, &config.matrix_free)?
+                    fit_matrix_free(
+                        jac()?,
+                        &r0,
+                        &spec,
+                        &config.matrix_free,
+                        config.optimizer.time_limit,
+                    )?
                 } else {
                     fixed_hyper(&spec)?
                 };
@@ -736,7 +744,14 @@ where
                 let sketch =
                     crate::param_free::Sketch::new(jac, settings.precond_rank, settings.seed)?;
                 let (hyper, c, report) = if spec.has_free() {
-                    crate::param_free::fit(jac, &sketch, &r0, &spec, settings)?
+                    crate::param_free::fit(
+                        jac,
+                        &sketch,
+                        &r0,
+                        &spec,
+                        settings,
+                        config.optimizer.time_limit,
+                    )?
                 } else {
                     fixed_hyper(&spec)?
                 };
@@ -1261,6 +1276,7 @@ fn fit_matrix_free<B: Backend>(
     r0: &DVector<f64>,
     spec: &FitParams,
     settings: &MatrixFreeParams,
+    time_limit: Option<Duration>,
 ) -> Result<(Hyper, f64, Option<Maximum>), GpError>
 where
     B::FloatElem: krylov::Scalar,
@@ -1269,7 +1285,14 @@ where
         &DMatrix::from_column_slice(r0.len(), 1, r0.as_slice()),
         &jac.device(),
     ));
-    fit_matrix_free_on(&NtkOperator::new(jac.clone()), &r0, spec, settings)
+    let kernel = NtkOperator::new(jac.clone());
+    fit_matrix_free_on(&kernel, &r0, spec, settings, clock(time_limit))
+}
+
+/// Whether `limit` has passed since this was called (never, without a limit).
+pub(crate) fn clock(limit: Option<Duration>) -> impl FnMut() -> bool {
+    let start = Instant::now();
+    move || limit.is_some_and(|l| start.elapsed() >= l)
 }
 
 /// Maximizes the log marginal likelihood over the free parameters of `spec` with only
@@ -1289,6 +1312,7 @@ pub(crate) fn fit_matrix_free_on<Blk: Block, Op: LinearOperator<Blk>>(
     r0: &Blk,
     spec: &FitParams,
     settings: &MatrixFreeParams,
+    expired: impl FnMut() -> bool,
 ) -> Result<(Hyper, f64, Option<Maximum>), GpError> {
     let n = r0.nrows();
     let host = |m: DMatrix<f64>| r0.from_host_like(&m.map(Blk::Scalar::from_f64));
@@ -1308,7 +1332,7 @@ pub(crate) fn fit_matrix_free_on<Blk: Block, Op: LinearOperator<Blk>>(
     let probes = host(probes);
     let ones = host(DMatrix::from_element(n, 1, 1.0));
     let c_free = spec.constant_mean.as_ref().and_then(Param::bounds);
-    adam_fit(spec, settings, |hyper, c_adam| {
+    adam_fit(spec, settings, expired, |hyper, c_adam| {
         // A free constant mean is profiled out exactly (generalized least squares): with
         // x_0 = A⁻¹r_0 and x_1 = A⁻¹1 from the same batched solve, the optimum given the
         // variances is c = 1ᵀx_0 / 1ᵀx_1, and α = x_0 − c x_1.
@@ -1413,9 +1437,13 @@ impl LmlPieces {
 /// Per-coordinate step sizes are halved whenever that coordinate's gradient changes sign
 /// (the iterate stepped over the optimum): with the probes fixed the surrogate is
 /// deterministic, so the steps shrink onto its optimum and the fit can say it converged.
+///
+/// `expired` is asked before every step after the first; once it says yes the fit stops
+/// there, not converged, saying it reached the time limit.
 pub(crate) fn adam_fit(
     spec: &FitParams,
     settings: &MatrixFreeParams,
+    mut expired: impl FnMut() -> bool,
     mut pieces: impl FnMut(Hyper, f64) -> Result<LmlPieces, GpError>,
 ) -> Result<(Hyper, f64, Option<Maximum>), GpError> {
     // Free coordinates: (log σ², log s², c), each with its box.
@@ -1442,8 +1470,12 @@ pub(crate) fn adam_fit(
     };
     let mut lr = [settings.fit_lr; 2];
     let mut last_grad = [0.0f64; 2];
-    let (mut steps_run, mut converged) = (0, false);
+    let (mut steps_run, mut converged, mut timed_out) = (0, false, false);
     for step in 1..=settings.fit_steps {
+        if step > 1 && expired() {
+            timed_out = true;
+            break;
+        }
         steps_run = step;
         let (hyper, c_adam) = unpack(&z);
         hyper.check()?;
@@ -1499,7 +1531,12 @@ pub(crate) fn adam_fit(
             at_bound: (0..3)
                 .filter_map(|i| slots[i].map(|(lo, hi)| z[i] <= lo || z[i] >= hi))
                 .collect(),
-            termination: if converged {
+            termination: if timed_out {
+                format!(
+                    "not converged: stopped at the time limit after {steps_run} Adam steps on \
+                     stochastic-trace gradients"
+                )
+            } else if converged {
                 format!(
                     "converged: {steps_run} Adam steps on stochastic-trace gradients, the last \
                      step below {:e}",

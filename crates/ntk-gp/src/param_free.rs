@@ -35,7 +35,7 @@ use ntk_ops::{GramOperator, Jacobian, JacobianOperator, TensorBlock, convert};
 use crate::error::GpError;
 use crate::exact::{Hyper, Prediction};
 use crate::fit::{FitParams, Param};
-use crate::ntk::{LmlPieces, MatrixFreeParams, MatrixFreeState, adam_fit};
+use crate::ntk::{LmlPieces, MatrixFreeParams, MatrixFreeState, adam_fit, clock};
 use crate::optimize::Maximum;
 
 /// $B = s^2 J^\top J + \sigma^2 I$ on device blocks.
@@ -144,6 +144,7 @@ pub(crate) fn fit<B: Backend>(
     r0: &DVector<f64>,
     spec: &FitParams,
     settings: &MatrixFreeParams,
+    time_limit: Option<std::time::Duration>,
 ) -> Result<(Hyper, f64, Option<Maximum>), GpError>
 where
     B::FloatElem: Scalar,
@@ -172,7 +173,7 @@ where
         rel_tolerance: settings.cg_tolerance.max(1e-10),
         ..settings.cg()
     };
-    adam_fit(spec, settings, |hyper, c_adam| {
+    adam_fit(spec, settings, clock(time_limit), |hyper, c_adam| {
         let (s, s2n) = (hyper.prior_scale.sqrt(), hyper.noise);
         let a = system(jac, hyper)?;
         let precond = sketch.precond(hyper)?;
