@@ -91,6 +91,7 @@ impl DistributedConfig {
                 memory_budget: self.memory_budget,
                 ..JacobianParams::default()
             },
+            time_limit: None,
         }
     }
 }
