@@ -50,8 +50,12 @@ enum Cmd {
         /// One experiment by name (default: all available).
         name: Option<String>,
         /// The quick profile of every experiment (a CI smoke test).
-        #[arg(long)]
+        #[arg(long, conflicts_with = "full")]
         quick: bool,
+        /// The paper's settings in full, the sweeps that take hours included (the default
+        /// profile finishes in about a quarter of an hour on a 2-core machine).
+        #[arg(long)]
+        full: bool,
         /// Build with the `cuda` feature (burn-cuda); implied by `--device cuda[:i]`.
         #[arg(long)]
         cuda: bool,
@@ -110,6 +114,7 @@ fn main() -> ExitCode {
         Cmd::Reproduce {
             name,
             quick,
+            full,
             cuda,
             device,
             seed,
@@ -120,7 +125,12 @@ fn main() -> ExitCode {
             quick,
             cuda,
             device.as_deref(),
-            &Forwarded { seed, config, out },
+            &Forwarded {
+                full,
+                seed,
+                config,
+                out,
+            },
         ),
         Cmd::Bench { command } => bench::run_bench(command),
         Cmd::Data { command } => data::run(command),
@@ -386,6 +396,7 @@ fn docs() -> Result<(), String> {
 /// absolute against the caller's folder, since cargo runs in the workspace root).
 #[derive(Default)]
 struct Forwarded {
+    full: bool,
     seed: Option<u64>,
     config: Option<PathBuf>,
     out: Option<PathBuf>,
@@ -399,6 +410,9 @@ impl Forwarded {
                 .map_err(|e| format!("{}: {e}", p.display()))
         };
         let mut args = Vec::new();
+        if self.full {
+            args.push("--full".to_string());
+        }
         if let Some(seed) = self.seed {
             args.extend(["--seed".to_string(), seed.to_string()]);
         }
@@ -510,9 +524,10 @@ mod tests {
     }
 
     #[test]
-    fn reproduce_forwards_seed_config_and_out_with_absolute_paths() {
+    fn reproduce_forwards_full_seed_config_and_out_with_absolute_paths() {
         assert!(Forwarded::default().args().unwrap().is_empty());
         let forwarded = Forwarded {
+            full: true,
             seed: Some(7),
             config: Some(PathBuf::from("sine.json")),
             out: Some(PathBuf::from("/tmp/out")),
@@ -522,7 +537,8 @@ mod tests {
         assert_eq!(
             args,
             [
-                "--seed".to_string(),
+                "--full".to_string(),
+                "--seed".into(),
                 "7".into(),
                 "--config".into(),
                 here.join("sine.json").to_string_lossy().into_owned(),

@@ -1,7 +1,7 @@
 //! The RBF-GP baseline on sinusoid tasks through the whole harness, written to
 //! `results/sinusoid-rbf/`.
 //!
-//! `cargo run --release -p ntk-bench --example sinusoid_rbf -- [full|quick] [SEED]`
+//! `cargo run --release -p ntk-bench --example sinusoid_rbf -- [standard|full|quick] [SEED]`
 
 use ntk_bench::BenchError;
 use ntk_bench::harness::{self, DEFAULT_SEED, Experiment, Profile, RunContext};
@@ -10,12 +10,13 @@ use ntk_bench::rbf_baseline::SinusoidRbf;
 fn main() -> Result<(), BenchError> {
     let mut args = std::env::args().skip(1);
     let profile = match args.next().as_deref() {
-        None | Some("full") => Profile::Full,
+        None | Some("standard") => Profile::Standard,
+        Some("full") => Profile::Full,
         Some("quick") => Profile::Quick,
         Some(other) => {
             return Err(BenchError::invalid(
                 "profile",
-                format!("`{other}`: use full or quick"),
+                format!("`{other}`: use standard, full or quick"),
             ));
         }
     };

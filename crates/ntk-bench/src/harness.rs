@@ -27,13 +27,18 @@ use crate::error::BenchError;
 /// The seed `ntk-bench reproduce` uses unless told otherwise.
 pub const DEFAULT_SEED: u64 = 0;
 
-/// Which settings to run with: the paper's, or a small smoke test for CI.
+/// Which settings to run with: the paper's, the default of `reproduce` (the paper's, with
+/// its longest sweeps cut), or a small smoke test for CI.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Profile {
-    /// The paper's settings ([`Default`] of each configuration).
-    #[default]
+    /// The paper's settings ([`Default`] of each configuration): `reproduce --full`.
     Full,
+    /// What `reproduce` runs unless told otherwise ([`ExperimentConfig::standard`]): the
+    /// paper's settings, except sweeps that would take hours, cut so that every experiment
+    /// together finishes in about a quarter of an hour on a 2-core machine.
+    #[default]
+    Standard,
     /// A small, fast version of the same pipeline ([`ExperimentConfig::quick`]).
     Quick,
 }
@@ -42,6 +47,7 @@ impl fmt::Display for Profile {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             Self::Full => "full",
+            Self::Standard => "standard",
             Self::Quick => "quick",
         })
     }
@@ -54,10 +60,17 @@ pub trait ExperimentConfig:
     /// The quick profile: the same pipeline at a size that runs in seconds.
     fn quick() -> Self;
 
+    /// The standard profile (the default of `reproduce`): the paper's settings unless the
+    /// experiment cuts a sweep that would take hours.
+    fn standard() -> Self {
+        Self::default()
+    }
+
     /// The configuration of `profile`.
     fn for_profile(profile: Profile) -> Self {
         match profile {
             Profile::Full => Self::default(),
+            Profile::Standard => Self::standard(),
             Profile::Quick => Self::quick(),
         }
     }
@@ -432,6 +445,47 @@ pub struct Entry {
     pub run: fn(&mut RunContext) -> Result<RunRecord, BenchError>,
     /// Runs it with a configuration read from JSON (fields left out keep the profile's value).
     pub run_json: fn(&mut RunContext, serde_json::Value) -> Result<RunRecord, BenchError>,
+    /// How long it is expected to take, printed before a run.
+    pub expected: Expected,
+}
+
+/// Seconds an experiment is expected to take in each profile, measured on a 2-vCPU AMD EPYC
+/// VM without AVX-512 (the slower of the two machines the project measures on) on
+/// 2026-12-07: `standard` and `full` in a release build (`ntk-bench reproduce`,
+/// 20:06–20:22 UTC; the scaling study's standard time is that run's less its n = 5000
+/// rows), `quick` in CI's test build. The scaling study's `full` time is an estimate: its
+/// n = 50 000 rows took 932 s and 893 s on 2026-11-30, and the rows to n = 20 000 and the
+/// widths to 2000 about half an hour more.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Expected {
+    /// `--quick`.
+    pub quick: f64,
+    /// The default.
+    pub standard: f64,
+    /// `--full`.
+    pub full: f64,
+}
+
+impl Expected {
+    /// The seconds expected for `profile`.
+    pub fn seconds(&self, profile: Profile) -> f64 {
+        match profile {
+            Profile::Quick => self.quick,
+            Profile::Standard => self.standard,
+            Profile::Full => self.full,
+        }
+    }
+}
+
+/// `seconds` as a person says it: `40 s`, `6 min`, `2.5 h`.
+pub fn format_duration(seconds: f64) -> String {
+    if seconds < 90.0 {
+        format!("{seconds:.0} s")
+    } else if seconds < 5400.0 {
+        format!("{:.0} min", seconds / 60.0)
+    } else {
+        format!("{:.1} h", seconds / 3600.0)
+    }
 }
 
 impl fmt::Debug for Entry {
@@ -445,12 +499,13 @@ impl fmt::Debug for Entry {
 
 impl Entry {
     /// The registry entry of experiment `E`.
-    pub const fn of<E: Experiment>(about: &'static str) -> Self {
+    pub const fn of<E: Experiment>(about: &'static str, expected: Expected) -> Self {
         Self {
             name: E::NAME,
             about,
             run: run::<E>,
             run_json: run_json::<E>,
+            expected,
         }
     }
 }
@@ -460,18 +515,43 @@ impl Entry {
 pub const REGISTRY: &[Entry] = &[
     Entry::of::<crate::sinusoid_transfer::Sinusoid>(
         "sinusoid few-shot transfer (Figures 1, 7, 8, 9)",
+        Expected {
+            quick: 25.0,
+            standard: 105.0,
+            full: 105.0,
+        },
     ),
     Entry::of::<crate::precipitation::Precipitation>(
         "precipitation transfer across weather stations (Figures 2, 10, 11)",
+        Expected {
+            quick: 15.0,
+            standard: 70.0,
+            full: 70.0,
+        },
     ),
     Entry::of::<crate::spatial_transfer::SpatialTransfer>(
         "spatial transfer across maps: malaria 2012 -> 2016, offline precipitation stand-in (Figure 3)",
+        Expected {
+            quick: 1.0,
+            standard: 395.0,
+            full: 395.0,
+        },
     ),
     Entry::of::<crate::scaling::Scaling>(
         "time of the log marginal likelihood against n and width (Figure 4)",
+        Expected {
+            quick: 2.0,
+            standard: 180.0,
+            full: 4200.0,
+        },
     ),
     Entry::of::<crate::fisher::Fisher>(
         "finite-difference vs exact Fisher-vector products: accuracy and speed (Figures 5, 6)",
+        Expected {
+            quick: 1.0,
+            standard: 20.0,
+            full: 20.0,
+        },
     ),
 ];
 
@@ -612,5 +692,33 @@ mod tests {
             CountConfig::for_profile(Profile::Full),
             CountConfig::default()
         );
+        assert_eq!(Profile::Standard.to_string(), "standard");
+        // A configuration that cuts nothing runs the paper's settings by default.
+        assert_eq!(
+            CountConfig::for_profile(Profile::Standard),
+            CountConfig::default()
+        );
+    }
+
+    /// `reproduce` runs the standard profile unless told otherwise, and every experiment
+    /// together is expected to finish within a quarter of an hour on a 2-core machine.
+    #[test]
+    fn the_main_job_is_expected_to_finish_in_a_quarter_of_an_hour() {
+        assert_eq!(Profile::default(), Profile::Standard);
+        let total = |p| REGISTRY.iter().map(|e| e.expected.seconds(p)).sum::<f64>();
+        assert!(
+            total(Profile::Standard) < 900.0,
+            "{}",
+            total(Profile::Standard)
+        );
+        assert!(total(Profile::Quick) < total(Profile::Standard));
+        assert!(total(Profile::Standard) < total(Profile::Full));
+        let scaling = crate::scaling::ScalingConfig::for_profile(Profile::Standard);
+        assert_eq!(scaling.ns.iter().max(), Some(&2000));
+        let full = crate::scaling::ScalingConfig::for_profile(Profile::Full);
+        assert_eq!(full.ns.iter().max(), Some(&50_000));
+        assert_eq!(format_duration(42.4), "42 s");
+        assert_eq!(format_duration(790.0), "13 min");
+        assert_eq!(format_duration(9000.0), "2.5 h");
     }
 }

@@ -27,8 +27,12 @@ enum Cmd {
         /// The experiment's name (default: all available).
         name: Option<String>,
         /// Each experiment's quick profile (a smoke test).
-        #[arg(long)]
+        #[arg(long, conflicts_with = "full")]
         quick: bool,
+        /// The paper's settings in full, the sweeps that take hours included (the default
+        /// profile cuts them so that everything finishes in about a quarter of an hour).
+        #[arg(long)]
+        full: bool,
         /// The seed of all random numbers.
         #[arg(long, default_value_t = DEFAULT_SEED)]
         seed: u64,
@@ -213,6 +217,7 @@ fn main() -> ExitCode {
         Cmd::Reproduce {
             name,
             quick,
+            full,
             seed,
             out,
             device,
@@ -221,10 +226,22 @@ fn main() -> ExitCode {
             threads,
             check,
         } => {
+            let profile = match (quick, full) {
+                (true, _) => Profile::Quick,
+                (_, true) => Profile::Full,
+                _ => Profile::Standard,
+            };
             if distributed {
-                reproduce_distributed(name.as_deref(), quick, seed, &out, config, (threads, check))
+                reproduce_distributed(
+                    name.as_deref(),
+                    profile,
+                    seed,
+                    &out,
+                    config,
+                    (threads, check),
+                )
             } else {
-                reproduce(name, quick, seed, out, &device, config)
+                reproduce(name, profile, seed, out, &device, config)
             }
         }
         Cmd::Compare {
@@ -280,7 +297,7 @@ fn read_overrides(config: Option<&std::path::Path>) -> Result<Option<serde_json:
 /// `reproduce scaling --distributed`: the n sweep's function-space likelihood over ranks.
 fn reproduce_distributed(
     name: Option<&str>,
-    quick: bool,
+    profile: Profile,
     seed: u64,
     out: &std::path::Path,
     config: Option<PathBuf>,
@@ -292,7 +309,6 @@ fn reproduce_distributed(
         eprintln!("ntk-bench: --distributed runs the `scaling` experiment only");
         return ExitCode::from(2);
     }
-    let profile = if quick { Profile::Quick } else { Profile::Full };
     let scaling = match read_overrides(config.as_deref()) {
         Err(code) => return code,
         Ok(None) => Ok(ScalingConfig::for_profile(profile)),
@@ -379,7 +395,7 @@ fn experiments_run_on(device: Device) -> Result<(), String> {
 
 fn reproduce(
     name: Option<String>,
-    quick: bool,
+    profile: Profile,
     seed: u64,
     out: PathBuf,
     device: &str,
@@ -401,7 +417,6 @@ fn reproduce(
         eprintln!("ntk-bench: --config needs an experiment name");
         return ExitCode::from(2);
     }
-    let profile = if quick { Profile::Quick } else { Profile::Full };
     let available: Vec<&str> = harness::REGISTRY.iter().map(|e| e.name).collect();
     let available_list = if available.is_empty() {
         "none yet".to_string()
@@ -432,11 +447,34 @@ fn reproduce(
         );
         return ExitCode::FAILURE;
     }
+    let expected: Vec<f64> = wanted.iter().map(|e| e.expected.seconds(profile)).collect();
+    let total: f64 = expected.iter().sum();
+    eprintln!(
+        "ntk-bench: {} experiment(s), {profile} profile, seed {seed}: expected about {} on a \
+         2-core machine ({}){}",
+        wanted.len(),
+        harness::format_duration(total),
+        wanted
+            .iter()
+            .zip(&expected)
+            .map(|(e, s)| format!("{} {}", e.name, harness::format_duration(*s)))
+            .collect::<Vec<_>>()
+            .join(", "),
+        match profile {
+            Profile::Standard => "; --full runs the paper's sweeps in full, --quick a smoke test",
+            _ => "",
+        }
+    );
     let mut failed = false;
-    for entry in wanted {
+    let started = std::time::Instant::now();
+    let count = wanted.len();
+    for (i, entry) in wanted.into_iter().enumerate() {
         eprintln!(
-            "ntk-bench: running {} ({profile} profile, seed {seed})",
-            entry.name
+            "ntk-bench: [{}/{count}] running {} (expected about {}; {} elapsed)",
+            i + 1,
+            entry.name,
+            harness::format_duration(expected[i]),
+            harness::format_duration(started.elapsed().as_secs_f64())
         );
         let result = RunContext::new(&out, entry.name, seed, profile).and_then(|ctx| {
             let mut ctx = ctx.with_device(device);

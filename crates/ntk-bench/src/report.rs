@@ -226,8 +226,10 @@ impl Report {
 /// The command that reproduces a run of `name` with `profile` and `seed`.
 pub fn reproduce_command(name: &str, profile: Profile, seed: u64) -> String {
     let mut cmd = format!("cargo run --release -p ntk-bench -- reproduce {name}");
-    if profile == Profile::Quick {
-        cmd.push_str(" --quick");
+    match profile {
+        Profile::Quick => cmd.push_str(" --quick"),
+        Profile::Full => cmd.push_str(" --full"),
+        Profile::Standard => {}
     }
     if seed != DEFAULT_SEED {
         let _ = write!(cmd, " --seed {seed}");
