@@ -381,11 +381,40 @@ pub(crate) fn param(name: &str, text: &str, init: f64) -> Result<Param, CliError
 ///
 /// A start far below the optimum (say 0.1 for targets of variance 7) gives a first gradient
 /// step so large that L-BFGS lands on the upper bound $10^6$ and stops there.
-pub(crate) fn noise_init(y: &DVector<f64>) -> f64 {
+fn noise_init(y: &DVector<f64>) -> f64 {
     let n = y.len() as f64;
     let mean = y.mean();
-    let var = y.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / n;
+    noise_start(y.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / n)
+}
+
+/// [`noise_init`] from the targets' sample variance `var`.
+pub(crate) fn noise_start(var: f64) -> f64 {
     (0.5 * var).clamp(1e-4, 1e4)
+}
+
+/// The prior mean `--mean` names (the network's outputs by default; a constant is fitted).
+pub(crate) fn mean_function(model: &ModelArgs) -> MeanFunction {
+    match model.mean.unwrap_or(MeanArg::Network) {
+        MeanArg::Zero => MeanFunction::Zero,
+        MeanArg::Constant => MeanFunction::Constant(Param::Fit {
+            init: 0.0,
+            lower: -1e6,
+            upper: 1e6,
+        }),
+        MeanArg::Network => MeanFunction::Network,
+    }
+}
+
+/// Refuses a log marginal likelihood that is not finite (at the hyper-parameters `hyper`).
+pub(crate) fn check_lml(lml: f64, hyper: ntk_gp::Hyper) -> Result<(), CliError> {
+    if lml.is_finite() {
+        return Ok(());
+    }
+    Err(CliError::NonFinite(format!(
+        "the log marginal likelihood is {lml} at σ² = {:e}, s² = {:e}: the targets may be \
+         of extreme scale (standardize them)",
+        hyper.noise, hyper.prior_scale
+    )))
 }
 
 /// Reads the model file named by `--model` (ONNX, or safetensors with `--arch`).
@@ -421,15 +450,7 @@ fn gp_config(model: &ModelArgs, y: &DVector<f64>, plan: &Plan) -> Result<NtkGpPa
             noise_init(y),
         )?,
         prior_scale: param("--prior-scale", &model.prior_scale, 1.0)?,
-        mean: match model.mean.unwrap_or(MeanArg::Network) {
-            MeanArg::Zero => MeanFunction::Zero,
-            MeanArg::Constant => MeanFunction::Constant(Param::Fit {
-                init: 0.0,
-                lower: -1e6,
-                upper: 1e6,
-            }),
-            MeanArg::Network => MeanFunction::Network,
-        },
+        mean: mean_function(model),
         ..NtkGpParams::default()
     };
     config.optimizer.time_limit = time_limit(model)?;
@@ -705,15 +726,7 @@ fn score<B: Backend>(
 where
     B::FloatElem: krylov::Scalar,
 {
-    let lml = gp.log_marginal_likelihood();
-    if !lml.is_finite() {
-        return Err(CliError::NonFinite(format!(
-            "the log marginal likelihood is {lml} at σ² = {:e}, s² = {:e}: the targets may be \
-             of extreme scale (standardize them)",
-            gp.hyper().noise,
-            gp.hyper().prior_scale
-        )));
-    }
+    check_lml(gp.log_marginal_likelihood(), gp.hyper())?;
     progress.set_message(format!(
         "predicting {} test points ({:?})",
         task.test.inputs.nrows(),

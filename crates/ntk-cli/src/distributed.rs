@@ -18,13 +18,11 @@ use burn::prelude::Backend;
 use krylov::comm::{Communicator, LocalGroup, all_gather};
 use nalgebra::DVector;
 use ntk_gp::distributed::{DistributedNtkGp, DistributedParams};
-use ntk_gp::fit::Param;
-use ntk_gp::ntk::{MatrixFreeParams, MeanFunction};
 use ntk_gp::strategy::Strategy;
 
 use crate::app::{
-    AdaptArgs, LikelihoodArg, MeanArg, StrategyArg, Summary, Task, check_flags, check_one_output,
-    check_task, load, param, plan, scored, time_limit, warn_about_fit,
+    AdaptArgs, LikelihoodArg, StrategyArg, Summary, Task, check_flags, check_lml, check_one_output,
+    check_task, load, mean_function, noise_start, param, plan, scored, time_limit, warn_about_fit,
 };
 use crate::error::CliError;
 use crate::memory;
@@ -131,6 +129,7 @@ where
     })
 }
 
+/// [`adapt_rank`]'s work: read this rank's share, agree, fit, predict, and on rank 0 write.
 fn run_rank<B: Backend, C: Communicator>(
     args: &AdaptArgs,
     dev: &B::Device,
@@ -143,7 +142,7 @@ where
     let m = &args.model;
     let (rank, ranks) = (comm.rank(), comm.size());
     // This rank's share of the training file (and the line ends in it, to number lines).
-    let share = agree(
+    let (share, limit) = agree(
         &comm,
         (|| {
             let limit = check_flags(m)?;
@@ -153,11 +152,10 @@ where
             Ok((TableShare::read(&args.train, rank, ranks)?, limit))
         })(),
     )?;
-    let (share, limit) = share;
     let line_ends = all_gather(&comm, &[share.line_ends() as f64]);
     let lines_before = line_ends[..rank].iter().map(|v| v[0] as usize).sum();
     // Then its rows, the test file, the model and the plan, as on one process.
-    let read = agree(
+    let (task, network, plan) = agree(
         &comm,
         (|| {
             let train = share.parse(&args.train, &m.target, true, lines_before)?;
@@ -194,7 +192,6 @@ where
             Ok((task, network, plan))
         })(),
     )?;
-    let (task, network, plan) = read;
     let params = DistributedParams {
         noise: param(
             "--noise",
@@ -202,16 +199,7 @@ where
             noise_init(&comm, &task.y),
         )?,
         prior_scale: param("--prior-scale", &m.prior_scale, 1.0)?,
-        mean: match m.mean.unwrap_or(MeanArg::Network) {
-            MeanArg::Zero => MeanFunction::Zero,
-            MeanArg::Constant => MeanFunction::Constant(Param::Fit {
-                init: 0.0,
-                lower: -1e6,
-                upper: 1e6,
-            }),
-            MeanArg::Network => MeanFunction::Network,
-        },
-        matrix_free: MatrixFreeParams::default(),
+        mean: mean_function(m),
         time_limit: time_limit(m)?,
         ..DistributedParams::default()
     };
@@ -226,14 +214,7 @@ where
     let gp = DistributedNtkGp::new(network, &task.train.inputs, &task.y, &params, comm.clone())?;
     let seconds_fit = t1.elapsed().as_secs_f64();
     let lml = gp.log_marginal_likelihood();
-    if !lml.is_finite() {
-        return Err(CliError::NonFinite(format!(
-            "the log marginal likelihood is {lml} at σ² = {:e}, s² = {:e}: the targets may be \
-             of extreme scale (standardize them)",
-            gp.hyper().noise,
-            gp.hyper().prior_scale
-        )));
-    }
+    check_lml(lml, gp.hyper())?;
     progress.set_message(format!(
         "predicting {} test points over {ranks} ranks",
         task.test.inputs.nrows()
@@ -283,7 +264,7 @@ fn noise_init<C: Communicator>(comm: &C, y: &DVector<f64>) -> f64 {
     let mean = s[1] / s[0];
     let mut ss = [y.iter().map(|v| (v - mean).powi(2)).sum::<f64>()];
     comm.all_reduce_sum(&mut ss);
-    (0.5 * ss[0] / s[0]).clamp(1e-4, 1e4)
+    noise_start(ss[0] / s[0])
 }
 
 /// One line per rank (collective): rows, seconds of each phase, and the all-reduce share.
