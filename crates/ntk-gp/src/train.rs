@@ -194,6 +194,10 @@ pub enum Loss {
     /// $-\log\mathcal N(y \mid \mu(x), \sigma(x)^2)$ for a network with outputs $(\mu, \sigma)$ (a
     /// heteroscedastic head), averaged over the batch.
     HeteroscedasticGaussian,
+    /// $\log \sum_k e^{f_k(x)} - f_y(x)$ for a classifier with logits $f \in \mathbb R^o$ and
+    /// class labels $y \in \{0, \dots, o-1\}$ (stored as `f64`), averaged over the batch:
+    /// PyTorch's `nn.CrossEntropyLoss`, the categorical likelihood's negative log.
+    CrossEntropy,
 }
 
 impl Loss {
@@ -231,7 +235,55 @@ impl Loss {
                 }
                 (l / b, g)
             }
+            Loss::CrossEntropy => {
+                let o = f.len() / y.len().max(1);
+                let (mut l, mut g) = (0.0, Vec::with_capacity(f.len()));
+                for (row, &yi) in f.chunks(o).zip(y) {
+                    let max = row.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+                    let sum: f64 = row.iter().map(|fk| (fk - max).exp()).sum();
+                    let label = yi as usize;
+                    l += max + sum.ln() - row[label];
+                    for (k, fk) in row.iter().enumerate() {
+                        let p = (fk - max).exp() / sum;
+                        g.push((p - f64::from(u8::from(k == label))) / b);
+                    }
+                }
+                (l / b, g)
+            }
         }
+    }
+
+    /// Checks targets `y` against `n_outputs` network outputs: one output per target for the
+    /// squared errors, two (mean, scale) for the heteroscedastic loss, and for cross-entropy
+    /// class labels that are integers below `n_outputs`.
+    pub fn check_targets(&self, y: &[f64], n_outputs: usize) -> Result<(), GpError> {
+        let expected = match self {
+            Loss::Gaussian | Loss::MeanSquaredError => 1,
+            Loss::HeteroscedasticGaussian => 2,
+            Loss::CrossEntropy => {
+                if let Some(i) = y
+                    .iter()
+                    .position(|&l| !(l >= 0.0 && l.fract() == 0.0 && l < n_outputs as f64))
+                {
+                    return Err(GpError::InvalidParam {
+                        name: "class label",
+                        reason: format!(
+                            "target {i} is {}; labels are integers 0..{n_outputs}",
+                            y[i]
+                        ),
+                    });
+                }
+                return Ok(());
+            }
+        };
+        if n_outputs != expected {
+            return Err(GpError::Shape {
+                what: "network outputs for this loss",
+                expected,
+                got: n_outputs,
+            });
+        }
+        Ok(())
     }
 }
 
@@ -288,6 +340,7 @@ where
         });
     }
     check_finite("training targets", y.iter())?;
+    loss.check_targets(y.as_slice(), network.n_outputs())?;
     let device = network.device();
     let model_config = network.config().clone();
     let buffers = network.buffers_flat();
@@ -413,6 +466,61 @@ mod tests {
     }
 
     #[test]
+    fn cross_entropy_matches_its_definition_and_its_gradient_a_central_difference() {
+        // two points, three classes
+        let f = [0.3, -1.2, 2.0, 5.0, 4.0, -3.0];
+        let y = [2.0, 0.0];
+        let (l, g) = Loss::CrossEntropy.value_and_output_gradient(&f, &y);
+        let nll = |row: &[f64], label: usize| {
+            -(row[label].exp() / row.iter().map(|v| v.exp()).sum::<f64>()).ln()
+        };
+        let want = 0.5 * (nll(&f[..3], 2) + nll(&f[3..], 0));
+        assert!((l - want).abs() < 1e-14, "{l} vs {want}");
+        let h = 1e-6;
+        for i in 0..f.len() {
+            let (mut up, mut down) = (f, f);
+            up[i] += h;
+            down[i] -= h;
+            let fd = (Loss::CrossEntropy.value_and_output_gradient(&up, &y).0
+                - Loss::CrossEntropy.value_and_output_gradient(&down, &y).0)
+                / (2.0 * h);
+            assert!((g[i] - fd).abs() < 1e-8, "output {i}: {} vs {fd}", g[i]);
+        }
+        // large logits do not overflow
+        let (l, g) = Loss::CrossEntropy.value_and_output_gradient(&[1e4, 0.0], &[1.0]);
+        assert!((l - 1e4).abs() < 1e-9 && g.iter().all(|v| v.is_finite()));
+    }
+
+    #[test]
+    fn targets_are_checked_against_the_loss() {
+        assert!(
+            Loss::CrossEntropy
+                .check_targets(&[0.0, 2.0, 1.0], 3)
+                .is_ok()
+        );
+        for bad in [3.0, -1.0, 0.5] {
+            let e = Loss::CrossEntropy
+                .check_targets(&[0.0, bad], 3)
+                .unwrap_err();
+            assert!(e.to_string().contains("target 1"), "{e}");
+        }
+        assert!(Loss::MeanSquaredError.check_targets(&[0.3], 1).is_ok());
+        assert!(matches!(
+            Loss::Gaussian.check_targets(&[0.3], 2),
+            Err(GpError::Shape {
+                expected: 1,
+                got: 2,
+                ..
+            })
+        ));
+        assert!(
+            Loss::HeteroscedasticGaussian
+                .check_targets(&[0.3], 1)
+                .is_err()
+        );
+    }
+
+    #[test]
     fn train_mlp_fits_a_sine_deterministically_with_both_losses() {
         use ntk_ops::{DefaultBackend, Head, MlpConfig};
         let x = DMatrix::from_fn(20, 1, |i, _| -2.0 + 0.2 * i as f64);
@@ -434,14 +542,26 @@ mod tests {
                 Head::Heteroscedastic { min_scale: 1e-5 },
                 Loss::HeteroscedasticGaussian,
             ),
+            (Head::Plain, Loss::CrossEntropy),
         ] {
-            let outputs = if head == Head::Plain { 1 } else { 2 };
+            let outputs = match loss {
+                Loss::HeteroscedasticGaussian => 2,
+                Loss::CrossEntropy => 3,
+                _ => 1,
+            };
+            // three classes: the sine's sign, and near zero
+            let labels = y.map(|v| f64::from(u8::from(v > -0.3) + u8::from(v > 0.3)));
+            let y = if loss == Loss::CrossEntropy {
+                &labels
+            } else {
+                &y
+            };
             let net = MlpConfig::new(&[1, 16, outputs])
                 .with_head(head)
                 .init::<DefaultBackend>(1, &dev)
                 .unwrap();
-            let (a, ra) = train_mlp(&net, &x, &y, loss, &config, |_, _| {}).unwrap();
-            let (b, rb) = train_mlp(&net, &x, &y, loss, &config, |_, _| {}).unwrap();
+            let (a, ra) = train_mlp(&net, &x, y, loss, &config, |_, _| {}).unwrap();
+            let (b, rb) = train_mlp(&net, &x, y, loss, &config, |_, _| {}).unwrap();
             assert_eq!(ra, rb);
             assert_eq!(a.flatten_f64(), b.flatten_f64());
             let first = ra.epoch_loss[0];
@@ -450,6 +570,7 @@ mod tests {
             let improved = match loss {
                 Loss::Gaussian | Loss::MeanSquaredError => last < 0.05 * first,
                 Loss::HeteroscedasticGaussian => last < first - 1.0,
+                Loss::CrossEntropy => last < 0.5 * first,
             };
             assert!(improved, "{loss:?}: {first} -> {last}");
         }
