@@ -549,8 +549,8 @@ pub const REGISTRY: &[Entry] = &[
         "finite-difference vs exact Fisher-vector products: accuracy and speed (Figures 5, 6)",
         Expected {
             quick: 1.0,
-            standard: 20.0,
-            full: 20.0,
+            standard: 40.0,
+            full: 40.0,
         },
     ),
 ];

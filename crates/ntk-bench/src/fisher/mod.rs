@@ -17,6 +17,8 @@
 //!    = one forward and one backward pass, then $Jv$ and $J^\top u$) and with the factors cached
 //!    (many products at the same $\theta$, as in CG); the finite difference always needs a fresh
 //!    forward and backward pass at $\theta + \varepsilon v$.
+//! 3. Both on a CNN classifier under the categorical likelihood, the paper's own setting, with
+//!    the double-backward autodiff product the paper timed against ([`classifier`]).
 
 use burn::prelude::Backend;
 use burn::tensor::Tensor;
@@ -37,6 +39,10 @@ use crate::perf;
 use crate::plot::{ErrorBarChart, ErrorSeries};
 use crate::report::{Cell, Report, reproduce_command};
 use crate::scaling::anchor_like_data;
+
+pub mod classifier;
+
+use classifier::ClassifierStudy;
 
 /// SolverParams of the Fisher experiment; [`Default`] is the full run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -64,6 +70,11 @@ pub struct FisherConfig {
     pub reps: usize,
     /// Noise variance $\sigma^2$.
     pub noise: f64,
+    /// Classes of the CNN classifier (categorical likelihood; same images shape and channels as
+    /// the CNN above, trained on `n` images for `epochs` epochs).
+    pub classes: usize,
+    /// Channels of the classifiers timed in its speed study, smallest first.
+    pub classifier_speed_channels: Vec<[usize; 2]>,
 }
 
 impl Default for FisherConfig {
@@ -80,6 +91,8 @@ impl Default for FisherConfig {
             speed_n: 1000,
             reps: 3,
             noise: 1.0,
+            classes: 4,
+            classifier_speed_channels: vec![[4, 8], [8, 16], [16, 32]],
         }
     }
 }
@@ -97,6 +110,8 @@ impl ExperimentConfig for FisherConfig {
             speed_widths: vec![10, 40],
             speed_n: 100,
             reps: 1,
+            classes: 3,
+            classifier_speed_channels: vec![[2, 3], [4, 6]],
             ..Self::default()
         }
     }
@@ -107,6 +122,17 @@ impl ExperimentConfig for FisherConfig {
                 "sizes",
                 "n, speed_n, reps must be positive and eps_points at least 2",
             ));
+        }
+        if self.classes < 2 {
+            return Err(BenchError::invalid(
+                "classes",
+                "a classifier needs at least 2",
+            ));
+        }
+        for &channels in &self.classifier_speed_channels {
+            classifier::classifier(self.cnn_input, channels, self.classes)
+                .network_config()
+                .map_err(|e| BenchError::invalid("classifier_speed_channels", e.to_string()))?;
         }
         if !(self.noise > 0.0 && self.lr > 0.0) {
             return Err(BenchError::invalid("noise / lr", "must be positive"));
@@ -475,6 +501,7 @@ impl Experiment for Fisher {
                 cnn_errors(&ccfg, &theta_c, &xi, &vc, &eps, c.noise).map_err(GpError::from)?,
             );
         }
+        let clf = classifier::run_study(c, &eps, ctx.seed(), &mut rng)?;
         // Speed across model sizes.
         let mut speeds = Vec::new();
         for &w in &c.speed_widths {
@@ -483,7 +510,7 @@ impl Experiment for Fisher {
             speeds
                 .push(speed::<F>(w, c.speed_n, c.reps, c.noise, &mut rng).map_err(GpError::from)?);
         }
-        self.write_outputs(ctx, &acc, &losses, &speeds)
+        self.write_outputs(ctx, &acc, &losses, &speeds, &clf)
     }
 }
 
@@ -494,6 +521,7 @@ impl Fisher {
         acc: &[AccuracyPoint],
         losses: &[(String, String, f64)],
         speeds: &[SpeedPoint],
+        clf: &ClassifierStudy,
     ) -> Result<Summary, BenchError> {
         let c = &self.config;
         ctx.write_json("accuracy", acc)?;
@@ -691,6 +719,7 @@ impl Fisher {
         )
         .write(ctx, "fvp-speed")?;
         report.figure("Exact vs finite-difference Fisher-vector product", &files);
+        summary = self.classifier_section(ctx, &mut report, clf, summary)?;
         report.reproduce(reproduce_command(Self::NAME, ctx.profile(), ctx.seed()));
         report.write(ctx)?;
         Ok(summary)
@@ -718,7 +747,19 @@ mod tests {
             assert!(m[&format!("best_rel_error/cnn-f64/{stage}")] < 1e-5);
             // f32 cannot get below ~1e-4 (round-off of f(θ+εv) − f(θ)).
             assert!(m[&format!("best_rel_error/mlp-f32/{stage}")] > 1e-6);
+            // the classifier, under the categorical likelihood: the same trade-off
+            assert!(m[&format!("best_rel_error/clf-f64/{stage}")] < 1e-5);
+            assert!(m[&format!("best_rel_error/clf-f32/{stage}")] > 1e-6);
         }
+        // the double-backward product is the exact product, and the classifier learned
+        assert!(m["classifier_double_backward_rel_diff"] < 1e-12);
+        assert!(m["classifier_cross_entropy/end"] < m["classifier_cross_entropy/init"]);
+        assert!(root.path().join("fisher/classifier.json").is_file());
+        assert!(
+            root.path()
+                .join("fisher/fvp-error-classifier.png")
+                .is_file()
+        );
         let acc: Vec<AccuracyPoint> = serde_json::from_str(
             &std::fs::read_to_string(root.path().join("fisher/accuracy.json")).unwrap(),
         )
