@@ -36,7 +36,7 @@ use ntk_gp::train::{Loss, Optimizer, TrainParams, train_mlp};
 use ntk_ops::{Activation, Mlp, MlpConfig, convert};
 use serde::{Deserialize, Serialize};
 
-use crate::data::precip::{DAYS_PER_YEAR, MeanFrom, TRAIN_DAYS};
+use crate::data::precip::{DAYS_PER_YEAR, MeanFrom, Split, TRAIN_DAYS, standardize_day};
 use crate::data::{PrecipTask, precipitation_source};
 use crate::error::BenchError;
 use crate::harness::{Experiment, ExperimentConfig, RunContext, Summary};
@@ -64,6 +64,13 @@ pub struct PrecipitationConfig {
     /// days enters the inputs of a method; `false` subtracts the mean over all 365 days, as the
     /// reference pipeline does (which leaks the test days' mean into every method).
     pub centre_on_train_days: bool,
+    /// One task per city with its years pooled (the shipped data; a USHCN station always pools
+    /// its years, as the paper does): 2012–2015 of New York and of Seattle, one source and one
+    /// target. `false` (default): one task per city-year.
+    pub pool_years: bool,
+    /// Which days are held out: the last 65 (default, the paper's extrapolation) or 65 at
+    /// random, a diagnostic reported as such.
+    pub split: Split,
     /// Target tasks plotted, after a panel of the source task.
     pub plotted: usize,
     /// Hidden units of the one-hidden-layer tanh network.
@@ -103,6 +110,8 @@ impl Default for PrecipitationConfig {
             source: 0,
             max_tasks: None,
             centre_on_train_days: true,
+            pool_years: false,
+            split: Split::LastDays,
             plotted: 4,
             hidden: 400,
             train: TrainParams {
@@ -147,10 +156,10 @@ impl ExperimentConfig for PrecipitationConfig {
     }
 
     fn validate(&self) -> Result<(), BenchError> {
-        if self.max_tasks.is_some_and(|n| n < 3) {
+        if self.max_tasks.is_some_and(|n| n < 2) {
             return Err(BenchError::invalid(
                 "max_tasks",
-                "need a source and ≥ 2 targets",
+                "need a source and ≥ 1 target",
             ));
         }
         if self.max_tasks.is_some_and(|n| self.source >= n) {
@@ -216,13 +225,33 @@ struct Predicted {
     seconds: f64,
 }
 
-/// The standardized inputs of all 365 days, the training days first.
-fn all_days(task: &PrecipTask) -> DMatrix<f64> {
-    let mut x = DMatrix::zeros(DAYS_PER_YEAR, 1);
-    x.rows_mut(0, TRAIN_DAYS).copy_from(&task.x_train);
-    x.rows_mut(TRAIN_DAYS, DAYS_PER_YEAR - TRAIN_DAYS)
-        .copy_from(&task.x_test);
-    x
+/// The standardized inputs of all 365 days, in order.
+fn all_days() -> DMatrix<f64> {
+    DMatrix::from_fn(DAYS_PER_YEAR, 1, |d, _| standardize_day(d))
+}
+
+/// A mean and standard error over targets; with one target (the pooled shipped data) its
+/// value, with no standard error (`n = 1`, shown without ±).
+fn over_targets(values: &[f64]) -> Result<MeanStderr, BenchError> {
+    match values {
+        [v] => Ok(MeanStderr {
+            mean: *v,
+            stderr: 0.0,
+            n: 1,
+        }),
+        _ => Ok(MeanStderr::of(values)?),
+    }
+}
+
+/// The held-out days in words, for figure titles and reports.
+fn split_words(split: Split) -> &'static str {
+    match split {
+        Split::LastDays => "train days 0-299, test days 300-364",
+        Split::Random { .. } => {
+            "65 test days drawn at random (a diagnostic: interpolation, not the paper's \
+             extrapolation), the other 300 to train"
+        }
+    }
 }
 
 /// The network's outputs at the rows of `x`.
@@ -312,7 +341,11 @@ impl Experiment for Precipitation {
         } else {
             MeanFrom::AllDays
         };
-        let tasks = source.tasks(mean_from, self.config.max_tasks)?;
+        let tasks: Vec<PrecipTask> = source
+            .tasks(mean_from, self.config.pool_years, self.config.max_tasks)?
+            .iter()
+            .map(|t| t.resplit(mean_from, self.config.split))
+            .collect();
         self.run_tasks(ctx, &tasks, &about)
     }
 }
@@ -328,11 +361,11 @@ impl Precipitation {
     ) -> Result<Summary, BenchError> {
         let cfg = &self.config;
         let gp_err = ntk_gp::GpError::from;
-        if tasks.len() < 3 || cfg.source >= tasks.len() {
+        if tasks.len() < 2 || cfg.source >= tasks.len() {
             return Err(BenchError::invalid(
                 "tasks",
                 format!(
-                    "need a source (index {}) and ≥ 2 targets, got {} tasks",
+                    "need a source (index {}) and ≥ 1 target, got {} tasks",
                     cfg.source,
                     tasks.len()
                 ),
@@ -463,10 +496,10 @@ impl Precipitation {
                     results.iter().map(|r| f(&r.metrics[m])).collect::<Vec<_>>()
                 };
                 Ok([
-                    MeanStderr::of(&pick(|t| t.rmse))?,
-                    MeanStderr::of(&pick(|t| t.nlpd))?,
-                    MeanStderr::of(&pick(|t| t.coverage95))?,
-                    MeanStderr::of(
+                    over_targets(&pick(|t| t.rmse))?,
+                    over_targets(&pick(|t| t.nlpd))?,
+                    over_targets(&pick(|t| t.coverage95))?,
+                    over_targets(
                         &results
                             .iter()
                             .map(|r| r.predictions[m].seconds * 1e3)
@@ -545,7 +578,10 @@ impl Precipitation {
         let header: Vec<&str> = header.iter().map(String::as_str).collect();
         let predictions_csv = ctx.write_csv("predictions", &header, rows)?;
         let figure = PanelGrid::new(
-            "Precipitation transfer: smoothed daily precipitation, train (days 0-299) and test (300-364)",
+            format!(
+                "Precipitation transfer: smoothed daily precipitation ({})",
+                split_words(cfg.split)
+            ),
             "day of year",
             "precipitation (mm)",
             3,
@@ -561,16 +597,24 @@ impl Precipitation {
                 .collect::<Vec<_>>(),
         )?;
 
-        let mut report = Report::new("Precipitation transfer across weather stations");
+        let mut title = "Precipitation transfer across weather stations".to_string();
+        if cfg.pool_years {
+            title.push_str(", years pooled");
+        }
+        if let Split::Random { seed } = cfg.split {
+            title.push_str(&format!(" (diagnostic: test days at random, seed {seed})"));
+        }
+        let mut report = Report::new(title);
         report
             .paragraph(format!("Data: {data}."))
+            .paragraph(format!("Split: {}.", split_words(cfg.split)))
             .paragraph(format!(
-                "Source task: {} (task {} of {}). A 1-{}-1 tanh network is trained on its first \
-                 {TRAIN_DAYS} days (mean squared error; {}; {:.1} s; \
+                "Source task: {} (task {} of {}). A 1-{}-1 tanh network is trained on its \
+                 {TRAIN_DAYS} training days (mean squared error; {}; {:.1} s; \
                  training MSE {:.3e} in units of the target scale {:.3} mm). Each of the {} \
                  targets conditions the NTK GP ({:?} strategy, prior mean {:?}, noise \
-                 $\\sigma^2$ {}, prior scale $s^2$ {}) on its first {TRAIN_DAYS} days and \
-                 predicts the last {}. Metrics on the test days in mm; mean ± standard error \
+                 $\\sigma^2$ {}, prior scale $s^2$ {}) on its {TRAIN_DAYS} training days and \
+                 predicts the other {}. Metrics on the test days in mm; mean ± standard error \
                  over targets; time per target in milliseconds (adaptation and prediction on \
                  all 365 days).",
                 src.name,
@@ -705,7 +749,7 @@ impl Precipitation {
         let cfg = &self.config;
         let x = &task.x_train;
         let y = &task.y_train / scale;
-        let x_all = all_days(task);
+        let x_all = all_days();
         let gp_config = |strategy, noise, prior_scale| NtkGpParams {
             strategy,
             noise,
@@ -769,10 +813,11 @@ impl Precipitation {
         let metrics = predictions
             .iter()
             .map(|p| {
-                let mean: Vec<f64> = p.mean[TRAIN_DAYS..].iter().map(|m| m * scale).collect();
-                let var: Vec<f64> = p.var[TRAIN_DAYS..]
+                let mean: Vec<f64> = task.test_days.iter().map(|&d| p.mean[d] * scale).collect();
+                let var: Vec<f64> = task
+                    .test_days
                     .iter()
-                    .map(|v| v * scale * scale)
+                    .map(|&d| p.var[d] * scale * scale)
                     .collect();
                 TaskMetrics::evaluate(&y_test, &mean, &var)
             })
@@ -819,7 +864,7 @@ fn source_panel(
     scale: f64,
     days: &[f64],
 ) -> Result<Panel, BenchError> {
-    let net: Vec<f64> = outputs(mlp, &all_days(src))?
+    let net: Vec<f64> = outputs(mlp, &all_days())?
         .iter()
         .map(|f| f * scale + src.mean)
         .collect();
@@ -857,12 +902,12 @@ fn split_points(task: &PrecipTask, days: &[f64]) -> Vec<Scatter> {
     vec![
         Scatter {
             label: "train".into(),
-            x: days[..TRAIN_DAYS].to_vec(),
+            x: task.train_days.iter().map(|&d| days[d]).collect(),
             y: task.y_train.iter().map(|v| v + task.mean).collect(),
         },
         Scatter {
             label: "test".into(),
-            x: days[TRAIN_DAYS..].to_vec(),
+            x: task.test_days.iter().map(|&d| days[d]).collect(),
             y: task.y_test.iter().map(|v| v + task.mean).collect(),
         },
     ]
@@ -900,7 +945,7 @@ mod tests {
         PrecipitationConfig::quick().validate().unwrap();
         let bad = [
             PrecipitationConfig {
-                max_tasks: Some(2),
+                max_tasks: Some(1),
                 ..tiny()
             },
             PrecipitationConfig {
@@ -926,13 +971,20 @@ mod tests {
     }
 
     #[test]
-    fn all_days_are_the_training_days_then_the_test_days() {
+    fn all_days_are_the_year_in_order_and_hold_every_split_s_rows() {
         let task = &weather_tasks(MeanFrom::AllDays).unwrap()[0];
-        let x = all_days(task);
+        let x = all_days();
         assert_eq!(x.nrows(), DAYS_PER_YEAR);
         assert!(x.as_slice().windows(2).all(|w| w[0] < w[1]));
         assert_eq!(x[(TRAIN_DAYS - 1, 0)], task.x_train[(TRAIN_DAYS - 1, 0)]);
         assert_eq!(x[(TRAIN_DAYS, 0)], task.x_test[(0, 0)]);
+        let random = task.resplit(MeanFrom::TrainDays, Split::Random { seed: 1 });
+        for (i, &d) in random.test_days.iter().enumerate() {
+            assert_eq!(x[(d, 0)], random.x_test[(i, 0)]);
+        }
+        for (i, &d) in random.train_days.iter().enumerate() {
+            assert_eq!(x[(d, 0)], random.x_train[(i, 0)]);
+        }
     }
 
     #[test]
@@ -987,7 +1039,7 @@ mod tests {
             source_rbf.params().clone(),
         )
         .unwrap()
-        .predict(&all_days(target))
+        .predict(&all_days())
         .unwrap();
         for d in 0..DAYS_PER_YEAR {
             assert!((r.predictions[2].mean[d] - manual.mean[d]).abs() < 1e-10);
@@ -1049,7 +1101,47 @@ mod tests {
         assert_eq!(csv.lines().count(), 2 * METHODS.len() + 1);
 
         // Too few tasks is a typed error, not a panic.
-        let err = exp.run_tasks(&mut ctx, &tasks[..2], "x").unwrap_err();
+        let err = exp.run_tasks(&mut ctx, &tasks[..1], "x").unwrap_err();
         assert!(matches!(err, BenchError::Invalid { .. }));
+    }
+
+    #[test]
+    fn the_pooled_random_split_variant_runs_on_one_target_and_says_what_it_is() {
+        use crate::data::weather::{WEATHER_CSV, pooled_weather_tasks_from};
+        let root = tempfile::tempdir().unwrap();
+        let mut ctx = RunContext::new(root.path(), Precipitation::NAME, 0, Profile::Quick)
+            .unwrap()
+            .without_progress();
+        let split = Split::Random { seed: 5 };
+        let tasks: Vec<PrecipTask> = pooled_weather_tasks_from(
+            &crate::data::data_dir().join(WEATHER_CSV),
+            MeanFrom::TrainDays,
+        )
+        .unwrap()
+        .iter()
+        .map(|t| t.resplit(MeanFrom::TrainDays, split))
+        .collect();
+        let exp = Precipitation::new(PrecipitationConfig {
+            pool_years: true,
+            split,
+            ..tiny()
+        })
+        .unwrap();
+        let summary = exp.run_tasks(&mut ctx, &tasks, "pooled").unwrap();
+        assert_eq!(summary.metrics["targets"], 1.0);
+        let report =
+            std::fs::read_to_string(root.path().join(Precipitation::NAME).join("report.md"))
+                .unwrap();
+        assert!(report.contains("years pooled") && report.contains("diagnostic"));
+        assert!(
+            report.contains("New York 2012–2015"),
+            "the pooled source is named"
+        );
+        // one target: values without a standard error
+        let row = report
+            .lines()
+            .find(|l| l.starts_with("| NTK GP |"))
+            .unwrap();
+        assert!(!row.contains('±'), "{row}");
     }
 }

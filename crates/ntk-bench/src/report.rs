@@ -214,6 +214,7 @@ impl Report {
             Cell::Text(t) => escape(t),
             Cell::Num(v) => format_number(*v, self.digits),
             Cell::Int(i) => i.to_string(),
+            Cell::MeanErr(m) if m.n == 1 => format_number(m.mean, self.digits),
             Cell::MeanErr(m) => format!(
                 "{} ± {}",
                 format_number(m.mean, self.digits),

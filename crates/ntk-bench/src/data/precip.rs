@@ -20,8 +20,14 @@
 //! - Targets: the profile minus its mean ([`MeanFrom`]: over all 365 days as
 //!   the reference pipeline, or over the 300 training days only, which keeps
 //!   the test days out of the centring).
+//! - Split ([`Split`]): the last 65 days are the test days, as in the paper (extrapolation);
+//!   65 days drawn at random are a diagnostic (interpolation between training days).
 
 use nalgebra::{DMatrix, DVector};
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+use rand::seq::index::sample;
+use serde::{Deserialize, Serialize};
 
 use crate::data::DataError;
 
@@ -104,6 +110,44 @@ pub enum MeanFrom {
     TrainDays,
 }
 
+/// Which days of the year are held out for testing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Split {
+    /// Days 300–364, after the 300 training days (the paper's extrapolation).
+    #[default]
+    LastDays,
+    /// 65 days drawn uniformly at random by a generator seeded with `seed`, the same for every
+    /// task: predicting them interpolates between training days, a diagnostic that says how much
+    /// of a method's error is extrapolation.
+    Random {
+        /// The generator's seed.
+        seed: u64,
+    },
+}
+
+impl Split {
+    /// The training and test days, each in increasing order.
+    pub fn days(&self) -> (Vec<usize>, Vec<usize>) {
+        match *self {
+            Split::LastDays => (
+                (0..TRAIN_DAYS).collect(),
+                (TRAIN_DAYS..DAYS_PER_YEAR).collect(),
+            ),
+            Split::Random { seed } => {
+                let mut rng = StdRng::seed_from_u64(seed);
+                let mut test =
+                    sample(&mut rng, DAYS_PER_YEAR, DAYS_PER_YEAR - TRAIN_DAYS).into_vec();
+                test.sort_unstable();
+                let train = (0..DAYS_PER_YEAR)
+                    .filter(|d| test.binary_search(d).is_err())
+                    .collect();
+                (train, test)
+            }
+        }
+    }
+}
+
 /// One precipitation task: a station's (or a city-year's) profile, split.
 #[derive(Debug, Clone)]
 pub struct PrecipTask {
@@ -113,6 +157,12 @@ pub struct PrecipTask {
     pub x_train: DMatrix<f64>,
     /// Training targets (profile minus [`PrecipTask::mean`]).
     pub y_train: DVector<f64>,
+    /// Days of the year of the training rows, increasing.
+    pub train_days: Vec<usize>,
+    /// Days of the year of the test rows, increasing.
+    pub test_days: Vec<usize>,
+    /// The smoothed profile of all 365 days (mm), before centring.
+    pub profile: Vec<f64>,
     /// Test inputs, 65 × 1.
     pub x_test: DMatrix<f64>,
     /// Test targets (profile minus [`PrecipTask::mean`]).
@@ -149,27 +199,65 @@ pub fn precip_task(
             obs.len()
         )));
     }
-    let centred_over = match mean_from {
-        MeanFrom::AllDays => &profile.values[..],
-        MeanFrom::TrainDays => &profile.values[..TRAIN_DAYS],
-    };
-    let mean = centred_over.iter().sum::<f64>() / centred_over.len() as f64;
-    let x = |days: std::ops::Range<usize>| {
-        DMatrix::from_iterator(days.len(), 1, days.map(standardize_day))
-    };
-    let y = |days: std::ops::Range<usize>| {
-        DVector::from_iterator(days.len(), days.map(|d| profile.values[d] - mean))
-    };
-    Ok(PrecipTask {
+    Ok(split_task(
         name,
-        x_train: x(0..TRAIN_DAYS),
-        y_train: y(0..TRAIN_DAYS),
-        x_test: x(TRAIN_DAYS..DAYS_PER_YEAR),
-        y_test: y(TRAIN_DAYS..DAYS_PER_YEAR),
+        profile.values,
+        profile.empty_windows,
+        obs.len(),
+        mean_from,
+        Split::LastDays,
+    ))
+}
+
+/// Centres and splits a smoothed profile.
+fn split_task(
+    name: String,
+    profile: Vec<f64>,
+    empty_windows: usize,
+    observations: usize,
+    mean_from: MeanFrom,
+    split: Split,
+) -> PrecipTask {
+    let (train_days, test_days) = split.days();
+    let mean = match mean_from {
+        MeanFrom::AllDays => profile.iter().sum::<f64>() / profile.len() as f64,
+        MeanFrom::TrainDays => {
+            train_days.iter().map(|&d| profile[d]).sum::<f64>() / train_days.len() as f64
+        }
+    };
+    let x = |days: &[usize]| {
+        DMatrix::from_iterator(days.len(), 1, days.iter().map(|&d| standardize_day(d)))
+    };
+    let y = |days: &[usize]| {
+        DVector::from_iterator(days.len(), days.iter().map(|&d| profile[d] - mean))
+    };
+    PrecipTask {
+        name,
+        x_train: x(&train_days),
+        y_train: y(&train_days),
+        x_test: x(&test_days),
+        y_test: y(&test_days),
+        train_days,
+        test_days,
         mean,
-        empty_windows: profile.empty_windows,
-        observations: obs.len(),
-    })
+        empty_windows,
+        observations,
+        profile,
+    }
+}
+
+impl PrecipTask {
+    /// The same profile centred by `mean_from` and split by `split`.
+    pub fn resplit(&self, mean_from: MeanFrom, split: Split) -> PrecipTask {
+        split_task(
+            self.name.clone(),
+            self.profile.clone(),
+            self.empty_windows,
+            self.observations,
+            mean_from,
+            split,
+        )
+    }
 }
 
 #[cfg(test)]
@@ -253,6 +341,31 @@ mod tests {
 
         let t = precip_task("t", &obs, MeanFrom::TrainDays).unwrap();
         assert!(t.y_train.sum().abs() < 1e-9);
+        assert_eq!(t.train_days, (0..300).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn a_random_split_holds_out_65_days_the_same_for_every_task() {
+        let obs: Vec<(usize, f64)> = (0..365).map(|d| (d, 1.0 + (d % 7) as f64)).collect();
+        let t = precip_task("t", &obs, MeanFrom::TrainDays).unwrap();
+        let r = t.resplit(MeanFrom::TrainDays, Split::Random { seed: 3 });
+        assert_eq!((r.train_days.len(), r.test_days.len()), (300, 65));
+        let mut all: Vec<usize> = r.train_days.iter().chain(&r.test_days).copied().collect();
+        all.sort_unstable();
+        assert_eq!(all, (0..365).collect::<Vec<_>>());
+        // not the last days, and deterministic in the seed
+        assert!(r.test_days.iter().any(|&d| d < 300));
+        assert_eq!(r.test_days, Split::Random { seed: 3 }.days().1);
+        assert_ne!(r.test_days, Split::Random { seed: 4 }.days().1);
+        // each row holds its day's input and centred profile value
+        for (i, &d) in r.test_days.iter().enumerate() {
+            assert_eq!(r.x_test[(i, 0)], standardize_day(d));
+            assert_eq!(r.y_test[i] + r.mean, t.profile[d]);
+        }
+        assert!(r.y_train.sum().abs() < 1e-9);
+        // resplitting by the last days gives the task back
+        let back = r.resplit(MeanFrom::TrainDays, Split::LastDays);
+        assert_eq!((back.y_test.clone(), back.mean), (t.y_test.clone(), t.mean));
     }
 
     #[test]

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 
 use crate::data::ghcn::{Network, Station, daily_precipitation, read_dly, read_stations};
 use crate::data::precip::{MeanFrom, PrecipTask, day_of_year, precip_task};
-use crate::data::weather::{WEATHER_CSV, weather_tasks_from};
+use crate::data::weather::{WEATHER_CSV, pooled_weather_tasks_from, weather_tasks_from};
 use crate::data::{DataError, data_dir, downloads_dir};
 
 /// The station list inside the USHCN download folder.
@@ -61,14 +61,18 @@ impl PrecipSource {
         }
     }
 
-    /// The tasks, at most `limit` of them (in station-ID or city-year order).
+    /// The tasks, at most `limit` of them (in station-ID or city-year order). With
+    /// `pool_years` the shipped series give one task per city with its years pooled
+    /// ([`pooled_weather_tasks_from`]); a USHCN station's task always pools its years.
     pub fn tasks(
         &self,
         mean_from: MeanFrom,
+        pool_years: bool,
         limit: Option<usize>,
     ) -> Result<Vec<PrecipTask>, DataError> {
         let mut tasks = match self {
             Self::Ushcn { dir } => ushcn_tasks(dir, mean_from, limit)?,
+            Self::Offline { csv, .. } if pool_years => pooled_weather_tasks_from(csv, mean_from)?,
             Self::Offline { csv, .. } => weather_tasks_from(csv, mean_from)?,
         };
         if let Some(n) = limit {
@@ -194,7 +198,10 @@ mod tests {
         let src = precipitation_source_in(&dir, &offline);
         assert!(matches!(src, PrecipSource::Offline { .. }));
         assert!(src.describe().contains("not found"), "{}", src.describe());
-        assert_eq!(src.tasks(MeanFrom::AllDays, Some(3)).unwrap().len(), 3);
+        assert_eq!(
+            src.tasks(MeanFrom::AllDays, false, Some(3)).unwrap().len(),
+            3
+        );
 
         fs::create_dir_all(dir.join(DLY_DIR)).unwrap();
         let stations = [
@@ -238,7 +245,7 @@ mod tests {
             .collect();
         assert_eq!(ids, ["USC00000001", "USC00000003"]);
         // The dry station is skipped; the other rains 2.5 mm on days 1-28 of each month.
-        let tasks = src.tasks(MeanFrom::AllDays, None).unwrap();
+        let tasks = src.tasks(MeanFrom::AllDays, false, None).unwrap();
         assert_eq!(tasks.len(), 1);
         assert_eq!(tasks[0].name, "USC00000001 SOMEWHERE, NE");
         assert!((tasks[0].mean - 2.5).abs() < 1e-12);
@@ -246,7 +253,7 @@ mod tests {
 
         // A corrupt file is an error naming it.
         fs::write(dly_path(&dir, "USC00000001"), "garbage\n").unwrap();
-        let err = src.tasks(MeanFrom::AllDays, None).unwrap_err();
+        let err = src.tasks(MeanFrom::AllDays, false, None).unwrap_err();
         assert!(err.to_string().contains("USC00000001.dly:1:"), "{err}");
         fs::remove_dir_all(&dir).unwrap();
     }

@@ -102,6 +102,37 @@ pub fn weather_tasks_from(path: &Path, mean_from: MeanFrom) -> Result<Vec<Precip
         .collect()
 }
 
+/// One task per city with all its years pooled into one profile (as the paper pools every
+/// year of a station), sorted by city and named by its years, e.g. `New York 2012–2015`.
+pub fn pooled_weather_tasks_from(
+    path: &Path,
+    mean_from: MeanFrom,
+) -> Result<Vec<PrecipTask>, DataError> {
+    /// A city's first and last year, and its observations (day of year, mm).
+    #[derive(Default)]
+    struct Pooled {
+        years: Option<(i32, i32)>,
+        obs: Vec<(usize, f64)>,
+    }
+    let mut series: BTreeMap<String, Pooled> = BTreeMap::new();
+    for d in read_weather(path)? {
+        let city = series.entry(d.city).or_default();
+        let (first, last) = city.years.unwrap_or((d.year, d.year));
+        city.years = Some((first.min(d.year), last.max(d.year)));
+        city.obs.push((d.day, d.mm));
+    }
+    if series.is_empty() {
+        return Err(DataError::Invalid(format!("{}: no rows", path.display())));
+    }
+    series
+        .into_iter()
+        .map(|(city, pooled)| {
+            let (first, last) = pooled.years.unwrap_or_default();
+            precip_task(format!("{city} {first}–{last}"), &pooled.obs, mean_from)
+        })
+        .collect()
+}
+
 /// A task name as a file stem: `Seattle 2012` → `seattle-2012`, `New York 2013` → `new-york-2013`.
 pub fn task_slug(name: &str) -> String {
     name.split_whitespace()
@@ -152,6 +183,7 @@ fn parse_date(s: &str) -> Option<(i32, u8, u8)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::data::precip::DAYS_PER_YEAR;
 
     #[test]
     fn export_writes_the_tasks_as_cli_csvs() {
@@ -207,6 +239,27 @@ mod tests {
             );
             // Mean daily rain on wet days is a few mm.
             assert!(t.mean > 1.0 && t.mean < 30.0, "{}: mean {}", t.name, t.mean);
+        }
+    }
+
+    #[test]
+    fn pooling_gives_one_task_per_city_from_all_its_years() {
+        let path = data_dir().join(WEATHER_CSV);
+        let pooled = pooled_weather_tasks_from(&path, MeanFrom::TrainDays).unwrap();
+        let names: Vec<&str> = pooled.iter().map(|t| t.name.as_str()).collect();
+        assert_eq!(names, ["New York 2012–2015", "Seattle 2012–2015"]);
+        assert!(pooled.iter().all(|t| t.observations == 4 * 365));
+        // The pooled profile is the mean over all years' wet days in each window, so it lies
+        // within the range of the single years' profiles on every day.
+        let years = weather_tasks_from(&path, MeanFrom::TrainDays).unwrap();
+        for (k, city) in pooled.iter().enumerate() {
+            let own = &years[4 * k..4 * k + 4];
+            for d in 0..DAYS_PER_YEAR {
+                let (lo, hi) = own.iter().fold((f64::INFINITY, 0f64), |(lo, hi), t| {
+                    (lo.min(t.profile[d]), hi.max(t.profile[d]))
+                });
+                assert!(lo - 1e-9 <= city.profile[d] && city.profile[d] <= hi + 1e-9);
+            }
         }
     }
 
