@@ -124,6 +124,26 @@ pub fn fit_predict<B: Backend>(
     y: &DVector<f64>,
     x_test: &DMatrix<f64>,
 ) -> Result<(Prediction, Hyper), GpError> {
+    fit_predict_with(
+        features,
+        x,
+        y,
+        x_test,
+        Param::fit_variance(0.1),
+        Param::fit_variance(1.0),
+    )
+}
+
+/// [`fit_predict`] with the noise $\sigma^2$ and the prior scale $s^2$ of the weights each
+/// fitted or held fixed.
+pub fn fit_predict_with<B: Backend>(
+    features: &Network<B>,
+    x: &DMatrix<f64>,
+    y: &DVector<f64>,
+    x_test: &DMatrix<f64>,
+    noise: Param,
+    prior_scale: Param,
+) -> Result<(Prediction, Hyper), GpError> {
     let phi_at = |x: &DMatrix<f64>| -> Result<DMatrix<f64>, GpError> {
         let xt = convert::from_dmatrix_f64(x, &features.device());
         features.check_inputs(&xt, "ABLR inputs")?;
@@ -132,8 +152,8 @@ pub fn fit_predict<B: Backend>(
     let phi = phi_at(x)?;
     let spectral = SpectralLml::from_features(&phi, y)?;
     let spec = FitParams {
-        noise: Param::fit_variance(0.1),
-        prior_scale: Param::fit_variance(1.0),
+        noise,
+        prior_scale,
         constant_mean: None,
     };
     let (hyper, _, _) = fit_hyper(
@@ -224,5 +244,42 @@ mod tests {
         .lml;
         let fd = (up - dn) / ((1.0 + e).ln() - (1.0 - e).ln());
         assert!((obj.d_log_noise - fd).abs() < 1e-5 * (1.0 + fd.abs()));
+    }
+
+    #[test]
+    fn a_fixed_prior_scale_is_held_and_matches_the_dense_blr_posterior() {
+        use ntk_ops::{DefaultBackend, MlpConfig};
+        let features = MlpConfig::new(&[1, 6, 4]).network();
+        let net = features
+            .init::<DefaultBackend>(2, &Default::default())
+            .unwrap();
+        let x = DMatrix::from_fn(15, 1, |i, _| -1.0 + i as f64 / 7.0);
+        let y = DVector::from_fn(15, |i, _| (2.0 * x[(i, 0)]).sin());
+        let x_test = DMatrix::from_fn(4, 1, |i, _| 1.2 + 0.1 * i as f64);
+        let (pred, hyper) = fit_predict_with(
+            &net,
+            &x,
+            &y,
+            &x_test,
+            Param::fit_variance(0.1),
+            Param::Fixed(1.0),
+        )
+        .unwrap();
+        assert_eq!(hyper.prior_scale, 1.0);
+        assert!(
+            hyper.noise > 0.0 && hyper.noise != 0.1,
+            "the noise is fitted"
+        );
+        // the weight-space posterior mean Φ*ᵀ(ΦᵀΦ + σ²I)⁻¹Φᵀy, by a dense solve
+        let phi = convert::to_dmatrix_f64(
+            net.forward(convert::from_dmatrix_f64(&x, &Default::default())),
+        );
+        let phi_t = convert::to_dmatrix_f64(
+            net.forward(convert::from_dmatrix_f64(&x_test, &Default::default())),
+        );
+        let a = phi.transpose() * &phi + DMatrix::identity(4, 4) * hyper.noise;
+        let w = a.cholesky().unwrap().solve(&(phi.transpose() * &y));
+        let want = phi_t * w;
+        assert!((pred.mean - want).amax() < 1e-10);
     }
 }
