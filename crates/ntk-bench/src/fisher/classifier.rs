@@ -33,7 +33,7 @@ use super::{AccuracyPoint, FisherConfig, column, median, rel, unit_vector};
 use crate::error::BenchError;
 use crate::harness::{RunContext, Summary};
 use crate::perf;
-use crate::plot::{ErrorBarChart, ErrorSeries};
+use crate::plot::ErrorBarChart;
 use crate::report::{Cell, Report};
 
 type F = burn_ndarray::NdArray<f64>;
@@ -476,61 +476,13 @@ impl super::Fisher {
                 ]
             }),
         );
-        let models = ["clf-f64", "clf-f32"];
-        let eps = super::eps_grid(c.eps_points);
-        let mut headers = vec!["ε".to_string()];
-        for m in models {
-            for s in &study.stages {
-                headers.push(format!("{m} {}", s.stage));
-            }
-        }
-        let header_refs: Vec<&str> = headers.iter().map(String::as_str).collect();
-        let get = |m: &str, s: &str, e: f64| {
-            study
-                .accuracy
-                .iter()
-                .find(|a| a.model == m && a.stage == s && a.eps == e)
-                .map_or(f64::NAN, |a| a.rel_error)
-        };
-        report.table(
-            &header_refs,
-            eps.iter().map(|&e| {
-                let mut row = vec![Cell::from(e)];
-                for m in models {
-                    for s in &study.stages {
-                        row.push(Cell::from(get(m, &s.stage, e)));
-                    }
-                }
-                row
-            }),
+        let (series, with_errors) = super::error_study(
+            report,
+            &study.accuracy,
+            &super::eps_grid(c.eps_points),
+            summary,
         );
-        let mut series = Vec::new();
-        for m in models {
-            for s in &study.stages {
-                let pts: Vec<&AccuracyPoint> = study
-                    .accuracy
-                    .iter()
-                    .filter(|a| a.model == m && a.stage == s.stage)
-                    .collect();
-                series.push(ErrorSeries {
-                    label: format!("{m} {}", s.stage),
-                    x: pts.iter().map(|a| a.eps.log10()).collect(),
-                    mean: pts
-                        .iter()
-                        .map(|a| a.rel_error.max(1e-300).log10())
-                        .collect(),
-                    err: vec![0.0; pts.len()],
-                });
-                let best = pts
-                    .iter()
-                    .map(|a| a.rel_error)
-                    .fold(f64::INFINITY, f64::min);
-                summary = summary.metric(format!("best_rel_error/{m}/{}", s.stage), best);
-            }
-            for (stage, e) in study.errors_at(m, 1e-4) {
-                summary = summary.metric(format!("rel_error_eps1e-4/{m}/{stage}"), e);
-            }
-        }
+        summary = with_errors;
         for s in &study.stages {
             summary = summary
                 .metric(format!("classifier_accuracy/{}", s.stage), s.accuracy)

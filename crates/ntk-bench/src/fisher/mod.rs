@@ -319,6 +319,78 @@ fn batch_loss<B: Backend, J: JacobianOperator<B>>(
     Ok((loss, convert::to_vec_f64(g)))
 }
 
+/// Adds the relative errors `acc` to `report` as a table (a row per $\varepsilon$ of `eps`, a
+/// column per model and stage in order of first appearance) and to `summary` as metrics (each
+/// series' best error, and its error at $\varepsilon = 10^{-4}$), and returns their figure's
+/// series.
+fn error_study(
+    report: &mut Report,
+    acc: &[AccuracyPoint],
+    eps: &[f64],
+    mut summary: Summary,
+) -> (Vec<ErrorSeries>, Summary) {
+    let first_seen = |name: fn(&AccuracyPoint) -> &str| {
+        let mut names: Vec<&str> = Vec::new();
+        for a in acc {
+            if !names.contains(&name(a)) {
+                names.push(name(a));
+            }
+        }
+        names
+    };
+    let models = first_seen(|a| a.model.as_str());
+    let stages = first_seen(|a| a.stage.as_str());
+    let pairs: Vec<(&str, &str)> = models
+        .iter()
+        .flat_map(|&m| stages.iter().map(move |&s| (m, s)))
+        .collect();
+    let points = |m: &str, s: &str| -> Vec<&AccuracyPoint> {
+        acc.iter()
+            .filter(|a| a.model == m && a.stage == s)
+            .collect()
+    };
+    let mut headers = vec!["ε".to_string()];
+    headers.extend(pairs.iter().map(|(m, s)| format!("{m} {s}")));
+    let header_refs: Vec<&str> = headers.iter().map(String::as_str).collect();
+    report.table(
+        &header_refs,
+        eps.iter().map(|&e| {
+            let mut row = vec![Cell::from(e)];
+            row.extend(pairs.iter().map(|&(m, s)| {
+                Cell::from(
+                    points(m, s)
+                        .iter()
+                        .find(|a| a.eps == e)
+                        .map_or(f64::NAN, |a| a.rel_error),
+                )
+            }));
+            row
+        }),
+    );
+    let mut series = Vec::new();
+    for &(m, s) in &pairs {
+        let pts = points(m, s);
+        series.push(ErrorSeries {
+            label: format!("{m} {s}"),
+            x: pts.iter().map(|a| a.eps.log10()).collect(),
+            mean: pts
+                .iter()
+                .map(|a| a.rel_error.max(1e-300).log10())
+                .collect(),
+            err: vec![0.0; pts.len()],
+        });
+        let best = pts
+            .iter()
+            .map(|a| a.rel_error)
+            .fold(f64::INFINITY, f64::min);
+        summary = summary.metric(format!("best_rel_error/{m}/{s}"), best);
+        if let Some(at) = pts.iter().find(|a| (a.eps.log10() + 4.0).abs() < 1e-9) {
+            summary = summary.metric(format!("rel_error_eps1e-4/{m}/{s}"), at.rel_error);
+        }
+    }
+    (series, summary)
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
@@ -581,65 +653,8 @@ impl Fisher {
             }),
         );
         report.heading("Relative error of the finite difference against the exact GGN product");
-        // Model names in order of first appearance (the stages interleave them).
-        let mut models: Vec<String> = Vec::new();
-        for a in acc {
-            if !models.contains(&a.model) {
-                models.push(a.model.clone());
-            }
-        }
-        let stages = ["init", "mid", "end"];
-        let mut headers = vec!["ε".to_string()];
-        for m in &models {
-            for s in stages {
-                headers.push(format!("{m} {s}"));
-            }
-        }
-        let eps = eps_grid(c.eps_points);
-        let get = |m: &str, s: &str, e: f64| {
-            acc.iter()
-                .find(|a| a.model == m && a.stage == s && a.eps == e)
-                .map_or(f64::NAN, |a| a.rel_error)
-        };
-        let header_refs: Vec<&str> = headers.iter().map(String::as_str).collect();
-        report.table(
-            &header_refs,
-            eps.iter().map(|&e| {
-                let mut row = vec![Cell::from(e)];
-                for m in &models {
-                    for s in stages {
-                        row.push(Cell::from(get(m, s, e)));
-                    }
-                }
-                row
-            }),
-        );
-        let mut series = Vec::new();
-        for m in &models {
-            for s in stages {
-                let pts: Vec<&AccuracyPoint> = acc
-                    .iter()
-                    .filter(|a| &a.model == m && a.stage == s)
-                    .collect();
-                series.push(ErrorSeries {
-                    label: format!("{m} {s}"),
-                    x: pts.iter().map(|a| a.eps.log10()).collect(),
-                    mean: pts
-                        .iter()
-                        .map(|a| a.rel_error.max(1e-300).log10())
-                        .collect(),
-                    err: vec![0.0; pts.len()],
-                });
-                let best = pts
-                    .iter()
-                    .map(|a| a.rel_error)
-                    .fold(f64::INFINITY, f64::min);
-                summary = summary.metric(format!("best_rel_error/{m}/{s}"), best);
-                if let Some(at) = pts.iter().find(|a| (a.eps.log10() + 4.0).abs() < 1e-9) {
-                    summary = summary.metric(format!("rel_error_eps1e-4/{m}/{s}"), at.rel_error);
-                }
-            }
-        }
+        let (series, with_errors) = error_study(&mut report, acc, &eps_grid(c.eps_points), summary);
+        summary = with_errors;
         let files = ErrorBarChart::new(
             "finite-difference FVP: relative error",
             "log10 ε",
