@@ -196,15 +196,7 @@ where
         convert::from_dmatrix_f64(x, &Default::default()),
         JacobianParams::default(),
     )?;
-    eps.iter()
-        .map(|&e| {
-            let fd = FiniteDifferenceFisher::new(jac.clone(), LIKELIHOOD)?.with_eps(e)?;
-            Ok(rel(
-                &convert::to_vec_f64(fd.try_apply(column::<B>(v))?),
-                exact,
-            ))
-        })
-        .collect()
+    super::fd_errors(&jac, LIKELIHOOD, v, eps, exact)
 }
 
 /// Times the three products of the classifier with `channels` at `x`, median of `reps`.

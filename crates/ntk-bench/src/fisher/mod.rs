@@ -229,12 +229,27 @@ where
         convert::from_dmatrix_f64(x, &Default::default()),
         JacobianParams::default(),
     )?;
+    fd_errors(&jac, lik, v, eps, &exact)
+}
+
+/// Relative errors against `exact` of the finite-difference Fisher of `jac` under `likelihood`
+/// applied to `v`, one per step of `eps`, in backend `B`'s precision.
+fn fd_errors<B: Backend>(
+    jac: &Jacobian<B>,
+    likelihood: Likelihood,
+    v: &[f64],
+    eps: &[f64],
+    exact: &[f64],
+) -> Result<Vec<f64>, OpsError>
+where
+    B::FloatElem: nalgebra::RealField + Copy,
+{
     eps.iter()
         .map(|&e| {
-            let fd = FiniteDifferenceFisher::new(jac.clone(), lik)?.with_eps(e)?;
+            let fd = FiniteDifferenceFisher::new(jac.clone(), likelihood)?.with_eps(e)?;
             Ok(rel(
                 &convert::to_vec_f64(fd.try_apply(column::<B>(v))?),
-                &exact,
+                exact,
             ))
         })
         .collect()
